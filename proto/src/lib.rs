@@ -1,0 +1,20 @@
+//! Ganglia's wire protocol and data model, shared by every Ganglion component.
+//!
+//! - [`xdr`]: the Ganglia ≥ 3.1 XDR codec (messages 128–136), byte-exact with
+//!   gmond/gmetric 3.7.2.
+//! - [`format`]: renders a value with its sender's printf-style `fmt` without
+//!   ever calling a real printf.
+//! - [`model`]: metric types, slopes and metadata shared by agent and aggregator.
+//! - [`xml`]: gmond/gmetad XML — a streaming writer that is always well-formed and
+//!   a streaming reader that tolerates what real Ganglia emits.
+//!
+//! This crate does no IO beyond `std::io::Read`/`Write` it is handed, has no
+//! async runtime and no logging, and never panics on any input.
+
+pub mod format;
+pub mod model;
+pub mod xdr;
+pub mod xml;
+
+pub use model::{MetricMeta, MetricType, Slope};
+pub use xdr::{DecodeError, EncodeError, Message, MetadataMsg, MetricId, Value, ValueMsg, decode, encode};

@@ -1,0 +1,1 @@
+//! gmond and gmetad XML (placeholder until the writer and reader land).
