@@ -163,7 +163,10 @@ fn digits(b: &[u8], mut i: usize) -> (Option<usize>, usize) {
         if !c.is_ascii_digit() {
             break;
         }
-        v = match v.checked_mul(10).and_then(|v| v.checked_add(usize::from(c - b'0'))) {
+        v = match v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(usize::from(c - b'0')))
+        {
             Some(v) => v,
             None => return (None, i),
         };
@@ -309,7 +312,9 @@ fn pad(spec: &Spec, sign: &str, body: &str) -> String {
         && !spec.left
         && numeric
         && !(spec.precision.is_some() && b"diuoxX".contains(&spec.conv))
-        && body.bytes().all(|c| c.is_ascii_hexdigit() || b".xX+-eE".contains(&c));
+        && body
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() || b".xX+-eE".contains(&c));
     let mut s = String::with_capacity(spec.width);
     if spec.left {
         s.push_str(sign);
