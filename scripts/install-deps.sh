@@ -2,20 +2,37 @@
 # Installs the Debian packages the build and the tests need, without letting
 # Debian's maintainer scripts start gmond/gmetad/rrdcached on their default ports.
 # Idempotent: packages already present are left alone.
+#
+#   install-deps.sh build   what `cargo build` needs (librrd headers, bindgen's libclang)
+#   install-deps.sh test    that plus every peer the tests run (the default)
 set -euo pipefail
 
-PKGS=(
-  pkg-config librrd-dev libclang-dev clang   # rrd-sys (bindgen)
+BUILD_PKGS=(
+  pkg-config librrd-dev libclang-dev clang g++   # rrd-sys (bindgen), libFuzzer's C++ runtime
+)
+TEST_PKGS=(
   rrdtool rrdcached                          # storage peers
   ganglia-monitor gmetad                     # gmond, gmetric, gmetad, gstat
   libxml2-utils                              # xmllint --valid
   chromium                                   # dashboard browser tests
 )
 
+case "${1:-test}" in
+  build) PKGS=("${BUILD_PKGS[@]}") ;;
+  test) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+esac
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js drives the browser tests (playwright-core). Any node/npm on PATH will
+# do; only when there is none do we take Debian's (mixing with another vendor's
+# nodejs package would conflict).
+if [ "${1:-test}" = test ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
