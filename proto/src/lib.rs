@@ -17,4 +17,6 @@ pub mod xdr;
 pub mod xml;
 
 pub use model::{MetricMeta, MetricType, Slope};
-pub use xdr::{DecodeError, EncodeError, Message, MetadataMsg, MetricId, Value, ValueMsg, decode, encode};
+pub use xdr::{
+    DecodeError, EncodeError, Message, MetadataMsg, MetricId, Value, ValueMsg, decode, encode,
+};
