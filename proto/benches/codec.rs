@@ -8,8 +8,12 @@ use std::hint::black_box;
 use std::path::Path;
 
 fn packet(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/packets").join(name))
-        .expect("golden packet")
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/packets")
+            .join(name),
+    )
+    .expect("golden packet")
 }
 
 fn codec(c: &mut Criterion) {

@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(r("%g", Value::Double(1000000.0)), "1e+06");
         assert_eq!(r("%g", Value::Double(0.0001)), "0.0001");
         assert_eq!(r("%g", Value::Double(0.00001)), "1e-05");
-        assert_eq!(r("%g", Value::Double(3.14159265)), "3.14159");
+        assert_eq!(r("%g", Value::Double(1.23456789)), "1.23457");
         assert_eq!(r("%.3g", Value::Double(2.5)), "2.5");
         assert_eq!(r("%#g", Value::Double(2.5)), "2.50000");
         assert_eq!(r("%G", Value::Double(1e-10)), "1E-10");
@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(r("%u", Value::Int(-1)), "4294967295");
         assert_eq!(r("%hu", Value::UInt(65537)), "1");
         assert_eq!(r("%lu", Value::UInt(7)), "7");
-        assert_eq!(r("%08.2f", Value::Double(-3.14159)), "-0003.14");
+        assert_eq!(r("%08.2f", Value::Double(-1.23456)), "-0001.23");
         assert_eq!(r("%.3d", Value::Int(7)), "007");
         assert_eq!(r("load %.2f%%", Value::Float(1.0)), "load 1.00%");
     }

@@ -1,0 +1,686 @@
+//! Streaming reader for gmond/gmetad XML (quick-xml).
+//!
+//! What it tolerates, and why:
+//! - The DTD default `SOURCE="gmond"` on METRIC/METRICS is applied, as gmetad's
+//!   expat does.
+//! - A HOST, METRIC or METRICS with a missing required attribute, a bad number or
+//!   an unknown TYPE is skipped (recorded in [`ParseOutcome::skipped`]); its
+//!   siblings survive. gmetad drops the whole poll instead.
+//! - Input that is not well-formed (an unescaped `&` from a real gmond, say) or
+//!   truncated stops the parse, but everything completed before the error is
+//!   kept: complete hosts, and the enclosing clusters/grids marked incomplete.
+//! - Text that is not UTF-8 is read as ISO-8859-1, the declared encoding.
+//! - Limits (depth, elements, extras per metric, attribute length) bound what a
+//!   hostile source can make us hold.
+
+use crate::model::{MetricType, Slope};
+use crate::xdr::text_from_wire;
+use flate2::read::GzDecoder;
+use quick_xml::events::{BytesStart, Event};
+use std::io::{BufRead, Read};
+use thiserror::Error;
+
+/// A document: `<GANGLIA_XML>` and what it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    /// `VERSION`
+    pub version: String,
+    /// `SOURCE` (`gmond` or `gmetad`)
+    pub source: String,
+    /// Top-level children in document order.
+    pub items: Vec<Item>,
+}
+
+/// A top-level child of `<GANGLIA_XML>`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// `<GRID>` (gmetad)
+    Grid(Grid),
+    /// `<CLUSTER>` (gmond, or gmetad without a grid)
+    Cluster(Cluster),
+    /// a bare `<HOST>`
+    Host(Host),
+}
+
+/// `<GRID>`
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grid {
+    /// `NAME`
+    pub name: String,
+    /// `AUTHORITY`
+    pub authority: String,
+    /// `LOCALTIME`
+    pub localtime: Option<u64>,
+    /// Nested clusters.
+    pub clusters: Vec<Cluster>,
+    /// Nested grids.
+    pub grids: Vec<Grid>,
+    /// `<HOSTS>` summary.
+    pub hosts: Option<HostsSummary>,
+    /// `<METRICS>` summaries.
+    pub metrics: Vec<SummaryMetric>,
+    /// False when the document ended (or broke) inside this element.
+    pub complete: bool,
+}
+
+/// `<CLUSTER>`
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cluster {
+    /// `NAME`
+    pub name: String,
+    /// `LOCALTIME`
+    pub localtime: u64,
+    /// `OWNER`
+    pub owner: String,
+    /// `LATLONG`
+    pub latlong: String,
+    /// `URL`
+    pub url: String,
+    /// Hosts.
+    pub hosts: Vec<Host>,
+    /// `<HOSTS>` summary (gmetad summary form).
+    pub hosts_summary: Option<HostsSummary>,
+    /// `<METRICS>` summaries.
+    pub metrics: Vec<SummaryMetric>,
+    /// False when the document ended (or broke) inside this element.
+    pub complete: bool,
+}
+
+/// `<HOST>`
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    /// `NAME`
+    pub name: String,
+    /// `IP`
+    pub ip: String,
+    /// `TAGS`
+    pub tags: String,
+    /// `REPORTED`
+    pub reported: u64,
+    /// `TN`
+    pub tn: u64,
+    /// `TMAX`
+    pub tmax: u32,
+    /// `DMAX`
+    pub dmax: u32,
+    /// `LOCATION`
+    pub location: String,
+    /// `GMOND_STARTED`
+    pub gmond_started: u64,
+    /// Metrics.
+    pub metrics: Vec<Metric>,
+}
+
+/// `<METRIC>`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// `NAME`
+    pub name: String,
+    /// `VAL`
+    pub val: String,
+    /// `TYPE`
+    pub metric_type: MetricType,
+    /// `UNITS`
+    pub units: String,
+    /// `TN`
+    pub tn: u64,
+    /// `TMAX`
+    pub tmax: u32,
+    /// `DMAX`
+    pub dmax: u32,
+    /// `SLOPE` (missing → unspecified)
+    pub slope: Slope,
+    /// `SOURCE` (DTD default `gmond`)
+    pub source: String,
+    /// `EXTRA_ELEMENT` pairs in document order.
+    pub extras: Vec<(String, String)>,
+}
+
+/// `<HOSTS>`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostsSummary {
+    /// `UP`
+    pub up: u32,
+    /// `DOWN`
+    pub down: u32,
+}
+
+/// `<METRICS>`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryMetric {
+    /// `NAME`
+    pub name: String,
+    /// `SUM` as printed
+    pub sum: String,
+    /// `NUM`
+    pub num: u32,
+    /// `TYPE`
+    pub metric_type: MetricType,
+    /// `UNITS`
+    pub units: String,
+    /// `SLOPE`
+    pub slope: Slope,
+    /// `SOURCE`
+    pub source: String,
+    /// `EXTRA_ELEMENT` pairs.
+    pub extras: Vec<(String, String)>,
+}
+
+/// An element skipped as its own problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Element name.
+    pub element: String,
+    /// Byte offset in the (decompressed) input.
+    pub offset: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Why a document could not be read to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum XmlError {
+    /// Not well-formed XML.
+    #[error("malformed XML at byte {offset}: {message}")]
+    Malformed {
+        /// Byte offset.
+        offset: u64,
+        /// Parser message.
+        message: String,
+    },
+    /// The input ended inside an element.
+    #[error("document truncated at byte {offset} inside <{element}>")]
+    Truncated {
+        /// Byte offset.
+        offset: u64,
+        /// Innermost open element.
+        element: String,
+    },
+    /// No `<GANGLIA_XML>` root.
+    #[error("not a Ganglia XML document (root element {found:?})")]
+    NotGanglia {
+        /// What was found instead.
+        found: String,
+    },
+    /// A hostile-input limit was hit.
+    #[error("limit exceeded at byte {offset}: {limit}")]
+    Limit {
+        /// Byte offset.
+        offset: u64,
+        /// Which limit.
+        limit: String,
+    },
+    /// Reading the input failed (including a corrupt gzip stream).
+    #[error("read error: {0}")]
+    Io(String),
+}
+
+/// Bounds on what one document may make the reader hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum element nesting depth.
+    pub max_depth: usize,
+    /// Maximum number of elements.
+    pub max_elements: usize,
+    /// Extras kept per metric (gmetad's struct holds 32); more are dropped.
+    pub max_extras: usize,
+    /// Maximum attribute value length in bytes.
+    pub max_attr_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 32,
+            max_elements: 20_000_000,
+            max_extras: 32,
+            max_attr_len: 64 * 1024,
+        }
+    }
+}
+
+/// The result of a parse: what was read, and the error that stopped it, if any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParseOutcome {
+    /// Everything that parsed.
+    pub document: Document,
+    /// Elements skipped as their own problem.
+    pub skipped: Vec<Skipped>,
+    /// What stopped the parse early, if anything.
+    pub error: Option<XmlError>,
+}
+
+/// Parses bytes that are either plain XML or gzip (`1f 8b` magic), in UTF-8 or
+/// ISO-8859-1 (the encoding Ganglia declares; transcoded before parsing).
+pub fn parse_bytes(input: &[u8], limits: &Limits) -> ParseOutcome {
+    if input.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        if let Err(e) = GzDecoder::new(input).read_to_end(&mut plain) {
+            // Keep what decompressed: a cut gzip stream still yields its prefix.
+            let mut out = parse_text(&plain, limits);
+            if out.error.is_none() || plain.is_empty() {
+                out.error = Some(XmlError::Io(format!("gzip: {e}")));
+            }
+            return out;
+        }
+        parse_text(&plain, limits)
+    } else {
+        parse_text(input, limits)
+    }
+}
+
+fn parse_text(input: &[u8], limits: &Limits) -> ParseOutcome {
+    match std::str::from_utf8(input) {
+        Ok(_) => parse(input, limits),
+        Err(_) => parse(text_from_wire(input).as_bytes(), limits),
+    }
+}
+
+enum Frame {
+    Root,
+    Grid(Grid),
+    Cluster(Cluster),
+    Host(Host),
+    Metric(Metric),
+    Summary(SummaryMetric),
+    ExtraData,
+    /// An element being skipped, with the depth at which it opened.
+    Skip,
+    Other,
+}
+
+struct Attrs(Vec<(Vec<u8>, String)>);
+
+impl Attrs {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self, key: &str) -> String {
+        self.get(key).unwrap_or("").to_string()
+    }
+    fn text_or(&self, key: &str, default: &str) -> String {
+        self.get(key).unwrap_or(default).to_string()
+    }
+    fn req(&self, key: &str) -> Result<String, String> {
+        self.get(key)
+            .map(str::to_string)
+            .ok_or_else(|| format!("missing required attribute {key}"))
+    }
+    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("attribute {key}={v:?} is not a number")),
+        }
+    }
+    fn req_num<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
+        let v = self.req(key)?;
+        v.trim()
+            .parse()
+            .map_err(|_| format!("attribute {key}={v:?} is not a number"))
+    }
+    fn metric_type(&self) -> Result<MetricType, String> {
+        let t = self.req("TYPE")?;
+        MetricType::parse(&t).ok_or_else(|| format!("unknown TYPE {t:?}"))
+    }
+}
+
+fn read_attrs(e: &BytesStart<'_>, limits: &Limits) -> Result<Attrs, String> {
+    let mut out = Vec::new();
+    for a in e.attributes().with_checks(false) {
+        let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+        if a.value.len() > limits.max_attr_len {
+            return Err(format!(
+                "attribute value longer than {} bytes",
+                limits.max_attr_len
+            ));
+        }
+        let val = quick_xml::escape::unescape(&a.value)
+            .map_err(|e| format!("bad entity in attribute: {e}"))?
+            .into_owned();
+        out.push((a.key.as_ref().as_bytes().to_vec(), val));
+    }
+    Ok(Attrs(out))
+}
+
+fn open(name: &[u8], a: &Attrs, limits: &Limits) -> Result<Frame, String> {
+    Ok(match name {
+        b"GRID" => Frame::Grid(Grid {
+            name: a.req("NAME")?,
+            authority: a.text("AUTHORITY"),
+            localtime: match a.get("LOCALTIME") {
+                Some(_) => Some(a.req_num("LOCALTIME")?),
+                None => None,
+            },
+            ..Grid::default()
+        }),
+        b"CLUSTER" => Frame::Cluster(Cluster {
+            name: a.req("NAME")?,
+            localtime: a.num("LOCALTIME", 0)?,
+            owner: a.text_or("OWNER", "unspecified"),
+            latlong: a.text_or("LATLONG", "unspecified"),
+            url: a.text_or("URL", "unspecified"),
+            ..Cluster::default()
+        }),
+        b"HOST" => Frame::Host(Host {
+            name: a.req("NAME")?,
+            ip: a.req("IP")?,
+            tags: a.text("TAGS"),
+            reported: a.req_num("REPORTED")?,
+            tn: a.num("TN", 0)?,
+            tmax: a.num("TMAX", 0)?,
+            dmax: a.num("DMAX", 0)?,
+            location: a.text_or("LOCATION", "unspecified"),
+            gmond_started: a.num("GMOND_STARTED", 0)?,
+            metrics: Vec::new(),
+        }),
+        b"METRIC" => Frame::Metric(Metric {
+            name: a.req("NAME")?,
+            val: a.req("VAL")?,
+            metric_type: a.metric_type()?,
+            units: a.text("UNITS"),
+            tn: a.num("TN", 0)?,
+            tmax: a.num("TMAX", 0)?,
+            dmax: a.num("DMAX", 0)?,
+            slope: Slope::parse(a.get("SLOPE").unwrap_or("unspecified")),
+            source: a.text_or("SOURCE", "gmond"),
+            extras: Vec::new(),
+        }),
+        b"METRICS" => Frame::Summary(SummaryMetric {
+            name: a.req("NAME")?,
+            sum: a.req("SUM")?,
+            num: a.req_num("NUM")?,
+            metric_type: a.metric_type()?,
+            units: a.text("UNITS"),
+            slope: Slope::parse(a.get("SLOPE").unwrap_or("unspecified")),
+            source: a.text_or("SOURCE", "gmond"),
+            extras: Vec::with_capacity(limits.max_extras.min(4)),
+        }),
+        b"EXTRA_DATA" => Frame::ExtraData,
+        _ => Frame::Other,
+    })
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Root => "GANGLIA_XML",
+        Frame::Grid(_) => "GRID",
+        Frame::Cluster(_) => "CLUSTER",
+        Frame::Host(_) => "HOST",
+        Frame::Metric(_) => "METRIC",
+        Frame::Summary(_) => "METRICS",
+        Frame::ExtraData => "EXTRA_DATA",
+        Frame::Skip => "(skipped)",
+        Frame::Other => "(other)",
+    }
+}
+
+struct Builder {
+    doc: Document,
+    stack: Vec<Frame>,
+}
+
+impl Builder {
+    /// Attaches a completed frame to its parent.
+    fn close(&mut self, frame: Frame) {
+        let parent = self.stack.last_mut();
+        match (frame, parent) {
+            (Frame::Grid(g), Some(Frame::Grid(p))) => p.grids.push(g),
+            (Frame::Grid(g), Some(Frame::Root)) => self.doc.items.push(Item::Grid(g)),
+            (Frame::Cluster(c), Some(Frame::Grid(p))) => p.clusters.push(c),
+            (Frame::Cluster(c), Some(Frame::Root)) => self.doc.items.push(Item::Cluster(c)),
+            (Frame::Host(h), Some(Frame::Cluster(p))) => p.hosts.push(h),
+            (Frame::Host(h), Some(Frame::Root)) => self.doc.items.push(Item::Host(h)),
+            (Frame::Metric(m), Some(Frame::Host(p))) => p.metrics.push(m),
+            (Frame::Summary(s), Some(Frame::Grid(p))) => p.metrics.push(s),
+            (Frame::Summary(s), Some(Frame::Cluster(p))) => p.metrics.push(s),
+            // Anything else in an unexpected place is ignored.
+            _ => {}
+        }
+    }
+
+    /// After an error: keep complete children, mark open containers incomplete,
+    /// drop the open host/metric (their content is unknown).
+    fn unwind(&mut self) {
+        while let Some(f) = self.stack.pop() {
+            match f {
+                Frame::Grid(mut g) => {
+                    g.complete = false;
+                    self.close(Frame::Grid(g));
+                }
+                Frame::Cluster(mut c) => {
+                    c.complete = false;
+                    self.close(Frame::Cluster(c));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Parses a plain, UTF-8 XML stream (use [`parse_bytes`] for gzip or ISO-8859-1).
+pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
+    let mut reader = quick_xml::Reader::from_reader(input);
+    let cfg = reader.config_mut();
+    cfg.trim_text(true);
+    cfg.check_end_names = true;
+    cfg.expand_empty_elements = false;
+
+    let mut b = Builder {
+        doc: Document::default(),
+        stack: Vec::new(),
+    };
+    let mut skipped = Vec::new();
+    let mut buf = Vec::new();
+    let mut elements = 0usize;
+    let mut skip_depth: Option<usize> = None;
+    let mut seen_root = false;
+
+    let error = loop {
+        buf.clear();
+        let offset = reader.buffer_position();
+        let ev = match reader.read_event_into(&mut buf) {
+            Ok(ev) => ev,
+            Err(quick_xml::Error::Io(e)) => break Some(XmlError::Io(e.to_string())),
+            Err(e) => {
+                break Some(XmlError::Malformed {
+                    offset: reader.error_position(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let (start, empty) = match &ev {
+            Event::Start(s) => (Some(s), false),
+            Event::Empty(s) => (Some(s), true),
+            Event::End(_) => {
+                if let Some(f) = b.stack.pop() {
+                    if matches!(f, Frame::Skip) {
+                        if skip_depth == Some(b.stack.len()) {
+                            skip_depth = None;
+                        }
+                    } else if matches!(f, Frame::Root) {
+                        break None;
+                    } else {
+                        let f = match f {
+                            Frame::Grid(mut g) => {
+                                g.complete = true;
+                                Frame::Grid(g)
+                            }
+                            Frame::Cluster(mut c) => {
+                                c.complete = true;
+                                Frame::Cluster(c)
+                            }
+                            f => f,
+                        };
+                        b.close(f);
+                    }
+                }
+                continue;
+            }
+            Event::Eof => {
+                if !seen_root {
+                    break Some(XmlError::NotGanglia {
+                        found: "(empty document)".into(),
+                    });
+                }
+                break b.stack.last().map(|f| XmlError::Truncated {
+                    offset,
+                    element: frame_name(f).to_string(),
+                });
+            }
+            _ => continue,
+        };
+        let Some(start) = start else { continue };
+        elements += 1;
+        if elements > limits.max_elements {
+            break Some(XmlError::Limit {
+                offset,
+                limit: format!("more than {} elements", limits.max_elements),
+            });
+        }
+        if b.stack.len() >= limits.max_depth {
+            break Some(XmlError::Limit {
+                offset,
+                limit: format!("nesting deeper than {}", limits.max_depth),
+            });
+        }
+        let name = start.name().as_ref().as_bytes().to_vec();
+        if !seen_root {
+            if name != b"GANGLIA_XML" {
+                break Some(XmlError::NotGanglia {
+                    found: String::from_utf8_lossy(&name).into_owned(),
+                });
+            }
+            seen_root = true;
+            let a = match read_attrs(start, limits) {
+                Ok(a) => a,
+                Err(message) => break Some(XmlError::Malformed { offset, message }),
+            };
+            b.doc.version = a.text("VERSION");
+            b.doc.source = a.text("SOURCE");
+            if empty {
+                break None;
+            }
+            b.stack.push(Frame::Root);
+            continue;
+        }
+        if skip_depth.is_some() {
+            if !empty {
+                b.stack.push(Frame::Skip);
+            }
+            continue;
+        }
+        // EXTRA_ELEMENT is the only content of EXTRA_DATA; attach it directly.
+        if name == b"EXTRA_ELEMENT" {
+            let in_extra = matches!(b.stack.last(), Some(Frame::ExtraData));
+            let parent = b
+                .stack
+                .len()
+                .checked_sub(2)
+                .and_then(|i| b.stack.get_mut(i));
+            let extras = match (in_extra, parent) {
+                (true, Some(Frame::Metric(m))) => Some(&mut m.extras),
+                (true, Some(Frame::Summary(s))) => Some(&mut s.extras),
+                _ => None,
+            };
+            if let Some(extras) = extras {
+                match read_attrs(start, limits).and_then(|a| Ok((a.req("NAME")?, a.req("VAL")?))) {
+                    Ok(pair) if extras.len() < limits.max_extras => extras.push(pair),
+                    Ok(_) => skipped.push(Skipped {
+                        element: "EXTRA_ELEMENT".into(),
+                        offset,
+                        reason: format!("more than {} extras", limits.max_extras),
+                    }),
+                    Err(reason) => skipped.push(Skipped {
+                        element: "EXTRA_ELEMENT".into(),
+                        offset,
+                        reason,
+                    }),
+                }
+            }
+            if !empty {
+                b.stack.push(Frame::Other);
+            }
+            continue;
+        }
+        if name == b"HOSTS" {
+            let summary = read_attrs(start, limits).and_then(|a| {
+                Ok(HostsSummary {
+                    up: a.req_num("UP")?,
+                    down: a.req_num("DOWN")?,
+                })
+            });
+            match (summary, b.stack.last_mut()) {
+                (Ok(s), Some(Frame::Grid(g))) => g.hosts = Some(s),
+                (Ok(s), Some(Frame::Cluster(c))) => c.hosts_summary = Some(s),
+                (Ok(_), _) => {}
+                (Err(reason), _) => skipped.push(Skipped {
+                    element: "HOSTS".into(),
+                    offset,
+                    reason,
+                }),
+            }
+            if !empty {
+                b.stack.push(Frame::Other);
+            }
+            continue;
+        }
+        let frame = read_attrs(start, limits).and_then(|a| open(&name, &a, limits));
+        match frame {
+            Ok(f) => {
+                if empty {
+                    let f = match f {
+                        Frame::Grid(mut g) => {
+                            g.complete = true;
+                            Frame::Grid(g)
+                        }
+                        Frame::Cluster(mut c) => {
+                            c.complete = true;
+                            Frame::Cluster(c)
+                        }
+                        f => f,
+                    };
+                    b.close(f);
+                } else {
+                    b.stack.push(f);
+                }
+            }
+            Err(reason) => {
+                skipped.push(Skipped {
+                    element: String::from_utf8_lossy(&name).into_owned(),
+                    offset,
+                    reason,
+                });
+                if !empty {
+                    skip_depth = Some(b.stack.len());
+                    b.stack.push(Frame::Skip);
+                }
+            }
+        }
+    };
+    if error.is_some() {
+        b.unwind();
+    }
+    ParseOutcome {
+        document: b.doc,
+        skipped,
+        error,
+    }
+}
+
+/// Reads everything from `r` and parses it (plain or gzip).
+pub fn parse_reader<R: Read>(mut r: R, limits: &Limits) -> ParseOutcome {
+    let mut v = Vec::new();
+    if let Err(e) = r.read_to_end(&mut v) {
+        return ParseOutcome {
+            error: Some(XmlError::Io(e.to_string())),
+            ..ParseOutcome::default()
+        };
+    }
+    parse_bytes(&v, limits)
+}
