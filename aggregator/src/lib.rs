@@ -1,2 +1,250 @@
-//! Ganglion aggregator: receives Ganglia XDR, keeps cluster state, writes
-//! gmetad-layout RRDs and serves gmond/gmetad XML plus a browser dashboard.
+//! Ganglion aggregator: receives Ganglia XDR, keeps cluster state, and serves
+//! gmond/gmetad XML plus a browser dashboard — a drop-in for a unicast Ganglia
+//! collector gmond and gmetad.
+//!
+//! Module map: [`config`] (TOML, validated), [`receive`] (UDP threads),
+//! [`state`] (gmond semantics, snapshots), [`xml`] (gmond port, 8651, 8652),
+//! [`poll`] (gmetad-style data sources), [`http`] (dashboard, `/api`,
+//! `/metrics`), [`telemetry`] (counters, log rate limits).
+
+pub mod config;
+pub mod http;
+pub mod poll;
+pub mod receive;
+pub mod state;
+pub mod telemetry;
+pub mod xml;
+
+use crate::config::Config;
+use crate::receive::{Receiver, Resolver};
+use crate::state::{ClusterInfo, Limits, State, now_secs};
+use crate::telemetry::Counters;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A running aggregator: its bound addresses (port 0 resolved) and handles.
+pub struct Running {
+    /// `(cluster, address)` of every UDP listener.
+    pub udp_addrs: Vec<(String, SocketAddr)>,
+    /// `(cluster, address)` of every gmond-compatible XML port.
+    pub gmond_addrs: Vec<(String, SocketAddr)>,
+    /// gmetad dump port.
+    pub dump_addr: Option<SocketAddr>,
+    /// gmetad interactive port.
+    pub query_addr: Option<SocketAddr>,
+    /// HTTP listener.
+    pub http_addr: Option<SocketAddr>,
+    /// The state (for in-process tests and embedding).
+    pub state: Arc<State>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until `shutdown` is cancelled, then stops everything in order:
+    /// UDP first, then servers (bounded wait), then returns.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancelled().await;
+        for t in self.threads.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within 10 s; closing them");
+            self.tasks.abort_all();
+        }
+        tracing::info!("aggregator stopped");
+        Ok(())
+    }
+
+    /// Cancels and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+async fn bind_tcp(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    let a: SocketAddr = addr.parse().with_context(|| format!("{key}: {addr:?}"))?;
+    TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen on {a} ({key})"))
+}
+
+/// Binds every listener and starts every task. Returns once all are bound.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    let counters = Arc::new(Counters::default());
+    let infos: Vec<ClusterInfo> = config
+        .cluster
+        .iter()
+        .map(|c| ClusterInfo {
+            name: c.name.clone(),
+            owner: c.owner.clone(),
+            latlong: c.latlong.clone(),
+            url: c.url.clone(),
+            host_tmax: c.host_tmax_secs,
+            host_dmax: c.host_dmax_secs,
+            trust_packet_hostname: c.trust_packet_hostname,
+        })
+        .collect();
+    let state = Arc::new(State::new(
+        config.grid_name.clone(),
+        config.authority.clone(),
+        infos,
+        Limits {
+            max_hosts: config.limits.max_hosts_per_cluster,
+            max_metrics: config.limits.max_metrics_per_host,
+            max_string_bytes: config.limits.max_string_bytes,
+        },
+        counters,
+    ));
+    let mut tasks = JoinSet::new();
+    let mut threads = Vec::new();
+    let mut udp_addrs = Vec::new();
+    let mut gmond_addrs = Vec::new();
+    let ctx = xml::XmlContext {
+        state: state.clone(),
+        trusted: Arc::new(config.trusted()),
+        all_trusted: config.all_trusted,
+        timeout: Duration::from_secs(u64::from(config.xml.client_timeout_secs.max(1))),
+        boot: now_secs(),
+    };
+
+    for (i, c) in config.cluster.iter().enumerate() {
+        let resolver = Resolver::new(c.reverse_dns, state.clone());
+        for a in &c.udp_listen {
+            let addr: SocketAddr = a
+                .parse()
+                .with_context(|| format!("cluster {:?} udp_listen", c.name))?;
+            let socket = receive::bind_udp(addr, c.recv_buffer_bytes)
+                .with_context(|| format!("cannot bind UDP {addr} for cluster {:?}", c.name))?;
+            let bound = socket.local_addr()?;
+            tracing::info!(cluster = %c.name, addr = %bound, "receiving UDP");
+            udp_addrs.push((c.name.clone(), bound));
+            let r = Receiver {
+                socket,
+                cluster: i,
+                state: state.clone(),
+                resolver: resolver.clone(),
+                shutdown: shutdown.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("recv-{}", c.name))
+                    .spawn(move || r.run())?,
+            );
+        }
+        if let Some(x) = c.xml_listen.as_deref().filter(|x| !x.is_empty()) {
+            let l = bind_tcp(&format!("cluster {:?} xml_listen", c.name), x).await?;
+            let bound = l.local_addr()?;
+            tracing::info!(cluster = %c.name, addr = %bound, "serving gmond XML");
+            gmond_addrs.push((c.name.clone(), bound));
+            tasks.spawn(xml::serve(
+                l,
+                xml::Service::Gmond(c.name.clone()),
+                ctx.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    let dump_addr = if config.xml.dump_listen.is_empty() {
+        None
+    } else {
+        let l = bind_tcp("xml.dump_listen", &config.xml.dump_listen).await?;
+        let a = l.local_addr()?;
+        tracing::info!(addr = %a, "serving gmetad XML dump");
+        tasks.spawn(xml::serve(
+            l,
+            xml::Service::Dump,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
+        Some(a)
+    };
+    let query_addr = if config.xml.query_listen.is_empty() {
+        None
+    } else {
+        let l = bind_tcp("xml.query_listen", &config.xml.query_listen).await?;
+        let a = l.local_addr()?;
+        tracing::info!(addr = %a, "serving gmetad interactive queries");
+        tasks.spawn(xml::serve(
+            l,
+            xml::Service::Query,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
+        Some(a)
+    };
+    let http_addr = if config.http.listen.is_empty() {
+        None
+    } else {
+        let l = bind_tcp("http.listen", &config.http.listen).await?;
+        let a = l.local_addr()?;
+        tracing::info!(addr = %a, url = %format!("http://{a}/"), "serving dashboard");
+        let app = http::router(http::AppState {
+            state: state.clone(),
+        });
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            let r = axum::serve(l, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        Some(a)
+    };
+    for ds in &config.data_source {
+        tasks.spawn(poll::run_source(
+            ds.clone(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // gmond's cleanup pass (host_dmax, metric dmax).
+    {
+        let state = state.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = sd.cancelled() => return,
+                    _ = tick.tick() => {
+                        let (h, m) = state.cleanup(now_secs());
+                        if h + m > 0 {
+                            tracing::info!(hosts = h, metrics = m, "expired by dmax");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    Ok(Running {
+        udp_addrs,
+        gmond_addrs,
+        dump_addr,
+        query_addr,
+        http_addr,
+        state,
+        shutdown,
+        tasks,
+        threads,
+    })
+}
+
+/// Starts the aggregator and runs it until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}

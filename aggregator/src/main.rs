@@ -1,11 +1,74 @@
 //! `ganglion-aggregator` binary: CLI glue only.
+
+use anyhow::Context;
 use clap::Parser;
+use ganglion_aggregator::config::{self, Config};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 /// Ganglion aggregator — a drop-in for a collector gmond plus gmetad.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, conflicts_with = "local")]
+    config: Option<PathBuf>,
+    /// Use the embedded local config: localhost ports, data under ./var/.
+    #[arg(long)]
+    local: bool,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Print the default configuration (every key, with Ganglia's defaults) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", config::DEFAULT_CONFIG_TOML);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match (&cli.config, cli.local) {
+        (Some(p), _) => Config::load(p)?,
+        (None, true) => Config::from_toml(config::LOCAL_CONFIG_TOML)?,
+        (None, false) => anyhow::bail!("give --config FILE, or --local for a localhost setup"),
+    };
+    if cli.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let running = ganglion_aggregator::start(config, shutdown.clone()).await?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            sd.cancel();
+        });
+        running.wait().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

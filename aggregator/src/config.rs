@@ -1,0 +1,483 @@
+//! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
+//! gmetad's where one exists; every problem `validate` finds names its key.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `cluster[0].udp_listen`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole aggregator configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `GRID NAME` (gmetad `gridname`).
+    pub grid_name: String,
+    /// `GRID AUTHORITY` URL.
+    pub authority: String,
+    /// Root of the gmetad-layout RRD tree.
+    pub rrd_root: PathBuf,
+    /// RRD step (seconds).
+    pub step_secs: u32,
+    /// RRA definitions for new files.
+    pub rras: Vec<String>,
+    /// gmetad `case_sensitive_hostnames`.
+    pub case_sensitive_hostnames: bool,
+    /// gmetad `write_rrds`.
+    pub write_rrds: bool,
+    /// Addresses allowed on the XML ports besides loopback (IPs or CIDR blocks).
+    pub trusted_hosts: Vec<String>,
+    /// gmetad `all_trusted`.
+    pub all_trusted: bool,
+    /// Clusters whose agents send UDP here.
+    pub cluster: Vec<ClusterConfig>,
+    /// Sources polled over TCP (gmetad `data_source`).
+    pub data_source: Vec<DataSourceConfig>,
+    /// The gmetad-compatible XML ports.
+    pub xml: XmlConfig,
+    /// The dashboard/API listener.
+    pub http: HttpConfig,
+    /// Memory bounds.
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            grid_name: "unspecified".into(),
+            authority: "http://localhost:8080/".into(),
+            rrd_root: "/var/lib/ganglion/rrds".into(),
+            step_secs: 15,
+            rras: vec![
+                "RRA:AVERAGE:0.5:1:5856".into(),
+                "RRA:AVERAGE:0.5:4:20160".into(),
+                "RRA:AVERAGE:0.5:40:52704".into(),
+            ],
+            case_sensitive_hostnames: false,
+            write_rrds: true,
+            trusted_hosts: vec!["127.0.0.1".into(), "::1".into()],
+            all_trusted: false,
+            cluster: Vec::new(),
+            data_source: Vec::new(),
+            xml: XmlConfig::default(),
+            http: HttpConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// A `[[cluster]]`: a UDP channel whose senders form one cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `CLUSTER NAME`.
+    pub name: String,
+    /// `OWNER`.
+    pub owner: String,
+    /// `LATLONG`.
+    pub latlong: String,
+    /// `URL`.
+    pub url: String,
+    /// UDP listen addresses (IPv4 or IPv6); one string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub udp_listen: Vec<String>,
+    /// Optional gmond-compatible XML port for this cluster.
+    pub xml_listen: Option<String>,
+    /// Forget hosts silent this long (0 = never), like gmond `host_dmax`.
+    pub host_dmax_secs: u32,
+    /// Printed as every HOST's TMAX, like gmond `host_tmax`; alive = TN < 4 × TMAX.
+    pub host_tmax_secs: u32,
+    /// SO_RCVBUF for the UDP sockets (0 = the kernel default).
+    pub recv_buffer_bytes: usize,
+    /// Name hosts by reverse DNS of the source address, as gmond does (cached).
+    pub reverse_dns: bool,
+    /// Name non-spoofed hosts by the host string in the packet instead.
+    pub trust_packet_hostname: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "unspecified".into(),
+            owner: "unspecified".into(),
+            latlong: "unspecified".into(),
+            url: "unspecified".into(),
+            udp_listen: vec!["0.0.0.0:8649".into()],
+            xml_listen: Some("0.0.0.0:8649".into()),
+            host_dmax_secs: 86400,
+            host_tmax_secs: 20,
+            recv_buffer_bytes: 4 * 1024 * 1024,
+            reverse_dns: true,
+            trust_packet_hostname: false,
+        }
+    }
+}
+
+/// A `[[data_source]]` polled like gmetad does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSourceConfig {
+    /// Source name (the RRD directory comes from the XML's CLUSTER NAME, as in gmetad).
+    pub name: String,
+    /// Poll interval.
+    pub poll_secs: u32,
+    /// Addresses in failover order, `host:port` (port defaults to 8649).
+    pub addresses: Vec<String>,
+    /// Per-read timeout (gmetad: 10 s, fixed).
+    pub timeout_secs: u32,
+}
+
+impl Default for DataSourceConfig {
+    fn default() -> Self {
+        DataSourceConfig {
+            name: String::new(),
+            poll_secs: 15,
+            addresses: Vec::new(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// `[xml]`: gmetad's ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmlConfig {
+    /// Full dump (gmetad `xml_port`), `""` to disable.
+    pub dump_listen: String,
+    /// Interactive queries (gmetad `interactive_port`), `""` to disable.
+    pub query_listen: String,
+    /// A client must be served within this time or is dropped.
+    pub client_timeout_secs: u32,
+}
+
+impl Default for XmlConfig {
+    fn default() -> Self {
+        XmlConfig {
+            dump_listen: "0.0.0.0:8651".into(),
+            query_listen: "0.0.0.0:8652".into(),
+            client_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[http]`: the dashboard and JSON API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address, `""` to disable.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+/// `[limits]`: bounds that keep memory finite whatever senders do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Hosts per cluster; new hosts beyond it are refused (counted).
+    pub max_hosts_per_cluster: usize,
+    /// Metrics per host; new metrics beyond it are refused (counted).
+    pub max_metrics_per_host: usize,
+    /// Longest string value kept, in bytes; longer ones are cut.
+    pub max_string_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_hosts_per_cluster: 100_000,
+            max_metrics_per_host: 10_000,
+            max_string_bytes: 1_400,
+        }
+    }
+}
+
+/// The TOML printed by `--print-default-config` (parsed in a test).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../examples/aggregator.toml");
+
+/// The embedded config `--local` starts from: localhost only, data under `./var/`.
+pub const LOCAL_CONFIG_TOML: &str = include_str!("../examples/local.toml");
+
+/// Parses a socket address, naming the key on failure.
+pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse::<SocketAddr>()
+        .map_err(|e| invalid(key, format!("{s:?} is not an IP:port address ({e})")))
+}
+
+/// A `trusted_hosts` entry: an address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trusted {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Trusted {
+    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(s: &str) -> Option<Trusted> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Trusted { addr, prefix })
+    }
+
+    /// Whether `ip` is inside this block (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    /// The trusted-host list, parsed.
+    pub fn trusted(&self) -> Vec<Trusted> {
+        self.trusted_hosts
+            .iter()
+            .filter_map(|s| Trusted::parse(s))
+            .collect()
+    }
+
+    /// Checks every value, naming the key of the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grid_name.is_empty() {
+            return Err(invalid("grid_name", "must not be empty"));
+        }
+        if !(1..=86400).contains(&self.step_secs) {
+            return Err(invalid("step_secs", "must be between 1 and 86400"));
+        }
+        if self.rras.is_empty() {
+            return Err(invalid("rras", "needs at least one RRA"));
+        }
+        for (i, r) in self.rras.iter().enumerate() {
+            let parts: Vec<&str> = r.split(':').collect();
+            let ok = parts.len() == 5
+                && parts[0] == "RRA"
+                && ["AVERAGE", "MIN", "MAX", "LAST"].contains(&parts[1])
+                && parts[2]
+                    .parse::<f64>()
+                    .is_ok_and(|x| (0.0..1.0).contains(&x))
+                && parts[3].parse::<u32>().is_ok_and(|x| x > 0)
+                && parts[4].parse::<u32>().is_ok_and(|x| x > 0);
+            if !ok {
+                return Err(invalid(
+                    format!("rras[{i}]"),
+                    format!("{r:?} is not RRA:<CF>:<xff 0..1>:<steps>:<rows>"),
+                ));
+            }
+        }
+        for (i, t) in self.trusted_hosts.iter().enumerate() {
+            if Trusted::parse(t).is_none() {
+                return Err(invalid(
+                    format!("trusted_hosts[{i}]"),
+                    format!("{t:?} is not an IP address or CIDR block"),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.cluster.iter().enumerate() {
+            let k = |f: &str| format!("cluster[{i}].{f}");
+            if c.name.is_empty() {
+                return Err(invalid(k("name"), "must not be empty"));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    k("name"),
+                    format!("duplicate cluster name {:?}", c.name),
+                ));
+            }
+            if c.udp_listen.is_empty() {
+                return Err(invalid(k("udp_listen"), "needs at least one address"));
+            }
+            for (j, a) in c.udp_listen.iter().enumerate() {
+                parse_addr(&format!("cluster[{i}].udp_listen[{j}]"), a)?;
+            }
+            if let Some(x) = c.xml_listen.as_deref().filter(|x| !x.is_empty()) {
+                parse_addr(&k("xml_listen"), x)?;
+            }
+            if c.host_tmax_secs == 0 {
+                return Err(invalid(k("host_tmax_secs"), "must be at least 1"));
+            }
+        }
+        for (i, d) in self.data_source.iter().enumerate() {
+            let k = |f: &str| format!("data_source[{i}].{f}");
+            if d.name.is_empty() {
+                return Err(invalid(k("name"), "must not be empty"));
+            }
+            if d.addresses.is_empty() {
+                return Err(invalid(k("addresses"), "needs at least one host:port"));
+            }
+            if d.poll_secs == 0 {
+                return Err(invalid(k("poll_secs"), "must be at least 1"));
+            }
+            if d.timeout_secs == 0 {
+                return Err(invalid(k("timeout_secs"), "must be at least 1"));
+            }
+        }
+        if self.cluster.is_empty() && self.data_source.is_empty() {
+            return Err(invalid(
+                "cluster",
+                "configure at least one [[cluster]] or [[data_source]]",
+            ));
+        }
+        for (key, v) in [
+            ("xml.dump_listen", &self.xml.dump_listen),
+            ("xml.query_listen", &self.xml.query_listen),
+            ("http.listen", &self.http.listen),
+        ] {
+            if !v.is_empty() {
+                parse_addr(key, v)?;
+            }
+        }
+        if self.limits.max_hosts_per_cluster == 0 {
+            return Err(invalid(
+                "limits.max_hosts_per_cluster",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_metrics_per_host == 0 {
+            return Err(invalid("limits.max_metrics_per_host", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse() {
+        let d = Config::from_toml(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(d.step_secs, 15);
+        assert_eq!(d.cluster[0].udp_listen, ["0.0.0.0:8649"]);
+        let l = Config::from_toml(LOCAL_CONFIG_TOML).unwrap();
+        assert!(l.cluster[0].udp_listen[0].starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            Config::from_toml("[[cluster]]\nname = \"a\"\nudp_listen = [\"nope\"]\n").unwrap_err();
+        assert!(e.to_string().contains("cluster[0].udp_listen[0]"), "{e}");
+        let e = Config::from_toml("step_secs = 0\n[[cluster]]\n").unwrap_err();
+        assert!(e.to_string().contains("step_secs"), "{e}");
+        let e = Config::from_toml("bogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::from_toml("rras = [\"RRA:AVG:0.5:1:10\"]\n[[cluster]]\n").unwrap_err();
+        assert!(e.to_string().contains("rras[0]"), "{e}");
+        let e = Config::from_toml("trusted_hosts = [\"10.0.0.0/99\"]\n[[cluster]]\n").unwrap_err();
+        assert!(e.to_string().contains("trusted_hosts[0]"), "{e}");
+    }
+
+    #[test]
+    fn trusted_blocks() {
+        let t = Trusted::parse("10.1.0.0/16").unwrap();
+        assert!(t.contains("10.1.2.3".parse().unwrap()));
+        assert!(!t.contains("10.2.0.1".parse().unwrap()));
+        assert!(t.contains("::ffff:10.1.9.9".parse().unwrap()));
+        let t6 = Trusted::parse("fd00::/8").unwrap();
+        assert!(t6.contains("fd12::1".parse().unwrap()));
+        assert!(
+            Trusted::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+    }
+}

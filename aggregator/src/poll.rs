@@ -1,0 +1,247 @@
+//! Polling data sources the way gmetad does (`gmetad/data_thread.c`): connect to
+//! the first address that answers (remembering the last good one), send nothing,
+//! read to EOF with a per-read timeout, gunzip if needed, parse. A gmond source
+//! becomes a cluster; a gmetad source's clusters become clusters and its grids
+//! become child grids (summary only). A bad poll marks that source's last data
+//! stale instead of discarding it, and never touches other sources.
+
+use crate::config::DataSourceConfig;
+use crate::state::{GridSnap, State, Summary, SummaryMetric, now_secs};
+use ganglion_proto::xml::{self, Item, Limits};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Largest document accepted from one source.
+const MAX_DOCUMENT_BYTES: usize = 512 * 1024 * 1024;
+
+/// Why a poll failed.
+#[derive(Debug, Error)]
+pub enum PollError {
+    /// No address accepted a connection.
+    #[error("no address answered: {0}")]
+    Connect(String),
+    /// Reading stalled or failed.
+    #[error("read from {addr} failed: {error}")]
+    Read {
+        /// Address.
+        addr: String,
+        /// Cause.
+        error: String,
+    },
+    /// The document is larger than we accept.
+    #[error("document from {0} exceeds {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge(String),
+}
+
+fn with_default_port(a: &str) -> String {
+    // "host", "1.2.3.4", "[v6]" get gmetad's default 8649; "host:port" is kept.
+    let has_port = if let Some(rest) = a.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        a.matches(':').count() == 1
+    };
+    if has_port {
+        a.to_string()
+    } else if a.matches(':').count() > 1 && !a.starts_with('[') {
+        format!("[{a}]:8649")
+    } else {
+        format!("{a}:8649")
+    }
+}
+
+async fn fetch(ds: &DataSourceConfig, last_good: &mut usize) -> Result<Vec<u8>, PollError> {
+    let timeout = Duration::from_secs(u64::from(ds.timeout_secs));
+    let n = ds.addresses.len();
+    let mut errors = Vec::new();
+    for k in 0..n {
+        let i = (*last_good + k) % n;
+        let addr = with_default_port(&ds.addresses[i]);
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                errors.push(format!("{addr}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                errors.push(format!("{addr}: connect timed out"));
+                continue;
+            }
+        };
+        *last_good = i;
+        return read_all(stream, &addr, timeout).await;
+    }
+    Err(PollError::Connect(errors.join("; ")))
+}
+
+async fn read_all(mut s: TcpStream, addr: &str, timeout: Duration) -> Result<Vec<u8>, PollError> {
+    let mut out = Vec::with_capacity(128 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(timeout, s.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                return Err(PollError::Read {
+                    addr: addr.into(),
+                    error: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(PollError::Read {
+                    addr: addr.into(),
+                    error: format!("no data for {} s", timeout.as_secs()),
+                });
+            }
+        };
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > MAX_DOCUMENT_BYTES {
+            return Err(PollError::TooLarge(addr.into()));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn grid_summary(g: &xml::Grid, now: u64) -> GridSnap {
+    let mut summary = Summary::default();
+    if let Some(h) = g.hosts {
+        summary.hosts_up = h.up;
+        summary.hosts_down = h.down;
+    }
+    for m in &g.metrics {
+        summary.metrics.push(SummaryMetric {
+            name: m.name.clone(),
+            sum: m.sum.trim().parse().unwrap_or(0.0),
+            num: m.num,
+            metric_type: m.metric_type,
+            units: m.units.clone(),
+            slope: m.slope,
+            precision_from: m.sum.clone(),
+            extras: m.extras.clone(),
+        });
+    }
+    summary.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    GridSnap {
+        name: g.name.clone(),
+        authority: g.authority.clone(),
+        localtime: g.localtime.unwrap_or(now),
+        summary,
+        stale: !g.complete,
+    }
+}
+
+/// Applies one parsed document; returns the cluster and grid names it delivered
+/// (complete or not), so a later failure can mark exactly those stale.
+fn apply(state: &State, out: &xml::ParseOutcome, now: u64) -> (Vec<String>, Vec<String>) {
+    let (mut clusters, mut grids, mut stale_c, mut stale_g) = (vec![], vec![], vec![], vec![]);
+    let mut take_cluster = |c: &xml::Cluster| {
+        clusters.push(c.name.clone());
+        if c.complete {
+            state.replace_polled_cluster(c, now);
+        } else {
+            stale_c.push(c.name.clone());
+        }
+    };
+    for item in &out.document.items {
+        match item {
+            Item::Cluster(c) => take_cluster(c),
+            Item::Grid(g) => {
+                // Authority mode: the top grid is the source's own; its clusters
+                // are ours to show in full, its child grids as summaries.
+                for c in &g.clusters {
+                    take_cluster(c);
+                }
+                for cg in &g.grids {
+                    grids.push(cg.name.clone());
+                    if cg.complete {
+                        state.replace_grid(grid_summary(cg, now));
+                    } else {
+                        stale_g.push(cg.name.clone());
+                    }
+                }
+            }
+            Item::Host(_) => {}
+        }
+    }
+    state.mark_stale(&stale_c, &stale_g);
+    (clusters, grids)
+}
+
+/// Polls one source until shutdown.
+pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: CancellationToken) {
+    let mut last_good = 0usize;
+    let mut seen: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut warned_at: Option<Instant> = None;
+    let mut jitter = (now_secs() as u32).wrapping_mul(2654435761);
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = fetch(&ds, &mut last_good) => r,
+        };
+        let counters = state.counters().clone();
+        match result {
+            Ok(bytes) => {
+                let parsed = tokio::task::spawn_blocking(move || {
+                    xml::parse_bytes(&bytes, &Limits::default())
+                })
+                .await;
+                match parsed {
+                    Ok(out) => {
+                        counters
+                            .poll_skipped_elements
+                            .fetch_add(out.skipped.len() as u64, Ordering::Relaxed);
+                        let names = apply(&state, &out, now_secs());
+                        if let Some(e) = &out.error {
+                            counters.polls_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(source = %ds.name, error = %e, "partial poll: complete clusters updated, the rest kept as stale");
+                        } else {
+                            counters.polls_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !names.0.is_empty() || !names.1.is_empty() {
+                            seen = names;
+                        }
+                        warned_at = None;
+                    }
+                    Err(e) => tracing::error!(source = %ds.name, error = %e, "parser task failed"),
+                }
+            }
+            Err(e) => {
+                counters.polls_failed.fetch_add(1, Ordering::Relaxed);
+                state.mark_stale(&seen.0, &seen.1);
+                // One line when a source goes bad, then once every 10 minutes.
+                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                    tracing::warn!(source = %ds.name, error = %e, "poll failed; keeping the last data as stale");
+                    warned_at = Some(Instant::now());
+                }
+            }
+        }
+        // gmetad sleeps step × (1 ± 5 %) minus the time the poll took.
+        jitter = jitter.wrapping_mul(1103515245).wrapping_add(12345);
+        let frac = f64::from(jitter % 1000) / 1000.0 * 0.1 - 0.05;
+        let period = Duration::from_secs_f64(f64::from(ds.poll_secs) * (1.0 + frac));
+        let wait = period.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn default_port_like_gmetad() {
+        assert_eq!(with_default_port("10.1.2.3"), "10.1.2.3:8649");
+        assert_eq!(with_default_port("host:8651"), "host:8651");
+        assert_eq!(with_default_port("::1"), "[::1]:8649");
+        assert_eq!(with_default_port("[::1]:9000"), "[::1]:9000");
+    }
+}

@@ -1,0 +1,194 @@
+//! The UDP receive path: one dedicated thread per listening socket, decoding
+//! with `proto` and applying to the state. Bad datagrams are counted and logged
+//! once per source per minute; nothing here can stop other senders' data.
+//!
+//! Metadata requests (136) go back to the sender's own address and port, so a
+//! `ganglion-agent` (which listens on its sending socket) re-sends metadata at
+//! once after an aggregator restart; gmond senders simply ignore them.
+
+use crate::state::{State, canonical_ip, now_secs};
+use crate::telemetry::LogLimiter;
+use ganglion_proto::xdr::{self, DecodeError, MAX_RECV_LEN, Message};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Binds a UDP socket with the requested receive buffer (IPv6 sockets are
+/// v6-only so `0.0.0.0` and `[::]` can both be bound on one port).
+pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if recv_buffer_bytes > 0 {
+        // The kernel caps this at net.core.rmem_max; a smaller buffer is not fatal.
+        let _ = s.set_recv_buffer_size(recv_buffer_bytes);
+    }
+    s.bind(&addr.into())?;
+    let s: UdpSocket = s.into();
+    // Wake up regularly to notice shutdown.
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
+
+/// Reverse DNS with a cache, resolved off the receive path (a slow resolver
+/// must never stall ingest). Until a name is known the host is named by its IP,
+/// and renamed once the answer arrives.
+pub struct Resolver {
+    cache: Mutex<HashMap<IpAddr, Option<String>>>,
+    tx: Mutex<Option<mpsc::Sender<IpAddr>>>,
+}
+
+impl Resolver {
+    /// A resolver; `enabled = false` never looks anything up.
+    pub fn new(enabled: bool, state: Arc<State>) -> Arc<Resolver> {
+        let r = Arc::new(Resolver {
+            cache: Mutex::new(HashMap::new()),
+            tx: Mutex::new(None),
+        });
+        if enabled {
+            let (tx, rx) = mpsc::channel::<IpAddr>();
+            *r.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+            let weak = Arc::downgrade(&r);
+            std::thread::Builder::new()
+                .name("ganglion-dns".into())
+                .spawn(move || {
+                    while let Ok(ip) = rx.recv() {
+                        let name = dns_lookup::lookup_addr(&ip)
+                            .ok()
+                            .filter(|n| n != &ip.to_string());
+                        let Some(r) = weak.upgrade() else { break };
+                        if let Some(n) = &name {
+                            state.rename_host(&ip.to_string(), n);
+                        }
+                        r.cache
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(ip, name);
+                    }
+                })
+                .ok();
+        }
+        r
+    }
+
+    /// The cached name, or `None` (queuing a lookup on first sight).
+    pub fn name(&self, ip: IpAddr) -> Option<String> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = c.get(&ip) {
+            return v.clone();
+        }
+        if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner())
+            && c.len() < 1_000_000
+        {
+            c.insert(ip, None);
+            let _ = tx.send(ip);
+        }
+        None
+    }
+}
+
+/// Everything one receive thread needs.
+pub struct Receiver {
+    /// The socket.
+    pub socket: UdpSocket,
+    /// Cluster index in the state.
+    pub cluster: usize,
+    /// Shared state.
+    pub state: Arc<State>,
+    /// Reverse DNS.
+    pub resolver: Arc<Resolver>,
+    /// Stops the loop.
+    pub shutdown: CancellationToken,
+}
+
+impl Receiver {
+    /// Runs until shutdown; meant for a dedicated thread.
+    pub fn run(self) {
+        let counters = self.state.counters().clone();
+        let limiter = LogLimiter::new(Duration::from_secs(60));
+        // One slot more than gmond's buffer, so an oversized datagram is detected.
+        let mut buf = vec![0u8; MAX_RECV_LEN + 1];
+        let mut asked: HashMap<(SocketAddr, String), u64> = HashMap::new();
+        let mut out = Vec::with_capacity(256);
+        while !self.shutdown.is_cancelled() {
+            let (n, src) = match self.socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP receive failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            counters.datagrams.fetch_add(1, Ordering::Relaxed);
+            // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
+            let data = &buf[..n.min(MAX_RECV_LEN)];
+            let msg = match xdr::decode(data) {
+                Ok(m) => m,
+                Err(DecodeError::UnknownMessage { id }) => {
+                    counters.unknown_messages.fetch_add(1, Ordering::Relaxed);
+                    if limiter.allow(src.ip()) {
+                        tracing::warn!(%src, id, "ignoring datagram with unknown message id (logged once a minute per sender)");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    if limiter.allow(src.ip()) {
+                        tracing::warn!(%src, error = %e, len = n, "dropping undecodable datagram (logged once a minute per sender)");
+                    }
+                    continue;
+                }
+            };
+            if matches!(msg, Message::Metadata(_) | Message::Value(_))
+                && msg.metric_id().spoof
+                && msg.metric_id().spoof_parts().is_none()
+                && limiter.allow(src.ip())
+            {
+                tracing::warn!(%src, host = %msg.metric_id().host, "incorrect format for spoof argument (want IP:name)");
+            }
+            let name = self.resolver.name(canonical_ip(src.ip()));
+            let now = now_secs();
+            let outcome = self
+                .state
+                .apply(self.cluster, src, name.as_deref(), msg, now);
+            if let Some(req) = outcome.request_metadata {
+                // At most one request per sender and metric every 10 s.
+                let key = (src, req.name.clone());
+                if asked.get(&key).is_none_or(|t| now >= t + 10) {
+                    if asked.len() > 100_000 {
+                        asked.clear();
+                    }
+                    asked.insert(key, now);
+                    if xdr::encode_into(&Message::MetadataRequest(req), &mut out).is_ok()
+                        && self.socket.send_to(&out, src).is_ok()
+                    {
+                        counters
+                            .metadata_requests_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}

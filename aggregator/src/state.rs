@@ -1,0 +1,999 @@
+//! Cluster state with gmond's semantics, and immutable snapshots of it.
+//!
+//! Writers (`apply`) hold the lock only to update maps; nothing formats, does IO
+//! or awaits under it. Readers take an `Arc<Snapshot>` built from the state and
+//! render XML/JSON from it with no lock held, so a slow client cannot delay
+//! ingest.
+
+use crate::telemetry::Counters;
+use ganglion_proto::format::render;
+use ganglion_proto::model::{MetricMeta, MetricType, Slope, special};
+use ganglion_proto::xdr::{Message, MetricId, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Per-cluster settings that shape its state.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    /// `NAME`
+    pub name: String,
+    /// `OWNER`
+    pub owner: String,
+    /// `LATLONG`
+    pub latlong: String,
+    /// `URL`
+    pub url: String,
+    /// host_tmax (printed as every HOST's TMAX)
+    pub host_tmax: u32,
+    /// host_dmax (0 = never forget)
+    pub host_dmax: u32,
+    /// Use the packet's host string for non-spoofed messages.
+    pub trust_packet_hostname: bool,
+}
+
+/// Memory bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Hosts per cluster.
+    pub max_hosts: usize,
+    /// Metrics per host.
+    pub max_metrics: usize,
+    /// Bytes per string value.
+    pub max_string_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+struct MetricEntry {
+    meta: Option<(MetricMeta, u64)>,
+    value: Option<StoredValue>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredValue {
+    val: String,
+    number: Option<f64>,
+    at: u64,
+}
+
+#[derive(Debug, Clone)]
+struct HostEntry {
+    name: String,
+    ip: String,
+    location: String,
+    tags: String,
+    reported: u64,
+    gmond_started: u64,
+    metrics: HashMap<String, MetricEntry>,
+}
+
+#[derive(Debug)]
+struct ClusterEntry {
+    info: ClusterInfo,
+    /// Keyed by the host's IP text (source address, or the IP part of a spoof).
+    hosts: HashMap<String, HostEntry>,
+    /// Set when the cluster comes from a polled source (its XML LOCALTIME).
+    remote: Option<RemoteMeta>,
+}
+
+#[derive(Debug, Clone)]
+struct RemoteMeta {
+    localtime: u64,
+    stale: bool,
+    polled_at: u64,
+}
+
+/// What the receive path must do after applying a message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Ask the sender for this metric's metadata (gmond's 136 request).
+    pub request_metadata: Option<MetricId>,
+}
+
+/// The aggregator's cluster state: one per process, shared by receivers,
+/// pollers and readers.
+pub struct State {
+    inner: Mutex<Inner>,
+    limits: Limits,
+    counters: Arc<Counters>,
+    grid_name: String,
+    authority: String,
+}
+
+struct Inner {
+    clusters: Vec<ClusterEntry>,
+    grids: Vec<GridSnap>,
+}
+
+/// A whole-grid view at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// `GRID NAME`
+    pub grid_name: String,
+    /// `GRID AUTHORITY`
+    pub authority: String,
+    /// When the snapshot was taken.
+    pub localtime: u64,
+    /// Clusters (received over UDP or polled), in configuration order.
+    pub clusters: Vec<ClusterSnap>,
+    /// Child grids from polled gmetad sources (summary only).
+    pub grids: Vec<GridSnap>,
+}
+
+/// One cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSnap {
+    /// `NAME`
+    pub name: String,
+    /// `OWNER`
+    pub owner: String,
+    /// `LATLONG`
+    pub latlong: String,
+    /// `URL`
+    pub url: String,
+    /// `LOCALTIME`: now for our own clusters, the source's clock for polled ones.
+    pub localtime: u64,
+    /// Polled source whose last poll failed: data kept but stale.
+    pub stale: bool,
+    /// Hosts sorted by name.
+    pub hosts: Vec<HostSnap>,
+    /// HOSTS/METRICS summary of alive hosts.
+    pub summary: Summary,
+}
+
+/// One host.
+#[derive(Debug, Clone)]
+pub struct HostSnap {
+    /// `NAME`
+    pub name: String,
+    /// `IP`
+    pub ip: String,
+    /// `TAGS`
+    pub tags: String,
+    /// `LOCATION`
+    pub location: String,
+    /// `REPORTED`
+    pub reported: u64,
+    /// `TN`
+    pub tn: u64,
+    /// `TMAX`
+    pub tmax: u32,
+    /// `DMAX`
+    pub dmax: u32,
+    /// `GMOND_STARTED`
+    pub gmond_started: u64,
+    /// TN < 4 × TMAX
+    pub alive: bool,
+    /// Metrics with both metadata and a value, sorted by name.
+    pub metrics: Vec<MetricSnap>,
+}
+
+/// One metric.
+#[derive(Debug, Clone)]
+pub struct MetricSnap {
+    /// `NAME`
+    pub name: String,
+    /// `VAL` as rendered with the sender's format
+    pub val: String,
+    /// The value as a number, for numeric types.
+    pub number: Option<f64>,
+    /// `TYPE`
+    pub metric_type: MetricType,
+    /// `UNITS`
+    pub units: String,
+    /// `SLOPE`
+    pub slope: Slope,
+    /// `TN`
+    pub tn: u64,
+    /// `TMAX`
+    pub tmax: u32,
+    /// `DMAX`
+    pub dmax: u32,
+    /// Extra data as gmond prints it (reverse arrival order).
+    pub extras: Vec<(String, String)>,
+}
+
+impl MetricSnap {
+    /// The first value of an extra-data key (GROUP, TITLE, DESC…).
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extras
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// HOSTS and METRICS of a cluster or grid.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Alive hosts.
+    pub hosts_up: u32,
+    /// Dead hosts.
+    pub hosts_down: u32,
+    /// Per-metric sums over alive hosts, numeric metrics only, sorted by name.
+    pub metrics: Vec<SummaryMetric>,
+}
+
+/// One METRICS line.
+#[derive(Debug, Clone)]
+pub struct SummaryMetric {
+    /// `NAME`
+    pub name: String,
+    /// Sum over contributing hosts.
+    pub sum: f64,
+    /// Number of contributing hosts.
+    pub num: u32,
+    /// Type of the first contributor (decides SUM formatting).
+    pub metric_type: MetricType,
+    /// `UNITS`
+    pub units: String,
+    /// `SLOPE`
+    pub slope: Slope,
+    /// VAL of the first contributor (gmetad takes SUM's precision from it).
+    pub precision_from: String,
+    /// Union of distinct extras, SPOOF_HOST excluded.
+    pub extras: Vec<(String, String)>,
+}
+
+impl SummaryMetric {
+    /// SUM formatted as gmetad prints it.
+    pub fn sum_text(&self) -> String {
+        ganglion_proto::xml::format_sum(self.sum, self.metric_type, &self.precision_from)
+    }
+}
+
+/// A child grid from a polled gmetad.
+#[derive(Debug, Clone)]
+pub struct GridSnap {
+    /// `NAME`
+    pub name: String,
+    /// `AUTHORITY`
+    pub authority: String,
+    /// `LOCALTIME`
+    pub localtime: u64,
+    /// Its summary.
+    pub summary: Summary,
+    /// Last poll failed.
+    pub stale: bool,
+}
+
+impl Summary {
+    fn add_host(&mut self, h: &HostSnap, acc: &mut HashMap<String, usize>) {
+        if !h.alive {
+            self.hosts_down += 1;
+            return;
+        }
+        self.hosts_up += 1;
+        for m in &h.metrics {
+            let (Some(x), true) = (m.number, m.metric_type.is_numeric()) else {
+                continue;
+            };
+            let i = *acc.entry(m.name.clone()).or_insert_with(|| {
+                self.metrics.push(SummaryMetric {
+                    name: m.name.clone(),
+                    sum: 0.0,
+                    num: 0,
+                    metric_type: m.metric_type,
+                    units: m.units.clone(),
+                    slope: m.slope,
+                    precision_from: m.val.clone(),
+                    extras: Vec::new(),
+                });
+                self.metrics.len() - 1
+            });
+            let s = &mut self.metrics[i];
+            s.sum += x;
+            s.num += 1;
+            for (k, v) in &m.extras {
+                if k != "SPOOF_HOST" && !s.extras.iter().any(|(a, b)| a == k && b == v) {
+                    s.extras.push((k.clone(), v.clone()));
+                }
+            }
+        }
+    }
+
+    /// Adds another summary into this one (grid totals).
+    pub fn merge(&mut self, other: &Summary) {
+        self.hosts_up += other.hosts_up;
+        self.hosts_down += other.hosts_down;
+        for m in &other.metrics {
+            match self.metrics.iter_mut().find(|s| s.name == m.name) {
+                Some(s) => {
+                    s.sum += m.sum;
+                    s.num += m.num;
+                }
+                None => self.metrics.push(m.clone()),
+            }
+        }
+        self.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut i = max;
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        s.truncate(i);
+    }
+    s
+}
+
+impl State {
+    /// A state for the given clusters (index = cluster id used by `apply`).
+    pub fn new(
+        grid_name: String,
+        authority: String,
+        clusters: Vec<ClusterInfo>,
+        limits: Limits,
+        counters: Arc<Counters>,
+    ) -> State {
+        State {
+            inner: Mutex::new(Inner {
+                clusters: clusters
+                    .into_iter()
+                    .map(|info| ClusterEntry {
+                        info,
+                        hosts: HashMap::new(),
+                        remote: None,
+                    })
+                    .collect(),
+                grids: Vec::new(),
+            }),
+            limits,
+            counters,
+            grid_name,
+            authority,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take ingest down with a poisoned lock.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Applies one decoded datagram from `src` to cluster `cluster`.
+    /// `resolved_name` is the reverse-DNS name for `src`, when known.
+    pub fn apply(
+        &self,
+        cluster: usize,
+        src: SocketAddr,
+        resolved_name: Option<&str>,
+        msg: Message,
+        now: u64,
+    ) -> ApplyOutcome {
+        let c = &self.counters;
+        let id = msg.metric_id();
+        let mut inner = self.lock();
+        let trust = inner
+            .clusters
+            .get(cluster)
+            .is_some_and(|c| c.info.trust_packet_hostname);
+        // Host identity as gmond: source IP, or the IP part of "IP:name" when spoofed.
+        let (key, name) = if id.spoof {
+            match id.spoof_parts() {
+                Some((ip, name)) => (ip.to_string(), name.to_string()),
+                None => {
+                    c.bad_spoof.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
+                }
+            }
+        } else {
+            let ip = canonical_ip(src.ip()).to_string();
+            let name = if trust && !id.host.is_empty() {
+                id.host.clone()
+            } else {
+                resolved_name
+                    .map(str::to_string)
+                    .unwrap_or_else(|| ip.clone())
+            };
+            (ip, name)
+        };
+        // gmond turns ':' into '_' in non-spoofed names (its sanitiser's only effect).
+        let metric_name = if id.spoof {
+            id.name.clone()
+        } else {
+            id.name.replace(':', "_")
+        };
+
+        let Some(ce) = inner.clusters.get_mut(cluster) else {
+            return ApplyOutcome::default();
+        };
+        let nhosts = ce.hosts.len();
+        let host = match ce.hosts.get_mut(&key) {
+            Some(h) => h,
+            None => {
+                if nhosts >= self.limits.max_hosts {
+                    c.refused_hosts.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
+                }
+                ce.hosts.entry(key.clone()).or_insert_with(|| HostEntry {
+                    name: cut(name, 255),
+                    ip: key.clone(),
+                    location: "unspecified".into(),
+                    tags: String::new(),
+                    reported: now,
+                    gmond_started: 0,
+                    metrics: HashMap::new(),
+                })
+            }
+        };
+        // Any decoded packet refreshes REPORTED (drives TN and liveness).
+        host.reported = now;
+        let nmetrics = host.metrics.len();
+        match msg {
+            Message::MetadataRequest(_) => {
+                c.metadata_requests_received.fetch_add(1, Ordering::Relaxed);
+                ApplyOutcome::default()
+            }
+            Message::Metadata(m) => {
+                if !host.metrics.contains_key(&metric_name) && nmetrics >= self.limits.max_metrics {
+                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
+                }
+                let mut meta = m.meta;
+                if MetricType::parse(&meta.type_name).is_none() {
+                    c.unknown_types.fetch_add(1, Ordering::Relaxed);
+                }
+                meta.units = cut(meta.units, 255);
+                let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
+                    meta: None,
+                    value: None,
+                });
+                e.meta = Some((meta, now));
+                c.metadata_received.fetch_add(1, Ordering::Relaxed);
+                ApplyOutcome::default()
+            }
+            Message::Value(v) => {
+                c.values_received.fetch_add(1, Ordering::Relaxed);
+                if metric_name == special::HEARTBEAT {
+                    host.gmond_started = match &v.value {
+                        Value::Str(s) => s.trim().parse().unwrap_or(0),
+                        other => other.as_f64().map(|x| x as u64).unwrap_or(0),
+                    };
+                } else if metric_name == special::LOCATION
+                    && let Value::Str(s) = &v.value
+                {
+                    host.location = cut(s.clone(), 255);
+                }
+                if !host.metrics.contains_key(&metric_name) && nmetrics >= self.limits.max_metrics {
+                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
+                }
+                let val = match &v.value {
+                    Value::Str(s) => cut(s.clone(), self.limits.max_string_bytes),
+                    other => render(&v.fmt, other),
+                };
+                let number = v.value.as_f64();
+                let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
+                    meta: None,
+                    value: None,
+                });
+                e.value = Some(StoredValue {
+                    val,
+                    number,
+                    at: now,
+                });
+                if e.meta.is_none() {
+                    ApplyOutcome {
+                        request_metadata: Some(MetricId {
+                            host: if v.id.spoof {
+                                v.id.host
+                            } else {
+                                host.name.clone()
+                            },
+                            name: v.id.name,
+                            spoof: v.id.spoof,
+                        }),
+                    }
+                } else {
+                    ApplyOutcome::default()
+                }
+            }
+        }
+    }
+
+    /// Gives hosts still named by their IP the reverse-DNS name that just arrived.
+    pub fn rename_host(&self, ip: &str, name: &str) {
+        let mut inner = self.lock();
+        for c in inner.clusters.iter_mut().filter(|c| c.remote.is_none()) {
+            if let Some(h) = c.hosts.get_mut(ip)
+                && h.name == h.ip
+            {
+                h.name = cut(name.to_string(), 255);
+            }
+        }
+    }
+
+    /// gmond's cleanup pass: forget hosts silent longer than host_dmax and
+    /// metrics whose *metadata* is older than their dmax.
+    pub fn cleanup(&self, now: u64) -> (usize, usize) {
+        let mut inner = self.lock();
+        let (mut hosts, mut metrics) = (0, 0);
+        for c in inner.clusters.iter_mut().filter(|c| c.remote.is_none()) {
+            let hdmax = u64::from(c.info.host_dmax);
+            let before = c.hosts.len();
+            c.hosts
+                .retain(|_, h| hdmax == 0 || now.saturating_sub(h.reported) <= hdmax);
+            hosts += before - c.hosts.len();
+            for h in c.hosts.values_mut() {
+                let before = h.metrics.len();
+                h.metrics.retain(|_, m| match &m.meta {
+                    Some((meta, at)) => {
+                        meta.dmax == 0 || now.saturating_sub(*at) <= u64::from(meta.dmax)
+                    }
+                    None => m
+                        .value
+                        .as_ref()
+                        .is_some_and(|v| now.saturating_sub(v.at) <= 3600),
+                });
+                metrics += before - h.metrics.len();
+            }
+        }
+        (hosts, metrics)
+    }
+
+    /// Replaces a polled cluster's content (gmond source, or a gmetad's cluster
+    /// in authority mode). Creates the cluster on first sight.
+    pub fn replace_polled_cluster(&self, cluster: &ganglion_proto::xml::Cluster, now: u64) {
+        let mut hosts = HashMap::new();
+        for h in &cluster.hosts {
+            let mut metrics = HashMap::new();
+            for m in &h.metrics {
+                if m.dmax != 0 && m.tn > u64::from(m.dmax) {
+                    continue; // gmetad drops metrics past their dmax at ingest
+                }
+                let meta = MetricMeta {
+                    type_name: m.metric_type.as_str().to_string(),
+                    name: m.name.clone(),
+                    units: m.units.clone(),
+                    slope: m.slope.to_wire(),
+                    tmax: m.tmax,
+                    dmax: m.dmax,
+                    // Stored in wire order; the snapshot reverses them back.
+                    extra: m.extras.iter().rev().cloned().collect(),
+                };
+                let at = now.saturating_sub(m.tn);
+                let number = if m.metric_type.is_numeric() {
+                    m.val.trim().parse().ok()
+                } else {
+                    None
+                };
+                metrics.insert(
+                    m.name.clone(),
+                    MetricEntry {
+                        meta: Some((meta, at)),
+                        value: Some(StoredValue {
+                            val: m.val.clone(),
+                            number,
+                            at,
+                        }),
+                    },
+                );
+            }
+            hosts.insert(
+                h.name.clone(),
+                HostEntry {
+                    name: h.name.clone(),
+                    ip: h.ip.clone(),
+                    location: h.location.clone(),
+                    tags: h.tags.clone(),
+                    reported: now.saturating_sub(h.tn),
+                    gmond_started: h.gmond_started,
+                    metrics,
+                },
+            );
+        }
+        let tmax = cluster.hosts.first().map(|h| h.tmax).unwrap_or(20).max(1);
+        let remote = RemoteMeta {
+            localtime: cluster.localtime,
+            stale: false,
+            polled_at: now,
+        };
+        let mut inner = self.lock();
+        match inner
+            .clusters
+            .iter_mut()
+            .find(|c| c.info.name == cluster.name)
+        {
+            Some(c) => {
+                c.hosts = hosts;
+                c.remote = Some(remote);
+                c.info.owner = cluster.owner.clone();
+                c.info.latlong = cluster.latlong.clone();
+                c.info.url = cluster.url.clone();
+            }
+            None => inner.clusters.push(ClusterEntry {
+                info: ClusterInfo {
+                    name: cluster.name.clone(),
+                    owner: cluster.owner.clone(),
+                    latlong: cluster.latlong.clone(),
+                    url: cluster.url.clone(),
+                    host_tmax: tmax,
+                    host_dmax: 0,
+                    trust_packet_hostname: false,
+                },
+                hosts,
+                remote: Some(remote),
+            }),
+        }
+    }
+
+    /// Replaces a child grid's summary.
+    pub fn replace_grid(&self, grid: GridSnap) {
+        let mut inner = self.lock();
+        match inner.grids.iter_mut().find(|g| g.name == grid.name) {
+            Some(g) => *g = grid,
+            None => inner.grids.push(grid),
+        }
+    }
+
+    /// Marks what a failed source last delivered as stale (kept visible).
+    pub fn mark_stale(&self, cluster_names: &[String], grid_names: &[String]) {
+        let mut inner = self.lock();
+        for c in inner.clusters.iter_mut() {
+            if cluster_names.contains(&c.info.name)
+                && let Some(r) = &mut c.remote
+            {
+                r.stale = true;
+            }
+        }
+        for g in inner.grids.iter_mut() {
+            if grid_names.contains(&g.name) {
+                g.stale = true;
+            }
+        }
+    }
+
+    /// An immutable view of everything, for readers.
+    pub fn snapshot(&self, now: u64) -> Arc<Snapshot> {
+        // Copy under the lock; sort and summarise after releasing it.
+        let (raw, grids) = {
+            let inner = self.lock();
+            let raw: Vec<(ClusterInfo, Option<RemoteMeta>, Vec<HostEntry>)> = inner
+                .clusters
+                .iter()
+                .map(|c| {
+                    (
+                        c.info.clone(),
+                        c.remote.clone(),
+                        c.hosts.values().cloned().collect(),
+                    )
+                })
+                .collect();
+            (raw, inner.grids.clone())
+        };
+        let clusters = raw
+            .into_iter()
+            .map(|(info, remote, hosts)| build_cluster(info, remote, hosts, now))
+            .collect();
+        Arc::new(Snapshot {
+            grid_name: self.grid_name.clone(),
+            authority: self.authority.clone(),
+            localtime: now,
+            clusters,
+            grids,
+        })
+    }
+}
+
+fn build_cluster(
+    info: ClusterInfo,
+    remote: Option<RemoteMeta>,
+    hosts: Vec<HostEntry>,
+    now: u64,
+) -> ClusterSnap {
+    let mut out: Vec<HostSnap> = hosts
+        .into_iter()
+        .map(|h| {
+            let tn = now.saturating_sub(h.reported);
+            let tmax = info.host_tmax;
+            let mut metrics: Vec<MetricSnap> = h
+                .metrics
+                .into_iter()
+                .filter(|(name, _)| name != special::HEARTBEAT && name != special::LOCATION)
+                .filter_map(|(name, e)| {
+                    let (meta, _) = e.meta?;
+                    let v = e.value?;
+                    let metric_type = meta.metric_type().unwrap_or(MetricType::String);
+                    Some(MetricSnap {
+                        name,
+                        number: if metric_type.is_numeric() {
+                            v.number
+                        } else {
+                            None
+                        },
+                        val: v.val,
+                        metric_type,
+                        slope: meta.slope(),
+                        units: meta.units,
+                        tn: now.saturating_sub(v.at),
+                        tmax: meta.tmax,
+                        dmax: meta.dmax,
+                        // gmond prints EXTRA_ELEMENTs in reverse arrival order.
+                        extras: meta.extra.into_iter().rev().collect(),
+                    })
+                })
+                .filter(|m| m.dmax == 0 || m.tn <= u64::from(m.dmax))
+                .collect();
+            metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            HostSnap {
+                alive: tn < 4 * u64::from(tmax.max(1)),
+                name: h.name,
+                ip: h.ip,
+                tags: h.tags,
+                location: h.location,
+                reported: h.reported,
+                tn,
+                tmax,
+                dmax: info.host_dmax,
+                gmond_started: h.gmond_started,
+                metrics,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.ip.cmp(&b.ip)));
+    let mut summary = Summary::default();
+    let mut acc = HashMap::new();
+    for h in &out {
+        summary.add_host(h, &mut acc);
+    }
+    summary.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    ClusterSnap {
+        name: info.name,
+        owner: info.owner,
+        latlong: info.latlong,
+        url: info.url,
+        localtime: remote
+            .as_ref()
+            .map(|r| r.localtime + now.saturating_sub(r.polled_at))
+            .unwrap_or(now),
+        stale: remote.is_some_and(|r| r.stale),
+        hosts: out,
+        summary,
+    }
+}
+
+/// IPv4-mapped IPv6 sources are shown as plain IPv4, as a dual-stack gmond would.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl Snapshot {
+    /// Grid-wide summary: every cluster and child grid added up.
+    pub fn grid_summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.clusters {
+            s.merge(&c.summary);
+        }
+        for g in &self.grids {
+            s.merge(&g.summary);
+        }
+        s
+    }
+
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterSnap> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ganglion_proto::xdr::{MetadataMsg, ValueMsg};
+
+    fn state() -> State {
+        State::new(
+            "g".into(),
+            "http://x/".into(),
+            vec![ClusterInfo {
+                name: "c".into(),
+                owner: "o".into(),
+                latlong: "l".into(),
+                url: "u".into(),
+                host_tmax: 20,
+                host_dmax: 86400,
+                trust_packet_hostname: false,
+            }],
+            Limits {
+                max_hosts: 2,
+                max_metrics: 3,
+                max_string_bytes: 8,
+            },
+            Arc::new(Counters::default()),
+        )
+    }
+
+    fn id(host: &str, name: &str, spoof: bool) -> MetricId {
+        MetricId {
+            host: host.into(),
+            name: name.into(),
+            spoof,
+        }
+    }
+
+    fn meta(name: &str, t: &str, dmax: u32) -> Message {
+        Message::Metadata(MetadataMsg {
+            id: id("h", name, false),
+            meta: MetricMeta {
+                type_name: t.into(),
+                name: name.into(),
+                units: "u".into(),
+                slope: 3,
+                tmax: 60,
+                dmax,
+                extra: vec![("GROUP".into(), "g".into()), ("TITLE".into(), "T".into())],
+            },
+        })
+    }
+
+    fn value(name: &str, v: Value, fmt: &str) -> Message {
+        Message::Value(ValueMsg {
+            id: id("h", name, false),
+            fmt: fmt.into(),
+            value: v,
+        })
+    }
+
+    const SRC: &str = "10.0.0.1:5000";
+
+    #[test]
+    fn value_without_metadata_is_kept_hidden_and_requests_metadata() {
+        let s = state();
+        let out = s.apply(
+            0,
+            SRC.parse().unwrap(),
+            None,
+            value("load", Value::Float(1.5), "%.2f"),
+            100,
+        );
+        assert_eq!(out.request_metadata.map(|m| m.name), Some("load".into()));
+        let snap = s.snapshot(100);
+        assert!(snap.clusters[0].hosts[0].metrics.is_empty());
+        s.apply(0, SRC.parse().unwrap(), None, meta("load", "float", 0), 101);
+        let snap = s.snapshot(102);
+        let m = &snap.clusters[0].hosts[0].metrics[0];
+        assert_eq!((m.val.as_str(), m.tn, m.number), ("1.50", 2, Some(1.5)));
+        assert_eq!(m.extras[0].0, "TITLE", "reverse arrival order");
+    }
+
+    #[test]
+    fn heartbeat_location_spoof_and_liveness() {
+        let s = state();
+        let src: SocketAddr = SRC.parse().unwrap();
+        s.apply(
+            0,
+            src,
+            Some("node1"),
+            value("heartbeat", Value::UInt(1234), "%u"),
+            100,
+        );
+        s.apply(
+            0,
+            src,
+            None,
+            value("location", Value::Str("rack1".into()), "%s"),
+            100,
+        );
+        let mut sp = value("jobs", Value::Str("7".into()), "%s");
+        if let Message::Value(v) = &mut sp {
+            v.id = id("10.9.9.9:spoofy", "jobs", true);
+        }
+        s.apply(0, src, None, sp, 100);
+        let snap = s.snapshot(150);
+        let h = snap.clusters[0]
+            .hosts
+            .iter()
+            .find(|h| h.name == "node1")
+            .unwrap();
+        assert_eq!(
+            (h.gmond_started, h.location.as_str(), h.ip.as_str()),
+            (1234, "rack1", "10.0.0.1")
+        );
+        assert!(h.metrics.is_empty(), "heartbeat/location hidden");
+        assert!(h.alive);
+        assert!(
+            snap.clusters[0]
+                .hosts
+                .iter()
+                .any(|h| h.name == "spoofy" && h.ip == "10.9.9.9")
+        );
+        let snap = s.snapshot(181);
+        assert!(!snap.clusters[0].hosts[0].alive, "TN ≥ 4×TMAX is dead");
+    }
+
+    #[test]
+    fn limits_refuse_and_count() {
+        let s = state();
+        for i in 0..3 {
+            let src: SocketAddr = format!("10.0.0.{i}:1").parse().unwrap();
+            s.apply(0, src, None, meta("m", "float", 0), 1);
+        }
+        assert_eq!(s.snapshot(1).clusters[0].hosts.len(), 2);
+        assert_eq!(s.counters().refused_hosts.load(Ordering::Relaxed), 1);
+        let src: SocketAddr = SRC.parse().unwrap();
+        // This host already has "m"; the cap of 3 admits a and b only.
+        for n in ["a", "b", "c", "d"] {
+            s.apply(0, src, None, meta(n, "float", 0), 1);
+        }
+        assert_eq!(s.counters().refused_metrics.load(Ordering::Relaxed), 2);
+        s.apply(
+            0,
+            src,
+            None,
+            value("a", Value::Str("0123456789abc".into()), "%s"),
+            1,
+        );
+        s.apply(0, src, None, meta("a", "string", 0), 1);
+        let snap = s.snapshot(1);
+        let h = snap.clusters[0]
+            .hosts
+            .iter()
+            .find(|h| h.ip == "10.0.0.1")
+            .unwrap();
+        assert_eq!(
+            h.metrics.iter().find(|m| m.name == "a").unwrap().val,
+            "01234567"
+        );
+    }
+
+    #[test]
+    fn summaries_and_cleanup() {
+        let s = state();
+        for (i, v) in [(1, "1.5"), (2, "2.25")] {
+            let src: SocketAddr = format!("10.0.0.{i}:1").parse().unwrap();
+            s.apply(0, src, None, meta("load", "float", 50), 100);
+            s.apply(0, src, None, value("load", Value::Str(v.into()), "%s"), 100);
+            s.apply(0, src, None, meta("os", "string", 0), 100);
+            s.apply(
+                0,
+                src,
+                None,
+                value("os", Value::Str("Linux".into()), "%s"),
+                100,
+            );
+        }
+        let snap = s.snapshot(110);
+        let sum = &snap.clusters[0].summary;
+        assert_eq!((sum.hosts_up, sum.hosts_down), (2, 0));
+        assert_eq!(sum.metrics.len(), 1, "strings are not summarised");
+        assert_eq!(
+            (sum.metrics[0].sum_text(), sum.metrics[0].num),
+            ("3.8".into(), 2)
+        );
+        // dmax counts from the metadata time.
+        assert_eq!(s.cleanup(151), (0, 2));
+        assert_eq!(s.cleanup(100 + 86401), (2, 0));
+    }
+
+    #[test]
+    fn bad_spoof_is_dropped() {
+        let s = state();
+        let mut m = value("x", Value::Int(1), "%d");
+        if let Message::Value(v) = &mut m {
+            v.id = id("nocolon", "x", true);
+        }
+        s.apply(0, SRC.parse().unwrap(), None, m, 1);
+        assert!(s.snapshot(1).clusters[0].hosts.is_empty());
+        assert_eq!(s.counters().bad_spoof.load(Ordering::Relaxed), 1);
+    }
+}

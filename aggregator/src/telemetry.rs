@@ -1,0 +1,186 @@
+//! Self-telemetry: counters for every notable event, a rate limiter for logs,
+//! and the Prometheus text rendering served on `/metrics`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Every counter the aggregator keeps.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// UDP datagrams received.
+    pub datagrams: AtomicU64,
+    /// Datagrams that failed to decode.
+    pub decode_errors: AtomicU64,
+    /// Datagrams with a message id Ganglia ≥ 3.1 does not define.
+    pub unknown_messages: AtomicU64,
+    /// Value messages applied.
+    pub values_received: AtomicU64,
+    /// Metadata messages applied.
+    pub metadata_received: AtomicU64,
+    /// Metadata requests (136) received.
+    pub metadata_requests_received: AtomicU64,
+    /// Metadata requests we sent back to senders.
+    pub metadata_requests_sent: AtomicU64,
+    /// Spoofed messages without a usable `IP:name`.
+    pub bad_spoof: AtomicU64,
+    /// New hosts refused by `limits.max_hosts_per_cluster`.
+    pub refused_hosts: AtomicU64,
+    /// New metrics refused by `limits.max_metrics_per_host`.
+    pub refused_metrics: AtomicU64,
+    /// Metadata whose type is not a Ganglia type (shown as `string`).
+    pub unknown_types: AtomicU64,
+    /// XML requests served (all ports).
+    pub xml_requests: AtomicU64,
+    /// XML connections refused by `trusted_hosts`.
+    pub xml_untrusted: AtomicU64,
+    /// XML clients dropped for being too slow.
+    pub xml_timeouts: AtomicU64,
+    /// Successful polls of data sources.
+    pub polls_ok: AtomicU64,
+    /// Failed polls (connect, read, or parse).
+    pub polls_failed: AtomicU64,
+    /// Elements skipped while parsing polled XML.
+    pub poll_skipped_elements: AtomicU64,
+}
+
+impl Counters {
+    /// `(name, help, value)` for every counter, for `/metrics` and `/status`.
+    pub fn list(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "ganglion_udp_datagrams_total",
+                "UDP datagrams received",
+                g(&self.datagrams),
+            ),
+            (
+                "ganglion_decode_errors_total",
+                "Datagrams that failed to decode",
+                g(&self.decode_errors),
+            ),
+            (
+                "ganglion_unknown_messages_total",
+                "Datagrams with an unknown message id",
+                g(&self.unknown_messages),
+            ),
+            (
+                "ganglion_values_received_total",
+                "Value messages applied",
+                g(&self.values_received),
+            ),
+            (
+                "ganglion_metadata_received_total",
+                "Metadata messages applied",
+                g(&self.metadata_received),
+            ),
+            (
+                "ganglion_metadata_requests_received_total",
+                "Metadata requests received",
+                g(&self.metadata_requests_received),
+            ),
+            (
+                "ganglion_metadata_requests_sent_total",
+                "Metadata requests sent to senders",
+                g(&self.metadata_requests_sent),
+            ),
+            (
+                "ganglion_bad_spoof_total",
+                "Spoofed messages without IP:name",
+                g(&self.bad_spoof),
+            ),
+            (
+                "ganglion_refused_hosts_total",
+                "Hosts refused by the per-cluster cap",
+                g(&self.refused_hosts),
+            ),
+            (
+                "ganglion_refused_metrics_total",
+                "Metrics refused by the per-host cap",
+                g(&self.refused_metrics),
+            ),
+            (
+                "ganglion_unknown_types_total",
+                "Metadata with a non-Ganglia type",
+                g(&self.unknown_types),
+            ),
+            (
+                "ganglion_xml_requests_total",
+                "XML requests served",
+                g(&self.xml_requests),
+            ),
+            (
+                "ganglion_xml_untrusted_total",
+                "XML connections refused by trusted_hosts",
+                g(&self.xml_untrusted),
+            ),
+            (
+                "ganglion_xml_timeouts_total",
+                "XML clients dropped for being too slow",
+                g(&self.xml_timeouts),
+            ),
+            (
+                "ganglion_polls_ok_total",
+                "Successful data-source polls",
+                g(&self.polls_ok),
+            ),
+            (
+                "ganglion_polls_failed_total",
+                "Failed data-source polls",
+                g(&self.polls_failed),
+            ),
+            (
+                "ganglion_poll_skipped_elements_total",
+                "Elements skipped in polled XML",
+                g(&self.poll_skipped_elements),
+            ),
+        ]
+    }
+
+    /// Prometheus text exposition (0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in self.list() {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Lets a warning through at most once per interval per source, so a flood of
+/// bad packets from one sender is one log line, not a million.
+pub struct LogLimiter {
+    last: Mutex<HashMap<IpAddr, Instant>>,
+    every: Duration,
+}
+
+impl LogLimiter {
+    /// Allows one message per source per `every`.
+    pub fn new(every: Duration) -> Self {
+        LogLimiter {
+            last: Mutex::new(HashMap::new()),
+            every,
+        }
+    }
+
+    /// True when a message about `src` may be logged now.
+    pub fn allow(&self, src: IpAddr) -> bool {
+        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if m.len() > 10_000 {
+            // Bounded memory under a spoofed-source flood.
+            m.retain(|_, t| now.duration_since(*t) < self.every);
+        }
+        match m.get(&src) {
+            Some(t) if now.duration_since(*t) < self.every => false,
+            _ => {
+                m.insert(src, now);
+                true
+            }
+        }
+    }
+}

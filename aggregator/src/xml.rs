@@ -1,0 +1,496 @@
+//! The XML side: gmond's per-cluster port, gmetad's dump port (8651) and
+//! interactive port (8652). Documents are rendered from an immutable snapshot on
+//! a blocking thread, outside any lock, then written with a deadline: a client
+//! that reads slowly or never reads is dropped and delays nobody.
+
+use crate::config::Trusted;
+use crate::state::{
+    ClusterSnap, GridSnap, HostSnap, MetricSnap, Snapshot, State, Summary, now_secs,
+};
+use ganglion_proto::xml::{
+    ClusterAttrs, GridAttrs, HostAttrs, MetricAttrs, Style, SummaryAttrs, XmlWriter,
+};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// What a listener serves.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// gmond XML of one cluster (writes and closes; reads nothing).
+    Gmond(String),
+    /// gmetad's full dump (writes and closes; reads nothing).
+    Dump,
+    /// gmetad's interactive port: one request line, then the answer.
+    Query,
+}
+
+/// Shared by every XML connection.
+#[derive(Clone)]
+pub struct XmlContext {
+    /// State to snapshot.
+    pub state: Arc<State>,
+    /// `trusted_hosts` (loopback is always trusted).
+    pub trusted: Arc<Vec<Trusted>>,
+    /// `all_trusted`.
+    pub all_trusted: bool,
+    /// Per-connection deadline.
+    pub timeout: Duration,
+    /// Process start (for `/status`).
+    pub boot: u64,
+}
+
+impl XmlContext {
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = crate::state::canonical_ip(ip);
+        self.all_trusted || ip.is_loopback() || self.trusted.iter().any(|t| t.contains(ip))
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    service: Service,
+    ctx: XmlContext,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !ctx.is_trusted(peer.ip()) {
+            ctx.state
+                .counters()
+                .xml_untrusted
+                .fetch_add(1, Ordering::Relaxed);
+            continue; // closed without a reply, like gmetad
+        }
+        let ctx = ctx.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let timeout = ctx.timeout;
+            match tokio::time::timeout(timeout, handle(sock, peer, service, &ctx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "XML client error"),
+                Err(_) => {
+                    ctx.state
+                        .counters()
+                        .xml_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "XML client too slow; dropped");
+                }
+            }
+        });
+    }
+}
+
+async fn handle(
+    mut sock: TcpStream,
+    _peer: SocketAddr,
+    service: Service,
+    ctx: &XmlContext,
+) -> io::Result<()> {
+    ctx.state
+        .counters()
+        .xml_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let body = match service {
+        Service::Gmond(cluster) => {
+            let snap = ctx.state.snapshot(now_secs());
+            render_blocking(move |w| render_gmond(&snap, &cluster, w)).await?
+        }
+        Service::Dump => {
+            let snap = ctx.state.snapshot(now_secs());
+            render_blocking(move |w| render_dump(&snap, w)).await?
+        }
+        Service::Query => {
+            let (rd, _) = sock.split();
+            let mut rd = BufReader::new(rd.take(2048));
+            let mut line = Vec::new();
+            rd.read_until(b'\n', &mut line).await?;
+            let line = String::from_utf8_lossy(&line);
+            let line = line.split(['\n', '\r']).next().unwrap_or("").to_string();
+            let Some(req) = Request::parse(&line) else {
+                return Ok(()); // gmetad closes silently on a bad request
+            };
+            if req.status {
+                let snap = ctx.state.snapshot(now_secs());
+                let json = status_json(&snap, ctx, req.callback.as_deref());
+                let mut out = Vec::new();
+                write!(
+                    out,
+                    "HTTP/1.0 200 OK\r\nServer: ganglion/{}\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{json}",
+                    env!("CARGO_PKG_VERSION")
+                )?;
+                out
+            } else {
+                let snap = ctx.state.snapshot(now_secs());
+                render_blocking(move |w| {
+                    if req.http {
+                        // gmetad's exact header, including its one bare \n.
+                        Write::write_all(w, b"HTTP/1.0 200 OK\r\nServer: gmetad/3.7.2-1\r\nAccess-Control-Allow-Origin: *\nContent-Type: application/xml\r\nConnection: close\r\n\r\n")?;
+                    }
+                    render_query(&snap, &req, w)
+                })
+                .await?
+            }
+        }
+    };
+    sock.write_all(&body).await?;
+    sock.shutdown().await
+}
+
+async fn render_blocking(
+    f: impl FnOnce(&mut Vec<u8>) -> io::Result<()> + Send + 'static,
+) -> io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut v = Vec::with_capacity(64 * 1024);
+        f(&mut v)?;
+        Ok(v)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+fn cluster_attrs(c: &ClusterSnap) -> ClusterAttrs<'_> {
+    ClusterAttrs {
+        name: &c.name,
+        localtime: c.localtime,
+        owner: &c.owner,
+        latlong: &c.latlong,
+        url: &c.url,
+    }
+}
+
+fn write_host<W: Write>(
+    w: &mut XmlWriter<W>,
+    h: &HostSnap,
+    only_metric: Option<&str>,
+) -> io::Result<()> {
+    w.begin_host(&HostAttrs {
+        name: &h.name,
+        ip: &h.ip,
+        tags: &h.tags,
+        reported: h.reported,
+        tn: h.tn,
+        tmax: h.tmax,
+        dmax: h.dmax,
+        location: &h.location,
+        gmond_started: h.gmond_started,
+    })?;
+    for m in &h.metrics {
+        if only_metric.is_some_and(|n| n != m.name) {
+            continue;
+        }
+        write_metric(w, m)?;
+    }
+    w.end_host()
+}
+
+fn write_metric<W: Write>(w: &mut XmlWriter<W>, m: &MetricSnap) -> io::Result<()> {
+    w.metric(
+        &MetricAttrs {
+            name: &m.name,
+            val: &m.val,
+            metric_type: m.metric_type,
+            units: &m.units,
+            tn: m.tn,
+            tmax: m.tmax,
+            dmax: m.dmax,
+            slope: m.slope,
+        },
+        m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+fn write_summary<W: Write>(w: &mut XmlWriter<W>, s: &Summary) -> io::Result<()> {
+    w.hosts(s.hosts_up, s.hosts_down, "gmetad")?;
+    for m in &s.metrics {
+        let sum = m.sum_text();
+        w.metrics(
+            &SummaryAttrs {
+                name: &m.name,
+                sum: &sum,
+                num: m.num,
+                units: &m.units,
+                slope: m.slope,
+            },
+            m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
+    }
+    Ok(())
+}
+
+fn grid_attrs(snap: &Snapshot) -> GridAttrs<'_> {
+    GridAttrs {
+        name: &snap.grid_name,
+        authority: &snap.authority,
+        localtime: snap.localtime,
+    }
+}
+
+fn write_child_grid<W: Write>(w: &mut XmlWriter<W>, g: &GridSnap) -> io::Result<()> {
+    w.begin_grid(&GridAttrs {
+        name: &g.name,
+        authority: &g.authority,
+        localtime: g.localtime,
+    })?;
+    write_summary(w, &g.summary)?;
+    w.end_grid()
+}
+
+/// gmond's XML for one cluster (empty cluster element if unknown).
+pub fn render_gmond<W: Write>(snap: &Snapshot, cluster: &str, out: W) -> io::Result<()> {
+    let mut w = XmlWriter::new(out, Style::Gmond);
+    w.begin_document()?;
+    if let Some(c) = snap.cluster(cluster) {
+        w.begin_cluster(&cluster_attrs(c))?;
+        for h in &c.hosts {
+            write_host(&mut w, h, None)?;
+        }
+        w.end_cluster()?;
+    }
+    w.end_document()
+}
+
+/// gmetad's dump: the root GRID, every cluster in full, child grids as summaries.
+pub fn render_dump<W: Write>(snap: &Snapshot, out: W) -> io::Result<()> {
+    let mut w = XmlWriter::new(out, Style::Gmetad);
+    w.begin_document()?;
+    w.begin_grid(&grid_attrs(snap))?;
+    for c in &snap.clusters {
+        w.begin_cluster(&cluster_attrs(c))?;
+        for h in &c.hosts {
+            write_host(&mut w, h, None)?;
+        }
+        w.end_cluster()?;
+    }
+    for g in &snap.grids {
+        write_child_grid(&mut w, g)?;
+    }
+    w.end_grid()?;
+    w.end_document()
+}
+
+/// A parsed request line on the interactive port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET … HTTP/1.x` (answer with an HTTP header) or a plain path.
+    pub http: bool,
+    /// Path components after the leading `/`.
+    pub path: Vec<String>,
+    /// `?filter=summary`
+    pub summary: bool,
+    /// `/status`
+    pub status: bool,
+    /// JSONP `?callback=fn` for `/status`.
+    pub callback: Option<String>,
+}
+
+impl Request {
+    /// Parses one request line as gmetad does; `None` = close silently.
+    pub fn parse(line: &str) -> Option<Request> {
+        let (http, target) = match line.strip_prefix("GET ") {
+            Some(rest) => (true, rest.split_whitespace().next().unwrap_or("")),
+            None => (false, line.trim()),
+        };
+        if !target.starts_with('/') || target.chars().any(|c| ">!@#$%`;|\"\\'<".contains(c)) {
+            return None;
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let mut summary = false;
+        let mut callback = None;
+        for kv in query.unwrap_or("").split('&') {
+            match kv.split_once('=') {
+                Some(("filter", "summary")) => summary = true,
+                Some(("callback", f))
+                    if f.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+                {
+                    callback = Some(f.to_string());
+                }
+                _ => {}
+            }
+        }
+        let path: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let status = path.first().is_some_and(|p| p == "status");
+        Some(Request {
+            http,
+            path,
+            summary,
+            status,
+            callback,
+        })
+    }
+}
+
+/// gmetad's interactive answer for `req`.
+pub fn render_query<W: Write>(snap: &Snapshot, req: &Request, out: W) -> io::Result<()> {
+    let mut w = XmlWriter::new(out, Style::Gmetad);
+    w.begin_document()?;
+    w.begin_grid(&grid_attrs(snap))?;
+    let first = req.path.first().map(String::as_str);
+    match first {
+        None => {
+            if req.summary {
+                write_summary(&mut w, &snap.grid_summary())?;
+                for c in &snap.clusters {
+                    w.begin_cluster(&cluster_attrs(c))?;
+                    write_summary(&mut w, &c.summary)?;
+                    w.end_cluster()?;
+                }
+                for g in &snap.grids {
+                    write_child_grid(&mut w, g)?;
+                }
+            } else {
+                for c in &snap.clusters {
+                    write_cluster(&mut w, c, None, req)?;
+                }
+                for g in &snap.grids {
+                    write_child_grid(&mut w, g)?;
+                }
+            }
+        }
+        Some("*") if req.http => {
+            for c in &snap.clusters {
+                write_cluster(&mut w, c, req.path.get(1).map(String::as_str), req)?;
+            }
+        }
+        Some(name) => {
+            if let Some(c) = snap.cluster(name) {
+                write_cluster(&mut w, c, req.path.get(1).map(String::as_str), req)?;
+            } else if let Some(g) = snap.grids.iter().find(|g| g.name == name) {
+                write_child_grid(&mut w, g)?;
+            } else if !req.http {
+                // Unknown element, plain request: gmetad prints the whole parent.
+                for c in &snap.clusters {
+                    write_cluster(&mut w, c, None, req)?;
+                }
+            }
+        }
+    }
+    w.end_grid()?;
+    w.end_document()
+}
+
+fn write_cluster<W: Write>(
+    w: &mut XmlWriter<W>,
+    c: &ClusterSnap,
+    host: Option<&str>,
+    req: &Request,
+) -> io::Result<()> {
+    w.begin_cluster(&cluster_attrs(c))?;
+    match host {
+        None if req.summary => write_summary(w, &c.summary)?,
+        None => {
+            for h in &c.hosts {
+                write_host(w, h, None)?;
+            }
+        }
+        Some(hname) => {
+            let metric = req.path.get(2).map(String::as_str);
+            let wildcard = req.http && hname == "*";
+            let found: Vec<&HostSnap> = c
+                .hosts
+                .iter()
+                .filter(|h| wildcard || h.name.eq_ignore_ascii_case(hname) || h.ip == hname)
+                .collect();
+            if found.is_empty() && !req.http {
+                for h in &c.hosts {
+                    write_host(w, h, None)?;
+                }
+            }
+            for h in found {
+                let m = metric.filter(|m| !(req.http && *m == "*"));
+                let known = m.is_none_or(|m| h.metrics.iter().any(|x| x.name == m));
+                if known || req.http {
+                    write_host(w, h, m)?;
+                } else {
+                    write_host(w, h, None)?;
+                }
+            }
+        }
+    }
+    w.end_cluster()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// gmetad's `/status` JSON, with real counters.
+pub fn status_json(snap: &Snapshot, ctx: &XmlContext, callback: Option<&str>) -> String {
+    let now = snap.localtime;
+    let c = ctx.state.counters();
+    let received =
+        c.values_received.load(Ordering::Relaxed) + c.metadata_received.load(Ordering::Relaxed);
+    let mut counters = String::new();
+    for (name, _, v) in c.list() {
+        counters.push_str(&format!(
+            ",{}:{v}",
+            json_str(
+                name.trim_start_matches("ganglion_")
+                    .trim_end_matches("_total")
+            )
+        ));
+    }
+    let sum = snap.grid_summary();
+    let body = format!(
+        "{{\"host\":{},\"gridname\":{},\"version\":{},\"stattime\":{now},\"boottime\":{},\"uptime\":{},\"uptimeMillis\":{},\"metrics\":{{\"received\":{received},\"sent\":{{\"all\":0,\"rrdtool\":0,\"rrdcached\":0,\"graphite\":0,\"memcached\":0,\"riemann\":0}}}},\"hosts\":{{\"up\":{},\"down\":{}}},\"clusters\":{},\"requests\":{}{counters}}}",
+        json_str(
+            &hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        json_str(&snap.grid_name),
+        json_str(env!("CARGO_PKG_VERSION")),
+        ctx.boot,
+        now.saturating_sub(ctx.boot),
+        now.saturating_sub(ctx.boot) * 1000,
+        sum.hosts_up,
+        sum.hosts_down,
+        snap.clusters.len(),
+        c.xml_requests.load(Ordering::Relaxed),
+    );
+    match callback {
+        Some(f) => format!("{f}({body})"),
+        None => body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        let r = Request::parse("/").unwrap();
+        assert!(!r.http && r.path.is_empty() && !r.summary);
+        let r = Request::parse("GET /c1/h1?filter=summary HTTP/1.1").unwrap();
+        assert!(r.http && r.summary);
+        assert_eq!(r.path, ["c1", "h1"]);
+        assert!(Request::parse("c1").is_none());
+        assert!(Request::parse("/a;rm").is_none());
+        assert!(Request::parse("/status?callback=cb").unwrap().status);
+    }
+}
