@@ -176,3 +176,175 @@ pub fn xmllint_valid(xml: &[u8]) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// Reads everything a TCP server sends after connecting (optionally sending
+/// `request` first), like gmetad and gstat do.
+pub fn read_tcp(addr: SocketAddr, request: Option<&[u8]>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    if let Some(r) = request {
+        s.write_all(r).unwrap();
+    }
+    let mut v = Vec::new();
+    s.read_to_end(&mut v)
+        .unwrap_or_else(|e| panic!("read {addr}: {e}"));
+    v
+}
+
+/// A `ganglion-aggregator` started from a config file on free loopback ports.
+pub struct Aggregator {
+    /// The process (stopped on drop).
+    pub guard: ChildGuard,
+    /// The cluster's UDP port.
+    pub udp: SocketAddr,
+    /// The cluster's gmond-compatible XML port.
+    pub gmond: SocketAddr,
+    /// gmetad dump port.
+    pub dump: SocketAddr,
+    /// gmetad interactive port.
+    pub query: SocketAddr,
+    /// HTTP.
+    pub http: SocketAddr,
+    /// Temp dir holding config and data.
+    pub dir: tempfile::TempDir,
+}
+
+impl Aggregator {
+    /// Starts an aggregator with one cluster `cluster` plus `extra` TOML
+    /// appended (e.g. `[[data_source]]` tables).
+    pub fn start(cluster: &str, extra: &str) -> Aggregator {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_pair();
+        let (dump, query, http) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+        let cfg = format!(
+            "grid_name = \"TestGrid\"\nauthority = \"http://test/\"\nrrd_root = \"{root}\"\n\
+             [[cluster]]\nname = \"{cluster}\"\nudp_listen = \"127.0.0.1:{port}\"\n\
+             xml_listen = \"127.0.0.1:{port}\"\nreverse_dns = false\n\
+             [xml]\ndump_listen = \"127.0.0.1:{dump}\"\nquery_listen = \"127.0.0.1:{query}\"\n\
+             client_timeout_secs = 5\n[http]\nlisten = \"127.0.0.1:{http}\"\n{extra}",
+            root = dir.path().join("rrds").display()
+        );
+        let path = dir.path().join("aggregator.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let guard = ChildGuard::spawn(
+            "ganglion-aggregator",
+            Command::new(workspace_bin("ganglion-aggregator"))
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "warn"),
+        );
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let agg = Aggregator {
+            guard,
+            udp: a(port),
+            gmond: a(port),
+            dump: a(dump),
+            query: a(query),
+            http: a(http),
+            dir,
+        };
+        wait_for_tcp(agg.http, Duration::from_secs(10));
+        agg
+    }
+}
+
+/// A gmetric config file sending to `udp`.
+pub fn gmetric_conf(dir: &Path, udp: SocketAddr) -> PathBuf {
+    let p = dir.join("gmetric.conf");
+    std::fs::write(
+        &p,
+        format!(
+            "globals {{\n}}\nudp_send_channel {{\n  host = {}\n  port = {}\n}}\n",
+            udp.ip(),
+            udp.port()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs the real gmetric with `args`, sending to the config `conf`.
+pub fn gmetric(conf: &Path, args: &[&str]) {
+    let st = Command::new(require_binary("gmetric"))
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .status()
+        .expect("run gmetric");
+    assert!(st.success(), "gmetric {args:?} failed: {st}");
+}
+
+/// A config for the real gmond from its own defaults (`gmond -t`), with our
+/// channels: receive + XML on `port`, send to `send_to` (or nowhere: mute).
+pub fn gmond_conf(dir: &Path, cluster: &str, port: u16, send_to: Option<SocketAddr>) -> PathBuf {
+    let out = Command::new(require_binary("gmond"))
+        .arg("-t")
+        .output()
+        .expect("gmond -t");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for section in ["udp_send_channel", "udp_recv_channel", "tcp_accept_channel"] {
+        while let Some(start) = text.find(&format!("\n{section} {{")) {
+            let end = start + text[start..].find("\n}").expect("section end") + 2;
+            text.replace_range(start..end, "");
+        }
+    }
+    if let Some(start) = text.find("include (") {
+        let end = start + text[start..].find('\n').unwrap_or(text.len() - start);
+        text.replace_range(start..end, "");
+    }
+    let module_dir = [
+        "/usr/lib/x86_64-linux-gnu/ganglia",
+        "/usr/lib/aarch64-linux-gnu/ganglia",
+        "/usr/lib64/ganglia",
+        "/usr/lib/ganglia",
+    ]
+    .into_iter()
+    .find(|d| Path::new(d).join("modcpu.so").exists())
+    .expect("gmond's metric modules (modcpu.so) are installed");
+    text = text
+        .replace("daemonize = yes", "daemonize = no")
+        .replace("setuid = yes", "setuid = no")
+        .replacen(
+            "globals {",
+            &format!("globals {{\n  module_dir = \"{module_dir}\""),
+            1,
+        )
+        .replacen(
+            "name = \"unspecified\"",
+            &format!("name = \"{cluster}\""),
+            1,
+        );
+    text.push_str(&format!(
+        "\nudp_recv_channel {{\n  port = {port}\n  bind = 127.0.0.1\n}}\ntcp_accept_channel {{\n  port = {port}\n  bind = 127.0.0.1\n}}\n"
+    ));
+    if let Some(s) = send_to {
+        text.push_str(&format!(
+            "udp_send_channel {{\n  host = {}\n  port = {}\n}}\n",
+            s.ip(),
+            s.port()
+        ));
+    }
+    let p = dir.join(format!("gmond-{port}.conf"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Starts the real gmond in the foreground with `conf`.
+pub fn start_gmond(conf: &Path, port: u16) -> ChildGuard {
+    let g = ChildGuard::spawn(
+        "gmond",
+        Command::new(require_binary("gmond"))
+            .arg("-f")
+            .arg("-c")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    );
+    g
+}

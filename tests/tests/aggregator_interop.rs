@@ -1,0 +1,397 @@
+//! The aggregator against the real Ganglia 3.7.2 tools: gmetric sends to it,
+//! gstat and gmetad read from it, and it polls a real gmond. Every XML document
+//! it serves is checked with `xmllint --valid`.
+
+use ganglion_proto::model::{MetricType, Slope};
+use ganglion_proto::xdr::{self, Message, MetricId, Value, ValueMsg};
+use ganglion_proto::xml::{self, Item, Limits};
+use ganglion_tests::*;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+fn parse(doc: &[u8]) -> xml::Document {
+    let out = xml::parse_bytes(doc, &Limits::default());
+    assert_eq!(out.error, None, "{}", String::from_utf8_lossy(doc));
+    out.document
+}
+
+fn clusters(doc: &xml::Document) -> Vec<xml::Cluster> {
+    let mut v = Vec::new();
+    for i in &doc.items {
+        match i {
+            Item::Cluster(c) => v.push(c.clone()),
+            Item::Grid(g) => v.extend(g.clusters.iter().cloned()),
+            Item::Host(_) => {}
+        }
+    }
+    v
+}
+
+fn wait_for_metric(addr: SocketAddr, metric: &str) -> Vec<u8> {
+    wait_until(
+        &format!("{metric} in the XML of {addr}"),
+        Duration::from_secs(15),
+        || {
+            let doc = read_tcp(addr, None);
+            String::from_utf8_lossy(&doc)
+                .contains(&format!("NAME=\"{metric}\""))
+                .then_some(doc)
+        },
+    )
+}
+
+#[test]
+fn gmetric_to_aggregator_then_gmond_xml_queries_and_gstat() {
+    let agg = Aggregator::start("testclust", "");
+    let conf = gmetric_conf(agg.dir.path(), agg.udp);
+    gmetric(
+        &conf,
+        &[
+            "-n",
+            "temp_c",
+            "-v",
+            "42.5",
+            "-t",
+            "float",
+            "-u",
+            "Celsius",
+            "-g",
+            "env",
+            "-D",
+            "Room temp",
+            "-T",
+            "Temperature",
+        ],
+    );
+    gmetric(
+        &conf,
+        &[
+            "-n",
+            "jobs",
+            "-v",
+            "7",
+            "-t",
+            "uint32",
+            "-S",
+            "10.0.0.5:node5",
+            "-d",
+            "300",
+            "-C",
+            "mycluster",
+        ],
+    );
+    gmetric(&conf, &["-S", "10.0.0.5:node5", "-H"]);
+    // Names and units that break real gmond/gmetad XML.
+    gmetric(
+        &conf,
+        &[
+            "-n",
+            "weird name:x<y",
+            "-v",
+            "1",
+            "-t",
+            "int32",
+            "-u",
+            "u&x",
+        ],
+    );
+    gmetric(&conf, &["-n", "motd", "-v", "a&b<c>'d'", "-t", "string"]);
+    gmetric(
+        &conf,
+        &["-n", "ctr", "-v", "5", "-t", "double", "-s", "derivative"],
+    );
+
+    let doc = wait_for_metric(agg.gmond, "motd");
+    xmllint_valid(&doc).unwrap_or_else(|e| panic!("gmond XML invalid: {e}"));
+    let text = String::from_utf8_lossy(&doc);
+    assert!(text.contains("<GANGLIA_XML VERSION=\"3.7.2\" SOURCE=\"gmond\">"));
+    let d = parse(&doc);
+    let cs = clusters(&d);
+    assert_eq!(cs.len(), 1);
+    let c = &cs[0];
+    assert_eq!(c.name, "testclust");
+    let local = c
+        .hosts
+        .iter()
+        .find(|h| h.ip == "127.0.0.1")
+        .expect("the gmetric host");
+    let temp = local.metrics.iter().find(|m| m.name == "temp_c").unwrap();
+    assert_eq!(
+        (temp.val.as_str(), temp.metric_type, temp.units.as_str()),
+        ("42.5", MetricType::Float, "Celsius")
+    );
+    assert_eq!((temp.tmax, temp.dmax, temp.slope), (60, 0, Slope::Both));
+    // gmond prints extras in reverse arrival order: gmetric sends GROUP, DESC, TITLE.
+    let keys: Vec<&str> = temp.extras.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["TITLE", "DESC", "GROUP"]);
+    let weird = local
+        .metrics
+        .iter()
+        .find(|m| m.name == "weird name_x<y")
+        .expect("':' → '_' like gmond");
+    assert_eq!(weird.units, "u&x");
+    assert_eq!(
+        local.metrics.iter().find(|m| m.name == "motd").unwrap().val,
+        "a&b<c>'d'"
+    );
+    let node5 = c
+        .hosts
+        .iter()
+        .find(|h| h.name == "node5")
+        .expect("spoofed host");
+    assert_eq!(node5.ip, "10.0.0.5");
+    assert_eq!(node5.metrics.len(), 1, "heartbeat is not a METRIC");
+    assert_eq!(node5.metrics[0].dmax, 300);
+    assert_eq!(node5.tmax, 20);
+
+    // gmetad dump port.
+    let dump = read_tcp(agg.dump, None);
+    xmllint_valid(&dump).unwrap_or_else(|e| panic!("dump invalid: {e}"));
+    let dd = parse(&dump);
+    let Item::Grid(g) = &dd.items[0] else {
+        panic!("GRID first")
+    };
+    assert_eq!(
+        (g.name.as_str(), g.authority.as_str()),
+        ("TestGrid", "http://test/")
+    );
+    assert_eq!(g.clusters[0].hosts.len(), 2);
+    assert!(String::from_utf8_lossy(&dump).contains("SOURCE=\"gmond\">"));
+
+    // Interactive port: summary, host path (HTTP with gmetad's exact header), metric path.
+    let s = read_tcp(agg.query, Some(b"/?filter=summary\n"));
+    xmllint_valid(&s).unwrap();
+    let sd = parse(&s);
+    let Item::Grid(g) = &sd.items[0] else {
+        panic!()
+    };
+    assert_eq!(g.hosts.map(|h| (h.up, h.down)), Some((2, 0)));
+    let cs = &g.clusters[0];
+    assert!(cs.hosts.is_empty());
+    let t = cs.metrics.iter().find(|m| m.name == "temp_c").unwrap();
+    assert_eq!((t.sum.as_str(), t.num), ("42.5", 1));
+    assert!(
+        cs.metrics.iter().all(|m| m.name != "motd"),
+        "strings are not summarised"
+    );
+
+    let h = read_tcp(agg.query, Some(b"GET /testclust/node5 HTTP/1.0\r\n\r\n"));
+    let h = String::from_utf8_lossy(&h).into_owned();
+    assert!(h.starts_with("HTTP/1.0 200 OK\r\nServer: gmetad/3.7.2-1\r\nAccess-Control-Allow-Origin: *\nContent-Type: application/xml\r\nConnection: close\r\n\r\n<?xml"), "{h}");
+    let body = &h[h.find("<?xml").unwrap()..];
+    xmllint_valid(body.as_bytes()).unwrap();
+    let hd = parse(body.as_bytes());
+    let Item::Grid(g) = &hd.items[0] else {
+        panic!()
+    };
+    assert_eq!(g.clusters[0].hosts.len(), 1);
+    assert_eq!(g.clusters[0].hosts[0].name, "node5");
+
+    let m = read_tcp(agg.query, Some(b"/testclust/127.0.0.1/temp_c\n"));
+    let md = parse(&m);
+    let Item::Grid(g) = &md.items[0] else {
+        panic!()
+    };
+    assert_eq!(g.clusters[0].hosts[0].metrics.len(), 1);
+
+    // A hostile request line is closed silently.
+    assert!(read_tcp(agg.query, Some(b"/a;rm -rf\n")).is_empty());
+
+    // /status JSON with real counters.
+    let st = read_tcp(agg.query, Some(b"GET /status HTTP/1.0\r\n\r\n"));
+    let st = String::from_utf8_lossy(&st).into_owned();
+    let json: serde_json::Value =
+        serde_json::from_str(&st[st.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(json["gridname"], "TestGrid");
+    assert!(json["metrics"]["received"].as_u64().unwrap() >= 12);
+
+    // The real gstat reads our gmond port.
+    let out = Command::new(require_binary("gstat"))
+        .args(["-a", "-i", "127.0.0.1", "-p", &agg.gmond.port().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "gstat failed: {text}");
+    assert!(text.contains("Name: testclust"), "{text}");
+    assert!(text.contains("Hosts: 2"), "{text}");
+    assert!(text.contains("Dead Hosts: 0"), "{text}");
+}
+
+#[test]
+fn real_gmetad_polls_the_aggregator() {
+    let agg = Aggregator::start("aggclust", "");
+    let conf = gmetric_conf(agg.dir.path(), agg.udp);
+    gmetric(
+        &conf,
+        &["-n", "temp_c", "-v", "21.5", "-t", "float", "-u", "C"],
+    );
+    gmetric(
+        &conf,
+        &["-n", "odd&unit", "-v", "3", "-t", "uint32", "-u", "<u>"],
+    );
+    wait_for_metric(agg.gmond, "temp_c");
+
+    let dir = tempfile::tempdir().unwrap();
+    let rrds = dir.path().join("rrds");
+    std::fs::create_dir(&rrds).unwrap();
+    let (xml_port, q_port) = (free_tcp_port(), free_tcp_port());
+    let mconf = dir.path().join("gmetad.conf");
+    std::fs::write(
+        &mconf,
+        format!(
+            "data_source \"agg\" 15 127.0.0.1:{}\ngridname \"Upper\"\nxml_port {xml_port}\ninteractive_port {q_port}\n\
+             rrd_rootdir \"{}\"\nsetuid off\ncase_sensitive_hostnames 0\n",
+            agg.gmond.port(),
+            rrds.display()
+        ),
+    )
+    .unwrap();
+    let _gmetad = ChildGuard::spawn(
+        "gmetad",
+        Command::new(require_binary("gmetad"))
+            .args(["-d", "1", "-c"])
+            .arg(&mconf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let dump_addr = SocketAddr::from(([127, 0, 0, 1], xml_port));
+    wait_for_tcp(dump_addr, Duration::from_secs(10));
+    // gmetad parses our whole document (one bad byte would drop the poll).
+    let doc = wait_for_metric(dump_addr, "temp_c");
+    let text = String::from_utf8_lossy(&doc);
+    assert!(text.contains("<CLUSTER NAME=\"aggclust\""), "{text}");
+    assert!(
+        text.contains("NAME=\"odd&unit\""),
+        "gmetad re-emits decoded text: {text}"
+    );
+    // …and writes the RRD where gmetad always does.
+    wait_until("gmetad's temp_c.rrd", Duration::from_secs(10), || {
+        rrds.join("aggclust/127.0.0.1/temp_c.rrd")
+            .exists()
+            .then_some(())
+    });
+}
+
+#[test]
+fn aggregator_polls_real_gmond_and_a_broken_source_costs_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let gport = free_port_pair();
+    let gconf = gmond_conf(
+        dir.path(),
+        "gmondclust",
+        gport,
+        Some(SocketAddr::from(([127, 0, 0, 1], gport))),
+    );
+    let _gmond = start_gmond(&gconf, gport);
+
+    // A source that answers with garbage, and one that accepts and never writes.
+    let bad = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad_addr = bad.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in bad.incoming().flatten() {
+            use std::io::Write;
+            let mut s = s;
+            let _ = s.write_all(b"<?xml version=\"1.0\"?><GANGLIA_XML VERSION=\"x\" SOURCE=\"gmond\"><CLUSTER NAME=\"broken\" LOCALTIME=\"1\"><HOST NAME=\"h\" IP=\"1\" REPORTED=\"1\">\x00&&<<");
+        }
+    });
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+
+    let agg = Aggregator::start(
+        "local",
+        &format!(
+            "[[data_source]]\nname = \"gm\"\npoll_secs = 2\naddresses = [\"127.0.0.1:1\", \"127.0.0.1:{gport}\"]\n\
+             [[data_source]]\nname = \"bad\"\npoll_secs = 2\naddresses = [\"{bad_addr}\"]\n\
+             [[data_source]]\nname = \"silent\"\npoll_secs = 2\ntimeout_secs = 1\naddresses = [\"{silent_addr}\"]\n"
+        ),
+    );
+    let doc = wait_for_metric(agg.dump, "load_one");
+    xmllint_valid(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let d = parse(&doc);
+    let cs = clusters(&d);
+    let g = cs
+        .iter()
+        .find(|c| c.name == "gmondclust")
+        .expect("polled gmond cluster (failover past a dead address)");
+    let h = &g.hosts[0];
+    for m in ["load_one", "cpu_num", "mem_total", "disk_free"] {
+        assert!(h.metrics.iter().any(|x| x.name == m), "{m} missing");
+    }
+    assert!(
+        cs.iter().any(|c| c.name == "local"),
+        "own cluster still served"
+    );
+    assert!(
+        !cs.iter().any(|c| c.name == "broken" && !c.hosts.is_empty()),
+        "broken source contributes no half-read host"
+    );
+    drop(silent);
+}
+
+#[test]
+fn values_without_metadata_get_a_request_back_and_garbage_is_counted() {
+    let agg = Aggregator::start("reqclust", "");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let v = Message::Value(ValueMsg {
+        id: MetricId {
+            host: "ignored".into(),
+            name: "orphan".into(),
+            spoof: false,
+        },
+        fmt: "%d".into(),
+        value: Value::Int(3),
+    });
+    sock.send_to(&xdr::encode(&v).unwrap(), agg.udp).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("a metadata request comes back");
+    assert_eq!(from, agg.udp);
+    let Message::MetadataRequest(id) = xdr::decode(&buf[..n]).unwrap() else {
+        panic!("136 expected")
+    };
+    assert_eq!(id.name, "orphan");
+    assert_eq!(id.host, "127.0.0.1", "named as the receiver knows the host");
+
+    // Empty, a hostile length, an unknown id, and an oversized datagram.
+    let mut big = vec![0u8; 2000];
+    big[..8].copy_from_slice(b"\x00\x00\x00\x85\x00\x00\x07\xd0");
+    for junk in [
+        &b""[..],
+        b"\x00\x00\x00\x85\xff\xff\xff\xff",
+        b"\x00\x00\x00\x07abcd",
+        &big[..],
+    ] {
+        sock.send_to(junk, agg.udp).unwrap();
+    }
+    let metrics = wait_until("decode errors counted", Duration::from_secs(5), || {
+        let body = read_tcp(agg.http, Some(b"GET /metrics HTTP/1.0\r\n\r\n"));
+        let t = String::from_utf8_lossy(&body).into_owned();
+        t.contains("ganglion_decode_errors_total 3").then_some(t)
+    });
+    assert!(
+        metrics.contains("ganglion_unknown_messages_total 1"),
+        "{metrics}"
+    );
+    // Still serving.
+    xmllint_valid(&read_tcp(agg.gmond, None)).unwrap();
+}
+
+#[test]
+fn slow_xml_clients_do_not_block_others() {
+    let agg = Aggregator::start("slow", "");
+    let conf = gmetric_conf(agg.dir.path(), agg.udp);
+    gmetric(&conf, &["-n", "x", "-v", "1", "-t", "float"]);
+    wait_for_metric(agg.gmond, "x");
+    // Ten clients that connect and never read, and one that never sends its line.
+    let _idle: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(agg.dump).unwrap())
+        .collect();
+    let _mute = std::net::TcpStream::connect(agg.query).unwrap();
+    let t = std::time::Instant::now();
+    gmetric(&conf, &["-n", "y", "-v", "2", "-t", "float"]);
+    wait_for_metric(agg.gmond, "y");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
