@@ -1,2 +1,16 @@
 //! Ganglion agent: collects gmond's Linux metric set from /proc and pushes it as
-//! Ganglia 3.1+ XDR over unicast UDP. The `send` subcommand replaces `gmetric`.
+//! Ganglia 3.1+ XDR over unicast UDP, scheduled exactly like gmond's collection
+//! groups. The `send` subcommand ([`gmetric`]) replaces `gmetric`.
+//!
+//! Module map: [`metrics`] (the metric table), [`collect`] (collectors),
+//! [`config`] (TOML), [`send`] (message building, sockets), [`schedule`]
+//! (collection groups), [`gmetric`] (the gmetric twin).
+
+pub mod collect;
+pub mod config;
+pub mod gmetric;
+pub mod metrics;
+pub mod schedule;
+pub mod send;
+
+pub use schedule::run;

@@ -1,11 +1,176 @@
 //! `ganglion-agent` binary: CLI glue only.
-use clap::Parser;
 
-/// Ganglion agent — a drop-in gmond sender.
+use clap::{Parser, Subcommand};
+use ganglion_agent::config::{AgentConfig, DEFAULT_GROUPS_TOML};
+use ganglion_agent::gmetric::{self, SendArgs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Ganglion agent — a drop-in gmond sender; `send` replaces gmetric.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// Destination HOST:PORT (repeatable), in addition to the config's [[send]].
+    #[arg(long = "send-to", value_name = "HOST:PORT")]
+    send_to: Vec<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Print an example configuration and gmond's default collection groups, then exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Collect every metric once, print name = value, and exit.
+    #[arg(long)]
+    once: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Send one metric, like gmetric.
+    Send(SendArgs),
+}
+
+fn load(path: &Option<PathBuf>) -> Result<AgentConfig, String> {
+    match path {
+        Some(p) => AgentConfig::load(p).map_err(|e| e.to_string()),
+        None => Ok(AgentConfig::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!(
+            "{}\n{}",
+            include_str!("../examples/agent.toml"),
+            DEFAULT_GROUPS_TOML
+        );
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ganglion-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Command::Send(args)) = &cli.command {
+        let mut dests = Vec::new();
+        let targets: Vec<String> = if args.send_to.is_empty() {
+            config
+                .send
+                .iter()
+                .map(|s| format!("{}:{}", s.host, s.port))
+                .collect()
+        } else {
+            args.send_to.clone()
+        };
+        for t in &targets {
+            match gmetric::parse_dest(t) {
+                Ok(a) => dests.extend(a.into_iter().take(1)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut args = args.clone();
+        if args.spoof.is_none()
+            && !args.heartbeat
+            && let Some(name) = &config.override_hostname
+        {
+            // gmetric turns override_hostname into a spoof, as gmond does.
+            args.spoof = Some(format!(
+                "{}:{name}",
+                config.override_ip.as_deref().unwrap_or(name)
+            ));
+        }
+        return match gmetric::send(&args, dests, &host) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if cli.check_config {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    if cli.once {
+        let mut all: Vec<_> = ganglion_agent::schedule::collect_all(&config)
+            .into_iter()
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, v) in all {
+            match v {
+                Ok(v) => {
+                    let fmt = ganglion_agent::metrics::find(&name).map_or("%s", |d| d.fmt);
+                    println!("{name} = {}", ganglion_proto::format::render(fmt, &v));
+                }
+                Err(e) => println!("{name} ! {e}"),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut extra = Vec::new();
+    for t in &cli.send_to {
+        match gmetric::parse_dest(t) {
+            Ok(a) => extra.extend(a.into_iter().take(1)),
+            Err(e) => {
+                eprintln!("ganglion-agent: --send-to: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ganglion-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            sd.cancel();
+        });
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        ganglion_agent::run(config, extra, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ganglion-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

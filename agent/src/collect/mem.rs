@@ -1,0 +1,23 @@
+//! Memory metrics from /proc/meminfo in KB. `mem_shared` reads the long-gone
+//! MemShared field in gmond, so it is always 0; we keep that for compatibility.
+
+use super::{CollectError, src_err};
+use procfs::Current;
+
+/// One memory metric, in KB.
+pub fn collect(name: &str) -> Result<f32, CollectError> {
+    let m = procfs::Meminfo::current().map_err(|e| src_err("/proc/meminfo", e))?;
+    let kb = |bytes: u64| (bytes / 1024) as f32;
+    Ok(match name {
+        "mem_total" => kb(m.mem_total),
+        "mem_free" => kb(m.mem_free),
+        "mem_shared" => 0.0,
+        "mem_buffers" => kb(m.buffers),
+        "mem_cached" => kb(m.cached),
+        "swap_total" => kb(m.swap_total),
+        "swap_free" => kb(m.swap_free),
+        "mem_sreclaimable" => kb(m.s_reclaimable.unwrap_or(0)),
+        "mem_available" => kb(m.mem_available.unwrap_or(m.mem_free)),
+        other => return Err(CollectError::Unknown(other.into())),
+    })
+}

@@ -1,0 +1,235 @@
+//! Agent configuration (TOML). Defaults reproduce gmond's default collection
+//! groups (`gmond -t`); every validation error names its key.
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or unknown key.
+    #[error("{0}")]
+    Parse(String),
+    /// Bad value.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Problem.
+        message: String,
+    },
+}
+
+/// The agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Destinations (`[[send]]`).
+    pub send: Vec<SendConfig>,
+    /// Re-send metadata this often (0 = only at start and on request). gmond's
+    /// default is 0; 60 is the advice for unicast, so it is ours.
+    pub send_metadata_interval_secs: u32,
+    /// Report as this host name (metrics go out spoofed, like gmond's override_hostname).
+    pub override_hostname: Option<String>,
+    /// With `override_hostname`: the IP to report.
+    pub override_ip: Option<String>,
+    /// `location` metric value.
+    pub location: String,
+    /// Tags (informational; Ganglia prints them as HOST TAGS when its collector knows them).
+    pub tags: Vec<String>,
+    /// Cluster name, sent as the CLUSTER extra.
+    pub cluster: Option<String>,
+    /// `gexec` metric: ON or OFF.
+    pub gexec: bool,
+    /// Collection groups; the default is gmond's.
+    pub collection_group: Vec<GroupConfig>,
+}
+
+/// One destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendConfig {
+    /// Host name or IP (IPv4 or IPv6).
+    pub host: String,
+    /// UDP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    8649
+}
+
+/// A gmond collection group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Collect once at start, then only re-send.
+    #[serde(default)]
+    pub collect_once: bool,
+    /// Seconds between collections.
+    #[serde(default = "default_every")]
+    pub collect_every_secs: u32,
+    /// Send at least this often, changed or not.
+    #[serde(default = "default_threshold")]
+    pub time_threshold_secs: u32,
+    /// Metrics.
+    pub metric: Vec<GroupMetric>,
+}
+
+fn default_every() -> u32 {
+    60
+}
+fn default_threshold() -> u32 {
+    3600
+}
+
+/// A metric in a group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMetric {
+    /// Metric name (see `ganglion-agent --list-metrics`).
+    pub name: String,
+    /// A change at least this large sends the whole group now (-1 = never).
+    #[serde(default = "neg_one")]
+    pub value_threshold: f64,
+    /// TITLE extra (defaults to gmond's title for the metric).
+    pub title: Option<String>,
+}
+
+fn neg_one() -> f64 {
+    -1.0
+}
+
+/// gmond's default groups, plus the optional cpu_intr/cpu_sintr left out as gmond does.
+pub const DEFAULT_GROUPS_TOML: &str = include_str!("../examples/default-groups.toml");
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        #[derive(Deserialize)]
+        struct G {
+            collection_group: Vec<GroupConfig>,
+        }
+        let groups = toml::from_str::<G>(DEFAULT_GROUPS_TOML)
+            .map(|g| g.collection_group)
+            .unwrap_or_default();
+        AgentConfig {
+            send: Vec::new(),
+            send_metadata_interval_secs: 60,
+            override_hostname: None,
+            override_ip: None,
+            location: "unspecified".into(),
+            tags: Vec::new(),
+            cluster: None,
+            gexec: false,
+            collection_group: groups,
+        }
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl AgentConfig {
+    /// Parses and validates TOML.
+    pub fn from_toml(text: &str) -> Result<AgentConfig, ConfigError> {
+        let c: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<AgentConfig, ConfigError> {
+        let t = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        AgentConfig::from_toml(&t)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, s) in self.send.iter().enumerate() {
+            if s.host.is_empty() {
+                return Err(invalid(format!("send[{i}].host"), "must not be empty"));
+            }
+            if s.port == 0 {
+                return Err(invalid(format!("send[{i}].port"), "must not be 0"));
+            }
+        }
+        if self.override_ip.is_some() && self.override_hostname.is_none() {
+            return Err(invalid("override_ip", "needs override_hostname"));
+        }
+        for (i, g) in self.collection_group.iter().enumerate() {
+            if !g.collect_once && g.collect_every_secs == 0 {
+                return Err(invalid(
+                    format!("collection_group[{i}].collect_every_secs"),
+                    "must be at least 1",
+                ));
+            }
+            if g.time_threshold_secs == 0 {
+                return Err(invalid(
+                    format!("collection_group[{i}].time_threshold_secs"),
+                    "must be at least 1",
+                ));
+            }
+            for (j, m) in g.metric.iter().enumerate() {
+                if crate::metrics::find(&m.name).is_none() {
+                    return Err(invalid(
+                        format!("collection_group[{i}].metric[{j}].name"),
+                        format!("unknown metric {:?} (see --list-metrics)", m.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_groups_are_gmonds() {
+        let c = AgentConfig::default();
+        assert_eq!(c.collection_group.len(), 11);
+        c.validate().unwrap();
+        let cpu = c
+            .collection_group
+            .iter()
+            .find(|g| g.metric.iter().any(|m| m.name == "cpu_idle"))
+            .unwrap();
+        assert_eq!((cpu.collect_every_secs, cpu.time_threshold_secs), (20, 90));
+        let idle = cpu.metric.iter().find(|m| m.name == "cpu_idle").unwrap();
+        assert_eq!(idle.value_threshold, 5.0);
+        assert!(c.collection_group[0].collect_once);
+    }
+
+    #[test]
+    fn shipped_example_parses_and_errors_name_keys() {
+        AgentConfig::from_toml(include_str!("../examples/agent.toml")).unwrap();
+        let e = AgentConfig::from_toml(
+            "[[collection_group]]\n[[collection_group.metric]]\nname = \"nope\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("collection_group[0].metric[0].name"),
+            "{e}"
+        );
+        let e = AgentConfig::from_toml("bogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

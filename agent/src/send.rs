@@ -1,0 +1,153 @@
+//! Building gmond-identical messages and sending them to every destination.
+
+use crate::metrics::MetricDef;
+use ganglion_proto::MetricMeta;
+use ganglion_proto::model::{MetricType, extra};
+use ganglion_proto::xdr::{self, Message, MetadataMsg, MetricId, Value, ValueMsg};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+
+/// Who the messages are about.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// metric_id.host
+    pub host: String,
+    /// metric_id.spoof
+    pub spoof: bool,
+    /// CLUSTER extra, if any.
+    pub cluster: Option<String>,
+}
+
+impl Identity {
+    /// gmond's rules: the host name, or `"<ip or name>:<name>"` spoofed when
+    /// `override_hostname` is set.
+    pub fn new(
+        override_hostname: Option<&str>,
+        override_ip: Option<&str>,
+        cluster: Option<String>,
+    ) -> Identity {
+        match override_hostname {
+            Some(name) => Identity {
+                host: format!("{}:{name}", override_ip.unwrap_or(name)),
+                spoof: true,
+                cluster,
+            },
+            None => Identity {
+                host: hostname::get()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "localhost".into()),
+                spoof: false,
+                cluster,
+            },
+        }
+    }
+
+    fn id(&self, name: &str) -> MetricId {
+        MetricId {
+            host: self.host.clone(),
+            name: name.to_string(),
+            spoof: self.spoof,
+        }
+    }
+
+    /// gmond's metadata for one of its own metrics: module tmax, dmax 0,
+    /// extras TITLE, DESC, then GROUP (then our CLUSTER, if configured).
+    pub fn metadata(&self, def: &MetricDef, title: &str) -> Message {
+        let mut extras = vec![
+            (extra::TITLE.to_string(), title.to_string()),
+            (extra::DESC.to_string(), def.desc.to_string()),
+            (extra::GROUP.to_string(), def.group.to_string()),
+        ];
+        if let Some(c) = &self.cluster {
+            extras.push((extra::CLUSTER.to_string(), c.clone()));
+        }
+        Message::Metadata(MetadataMsg {
+            id: self.id(def.name),
+            meta: MetricMeta {
+                type_name: def.metric_type.as_str().to_string(),
+                name: def.name.to_string(),
+                units: def.units.to_string(),
+                slope: def.slope.to_wire(),
+                tmax: def.tmax,
+                dmax: 0,
+                extra: extras,
+            },
+        })
+    }
+
+    /// The value message, with the metric's native type id and format.
+    pub fn value(&self, def: &MetricDef, value: Value) -> Message {
+        let value = match (def.metric_type, value) {
+            (MetricType::Uint16, v) => Value::UShort(v.as_f64().unwrap_or(0.0) as u16),
+            (MetricType::Uint32, Value::UInt(x)) => Value::UInt(x),
+            (MetricType::Uint32, v) => Value::UInt(v.as_f64().unwrap_or(0.0) as u32),
+            (MetricType::Float, v @ Value::Float(_)) => v,
+            (MetricType::Float, v) => Value::Float(v.as_f64().unwrap_or(0.0) as f32),
+            (MetricType::Double, v) => Value::Double(v.as_f64().unwrap_or(0.0)),
+            (_, v) => v,
+        };
+        Message::Value(ValueMsg {
+            id: self.id(def.name),
+            fmt: def.fmt.to_string(),
+            value,
+        })
+    }
+}
+
+/// Resolves `host:port` destinations (names, IPv4, IPv6).
+pub fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((h, port).to_socket_addrs()?.collect())
+}
+
+/// UDP sockets (one per address family in use) and the destinations.
+pub struct Channels {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+    /// Destinations.
+    pub dests: Vec<SocketAddr>,
+    buf: Vec<u8>,
+}
+
+impl Channels {
+    /// Opens sockets for the families the destinations need.
+    pub fn open(dests: Vec<SocketAddr>) -> std::io::Result<Channels> {
+        let v4 = if dests.iter().any(SocketAddr::is_ipv4) {
+            Some(UdpSocket::bind("0.0.0.0:0")?)
+        } else {
+            None
+        };
+        let v6 = if dests.iter().any(SocketAddr::is_ipv6) {
+            Some(UdpSocket::bind("[::]:0")?)
+        } else {
+            None
+        };
+        Ok(Channels {
+            v4,
+            v6,
+            dests,
+            buf: Vec::with_capacity(xdr::MAX_MESSAGE_LEN),
+        })
+    }
+
+    /// The sockets (metadata requests arrive on them).
+    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+
+    /// Sends one message to every destination; returns how many sends failed.
+    pub fn send(&mut self, msg: &Message) -> Result<usize, xdr::EncodeError> {
+        xdr::encode_into(msg, &mut self.buf)?;
+        let mut failed = 0;
+        for d in &self.dests {
+            let sock = if d.is_ipv4() {
+                self.v4.as_ref()
+            } else {
+                self.v6.as_ref()
+            };
+            if sock.is_none_or(|s| s.send_to(&self.buf, d).is_err()) {
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+}
