@@ -5,6 +5,7 @@
 //! bytes/s > 1e13 or packets/s > 1e8 are discarded. All four share one sample.
 
 use super::{CollectError, src_err};
+
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -96,7 +97,8 @@ impl Net {
     /// bytes_in / bytes_out / pkts_in / pkts_out per second.
     pub fn collect(&mut self, name: &str) -> Result<f32, CollectError> {
         self.sample()?;
-        let r = self.rates.ok_or(CollectError::NotReady)?;
+        // Before two reads exist there is no rate; gmond reports 0 then too.
+        let r = self.rates.unwrap_or([0.0; 4]);
         Ok(match name {
             "bytes_in" => r[0],
             "bytes_out" => r[1],
