@@ -170,14 +170,14 @@ fn metric_table(
     pick: impl Fn(&xml::Host) -> bool,
 ) -> HashMap<String, xml::Metric> {
     for item in &doc.items {
-        if let Item::Cluster(c) = item {
-            if let Some(h) = c.hosts.iter().find(|h| pick(h)) {
-                return h
-                    .metrics
-                    .iter()
-                    .map(|m| (m.name.clone(), m.clone()))
-                    .collect();
-            }
+        if let Item::Cluster(c) = item
+            && let Some(h) = c.hosts.iter().find(|h| pick(h))
+        {
+            return h
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.clone()))
+                .collect();
         }
     }
     HashMap::new()
@@ -354,11 +354,11 @@ fn metadata_request_makes_the_agent_resend_at_once() {
     let t = Instant::now();
     loop {
         let (n, _) = sock.recv_from(&mut buf).expect("metadata re-sent");
-        if let Ok(Message::Metadata(m)) = xdr::decode(&buf[..n]) {
-            if m.meta.name == "load_one" {
-                assert_eq!((m.meta.units.as_str(), m.meta.tmax), (" ", 70));
-                break;
-            }
+        if let Ok(Message::Metadata(m)) = xdr::decode(&buf[..n])
+            && m.meta.name == "load_one"
+        {
+            assert_eq!((m.meta.units.as_str(), m.meta.tmax), (" ", 70));
+            break;
         }
         assert!(
             t.elapsed() < Duration::from_secs(5),
