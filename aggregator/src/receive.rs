@@ -45,6 +45,7 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<U
 /// must never stall ingest). Until a name is known the host is named by its IP,
 /// and renamed once the answer arrives.
 pub struct Resolver {
+    enabled: bool,
     cache: Mutex<HashMap<IpAddr, Option<String>>>,
     tx: Mutex<Option<mpsc::Sender<IpAddr>>>,
 }
@@ -53,6 +54,7 @@ impl Resolver {
     /// A resolver; `enabled = false` never looks anything up.
     pub fn new(enabled: bool, state: Arc<State>) -> Arc<Resolver> {
         let r = Arc::new(Resolver {
+            enabled,
             cache: Mutex::new(HashMap::new()),
             tx: Mutex::new(None),
         });
@@ -84,6 +86,9 @@ impl Resolver {
 
     /// The cached name, or `None` (queuing a lookup on first sight).
     pub fn name(&self, ip: IpAddr) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = c.get(&ip) {
             return v.clone();

@@ -58,11 +58,22 @@ struct MetricEntry {
     value: Option<StoredValue>,
 }
 
+/// The value as received: rendering with the sender's format is deferred to
+/// snapshot time, so ingest never formats floats.
 #[derive(Debug, Clone)]
 struct StoredValue {
-    val: String,
-    number: Option<f64>,
+    value: Value,
+    fmt: String,
     at: u64,
+}
+
+impl StoredValue {
+    fn render(&self) -> String {
+        match &self.value {
+            Value::Str(s) => s.clone(),
+            v => render(&self.fmt, v),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -405,10 +416,10 @@ impl State {
             (ip, name)
         };
         // gmond turns ':' into '_' in non-spoofed names (its sanitiser's only effect).
-        let metric_name = if id.spoof {
-            id.name.clone()
-        } else {
+        let metric_name = if !id.spoof && id.name.contains(':') {
             id.name.replace(':', "_")
+        } else {
+            id.name.clone()
         };
 
         let Some(ce) = inner.clusters.get_mut(cluster) else {
@@ -475,20 +486,20 @@ impl State {
                     c.refused_metrics.fetch_add(1, Ordering::Relaxed);
                     return ApplyOutcome::default();
                 }
-                let val = match &v.value {
-                    Value::Str(s) => cut(s.clone(), self.limits.max_string_bytes),
-                    other => render(&v.fmt, other),
+                let value = match v.value {
+                    Value::Str(s) => Value::Str(cut(s, self.limits.max_string_bytes)),
+                    other => other,
                 };
-                let number = v.value.as_f64();
+                let stored = StoredValue {
+                    value,
+                    fmt: v.fmt,
+                    at: now,
+                };
                 let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
                     meta: None,
                     value: None,
                 });
-                e.value = Some(StoredValue {
-                    val,
-                    number,
-                    at: now,
-                });
+                e.value = Some(stored);
                 if e.meta.is_none() {
                     ApplyOutcome {
                         request_metadata: Some(MetricId {
@@ -569,18 +580,14 @@ impl State {
                     extra: m.extras.iter().rev().cloned().collect(),
                 };
                 let at = now.saturating_sub(m.tn);
-                let number = if m.metric_type.is_numeric() {
-                    m.val.trim().parse().ok()
-                } else {
-                    None
-                };
+                // Polled VALs are already rendered: keep them verbatim.
                 metrics.insert(
                     m.name.clone(),
                     MetricEntry {
                         meta: Some((meta, at)),
                         value: Some(StoredValue {
-                            val: m.val.clone(),
-                            number,
+                            value: Value::Str(m.val.clone()),
+                            fmt: String::new(),
                             at,
                         }),
                     },
@@ -714,11 +721,11 @@ fn build_cluster(
                     Some(MetricSnap {
                         name,
                         number: if metric_type.is_numeric() {
-                            v.number
+                            v.value.as_f64()
                         } else {
                             None
                         },
-                        val: v.val,
+                        val: v.render(),
                         metric_type,
                         slope: meta.slope(),
                         units: meta.units,

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Side-by-side UDP ingest benchmark: real gmond 3.7.2 vs ganglion-aggregator.
+
+Both receivers get the same pre-encoded workload: H spoofed hosts x 30 float
+metrics (metadata first, then value packets, gmetric-style spoofing), blasted
+from one core while the receiver is pinned to the other. Reported per receiver:
+CPU microseconds per value packet (utime+stime from /proc), and packets dropped
+(kernel drops from /proc/net/udp for the receiver's socket).
+
+Usage: python3 scripts/bench/ingest.py [--hosts 1000] [--rounds 10] [--pps N]
+Needs a release build (cargo build --release, which builds the `udp-blast`
+sender) and gmond installed.
+"""
+import argparse
+import glob
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def xdr_str(s):
+    b = s.encode()
+    return struct.pack(">I", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)
+
+
+def metadata(host, name):
+    return (struct.pack(">I", 128) + xdr_str(host) + xdr_str(name) + struct.pack(">I", 1)
+            + xdr_str("float") + xdr_str(name) + xdr_str("u") + struct.pack(">III", 3, 60, 0)
+            + struct.pack(">I", 1) + xdr_str("SPOOF_HOST") + xdr_str(host))
+
+
+def value(host, name, v):
+    return (struct.pack(">I", 134) + xdr_str(host) + xdr_str(name) + struct.pack(">I", 1)
+            + xdr_str("%.2f") + struct.pack(">f", v))
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cpu_secs(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_drops(port):
+    total = 0
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(path) as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if int(parts[1].split(":")[1], 16) == port:
+                    total += int(parts[-1])
+    return total
+
+
+def gmond_conf(tmp, port):
+    text = subprocess.run(["gmond", "-t"], capture_output=True, text=True, check=True).stdout
+    for section in ("udp_send_channel", "udp_recv_channel", "tcp_accept_channel"):
+        text = re.sub(r"\n%s \{.*?\n\}" % section, "", text, flags=re.S)
+    # Receive only: no collection groups, no modules needed.
+    text = re.sub(r"\ncollection_group \{.*?\n\}\n", "\n", text, flags=re.S)
+    text = re.sub(r'include \(".*?"\)', "", text)
+    text = text.replace("daemonize = yes", "daemonize = no").replace("setuid = yes", "setuid = no")
+    mods = glob.glob("/usr/lib/*/ganglia/modcpu.so")
+    if mods:
+        text = text.replace("globals {", 'globals {\n  module_dir = "%s"' % os.path.dirname(mods[0]), 1)
+    text += "\nudp_recv_channel {\n  port = %d\n  bind = 127.0.0.1\n  buffer = 4194304\n}\n" % port
+    path = os.path.join(tmp, "gmond.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def agg_conf(tmp, port):
+    path = os.path.join(tmp, "agg.toml")
+    with open(path, "w") as f:
+        f.write('grid_name = "bench"\nrrd_root = "%s/rrds"\n[[cluster]]\nname = "bench"\n'
+                'udp_listen = "127.0.0.1:%d"\nxml_listen = ""\nreverse_dns = false\n'
+                'recv_buffer_bytes = 4194304\n[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = ""\n'
+                % (tmp, port))
+    return path
+
+
+def blast(path, port, rounds, pps=None):
+    exe = os.path.join(ROOT, "target/release/udp-blast")
+    argv = ["taskset", "-c", "1", exe, path, "127.0.0.1:%d" % port, str(rounds)] + ([str(pps)] if pps else [])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    kv = dict(x.split("=") for x in out.split())
+    return int(kv["sent"]), float(kv["secs"])
+
+
+def run(name, argv, port, meta, values, rounds, pps=None):
+    proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        dst = ("127.0.0.1", port)
+        for p in meta:
+            out.sendto(p, dst)
+        time.sleep(0.5)
+        drops0, cpu0 = udp_drops(port), cpu_secs(proc.pid)
+        sent, send_secs = blast(values, port, rounds, pps)
+        time.sleep(1.0)
+        drops, cpu = udp_drops(port) - drops0, cpu_secs(proc.pid) - cpu0
+        return {"name": name, "sent": sent, "drops": drops, "offered_pps": sent / send_secs,
+                "cpu_s": cpu, "us_per_pkt": cpu / max(sent - drops, 1) * 1e6}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--pps", type=float, default=None, help="pace the sender (default: as fast as one core can)")
+    a = ap.parse_args()
+    hosts = ["10.%d.%d.%d:node%05d" % (i >> 16 & 255, i >> 8 & 255, i & 255, i) for i in range(a.hosts)]
+    names = ["m%02d" % j for j in range(30)]
+    meta = [metadata(h, n) for h in hosts for n in names]
+    values = [value(h, n, float(i % 100)) for i, (h, n) in enumerate((h, n) for h in hosts for n in names)]
+    vfile = tempfile.NamedTemporaryFile(delete=False)
+    for v in values:
+        vfile.write(struct.pack(">I", len(v)) + v)
+    vfile.close()
+    agg = os.path.join(ROOT, "target/release/ganglion-aggregator")
+    if not os.path.exists(agg):
+        sys.exit("build first: cargo build --release")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.sched_setaffinity(0, {1})
+        p = free_port()
+        results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name, a.rounds, a.pps))
+        p = free_port()
+        results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name, a.rounds, a.pps))
+    print("%d hosts x 30 metrics, %d value packets per receiver" % (a.hosts, results[0]["sent"]))
+    print("| receiver | offered pkt/s | dropped | CPU s | CPU µs per received packet |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print("| %s | %.0f | %d (%.1f %%) | %.2f | %.2f |" % (r["name"], r["offered_pps"], r["drops"],
+              100.0 * r["drops"] / r["sent"], r["cpu_s"], r["us_per_pkt"]))
+    g, o = results
+    print("\nCPU per packet, gmond / ganglion: %.1fx" % (g["us_per_pkt"] / max(o["us_per_pkt"], 1e-9)))
+
+
+if __name__ == "__main__":
+    main()
