@@ -1,2 +1,425 @@
-//! The only crate with `unsafe`: a safe wrapper over librrd (thread-safe `_r`
-//! entry points only), gmetad's on-disk layout, and an rrdcached client.
+//! The only crate with `unsafe`: a safe wrapper over librrd, gmetad's on-disk
+//! layout, and an rrdcached client.
+//!
+//! Only librrd's thread-safe entry points are called concurrently: the `_r`
+//! functions (create, update, fetch, info, last). `rrd_parsetime` keeps static
+//! parser state, so [`parse_time_range`] serialises it behind a mutex. librrd
+//! keeps its error string per thread; every wrapper reads and clears it on the
+//! calling thread right after the call.
+
+// time_t and c_ulong are 64-bit here but not everywhere: the casts stay for
+// portability even where they are the identity.
+#![allow(clippy::unnecessary_cast)]
+
+pub mod layout;
+pub mod rrdcached;
+
+use std::ffi::{CStr, CString, c_char, c_ulong};
+use std::path::Path;
+use std::sync::Mutex;
+use thiserror::Error;
+
+/// A librrd or argument error.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RrdError {
+    /// librrd refused the operation.
+    #[error("{op} {path}: {message}")]
+    Librrd {
+        /// Operation (`create`, `update`, `fetch`, `info`).
+        op: &'static str,
+        /// File.
+        path: String,
+        /// librrd's message.
+        message: String,
+    },
+    /// A path or argument contains a NUL byte or is not valid text.
+    #[error("invalid argument for {op}: {what}")]
+    InvalidArgument {
+        /// Operation.
+        op: &'static str,
+        /// What was wrong.
+        what: String,
+    },
+    /// A time specification librrd could not parse.
+    #[error("bad time {spec:?}: {message}")]
+    Time {
+        /// The specification.
+        spec: String,
+        /// librrd's message.
+        message: String,
+    },
+}
+
+fn cstring(op: &'static str, s: &str) -> Result<CString, RrdError> {
+    CString::new(s).map_err(|_| RrdError::InvalidArgument {
+        op,
+        what: format!("{s:?} contains NUL"),
+    })
+}
+
+fn path_cstring(op: &'static str, p: &Path) -> Result<CString, RrdError> {
+    let s = p.to_str().ok_or_else(|| RrdError::InvalidArgument {
+        op,
+        what: format!("{} is not UTF-8", p.display()),
+    })?;
+    cstring(op, s)
+}
+
+/// Reads and clears librrd's per-thread error.
+fn take_error() -> String {
+    // SAFETY: rrd_get_error returns a pointer into the calling thread's librrd
+    // context (a NUL-terminated buffer, never NULL); we copy it before
+    // clearing, and nothing else on this thread touches it meanwhile.
+    unsafe {
+        let p = rrd_sys::rrd_get_error();
+        let msg = if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        };
+        rrd_sys::rrd_clear_error();
+        if msg.is_empty() {
+            "unknown librrd error".into()
+        } else {
+            msg
+        }
+    }
+}
+
+fn err(op: &'static str, path: &Path) -> RrdError {
+    RrdError::Librrd {
+        op,
+        path: path.display().to_string(),
+        message: take_error(),
+    }
+}
+
+/// Creates `path` with `step`, last update `start`, and the given `DS:…` and
+/// `RRA:…` definitions (`rrd_create_r`). Fails if librrd does.
+pub fn create(path: &Path, step: u64, start: i64, defs: &[String]) -> Result<(), RrdError> {
+    let file = path_cstring("create", path)?;
+    let args: Vec<CString> = defs
+        .iter()
+        .map(|d| cstring("create", d))
+        .collect::<Result<_, _>>()?;
+    let mut argv: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    // SAFETY: every pointer is a live NUL-terminated CString for the whole
+    // call; argc matches argv's length; rrd_create_r is thread-safe.
+    let rc = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_create_r(
+            file.as_ptr(),
+            step as c_ulong,
+            start as _,
+            argv.len() as i32,
+            argv.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        Err(err("create", path))
+    } else {
+        Ok(())
+    }
+}
+
+/// Applies many `T:v[:v…]` updates to one file in one call (`rrd_updatex_r`).
+pub fn update(path: &Path, updates: &[String]) -> Result<(), RrdError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let file = path_cstring("update", path)?;
+    let args: Vec<CString> = updates
+        .iter()
+        .map(|d| cstring("update", d))
+        .collect::<Result<_, _>>()?;
+    let mut argv: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    // SAFETY: as in `create`; a NULL template means "all DS in order".
+    let rc = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_updatex_r(
+            file.as_ptr(),
+            std::ptr::null(),
+            0,
+            argv.len() as i32,
+            argv.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        Err(err("update", path))
+    } else {
+        Ok(())
+    }
+}
+
+/// Time of the last update (`rrd_last_r`).
+pub fn last(path: &Path) -> Result<i64, RrdError> {
+    let file = path_cstring("last", path)?;
+    // SAFETY: the path is a live CString; rrd_last_r is thread-safe.
+    let t = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_last_r(file.as_ptr())
+    };
+    if t == -1 {
+        Err(err("last", path))
+    } else {
+        Ok(t as i64)
+    }
+}
+
+/// One `rrdtool info` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InfoValue {
+    /// A floating-point value (NaN when unknown).
+    Val(f64),
+    /// A count.
+    Count(u64),
+    /// Text.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A blob (length only).
+    Blob(usize),
+}
+
+/// `rrdtool info` as key/value pairs, in librrd's order (`rrd_info_r`).
+pub fn info(path: &Path) -> Result<Vec<(String, InfoValue)>, RrdError> {
+    let file = path_cstring("info", path)?;
+    // SAFETY: the path is a live CString; rrd_info_r is thread-safe and
+    // returns a list we own and free with rrd_info_free below.
+    let head = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_info_r(file.as_ptr())
+    };
+    if head.is_null() {
+        return Err(err("info", path));
+    }
+    let mut out = Vec::new();
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: p walks the list librrd built; each node is valid until
+        // rrd_info_free, its key is a NUL-terminated string, and the union
+        // member read matches the node's type tag.
+        unsafe {
+            let node = &*p;
+            let key = CStr::from_ptr(node.key).to_string_lossy().into_owned();
+            let v = match node.type_ {
+                rrd_sys::rrd_info_type_RD_I_VAL => InfoValue::Val(node.value.u_val),
+                rrd_sys::rrd_info_type_RD_I_CNT => InfoValue::Count(node.value.u_cnt as u64),
+                rrd_sys::rrd_info_type_RD_I_STR => InfoValue::Str(if node.value.u_str.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(node.value.u_str)
+                        .to_string_lossy()
+                        .into_owned()
+                }),
+                rrd_sys::rrd_info_type_RD_I_INT => InfoValue::Int(i64::from(node.value.u_int)),
+                _ => InfoValue::Blob(node.value.u_blo.size as usize),
+            };
+            out.push((key, v));
+            p = node.next;
+        }
+    }
+    // SAFETY: head came from rrd_info_r and is freed exactly once.
+    unsafe { rrd_sys::rrd_info_free(head) };
+    Ok(out)
+}
+
+/// What `rrd_fetch_r` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// Start as adjusted by librrd (rows cover (start, end]).
+    pub start: i64,
+    /// End as adjusted by librrd.
+    pub end: i64,
+    /// Step of the chosen RRA.
+    pub step: u64,
+    /// Data-source names.
+    pub ds_names: Vec<String>,
+    /// Row-major values: row i (timestamp start + (i+1)·step) has
+    /// `ds_names.len()` values.
+    pub data: Vec<f64>,
+}
+
+impl Fetched {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        if self.ds_names.is_empty() {
+            0
+        } else {
+            self.data.len() / self.ds_names.len()
+        }
+    }
+
+    /// Timestamp of row `i`, as `rrdtool fetch` prints it.
+    pub fn time(&self, i: usize) -> i64 {
+        self.start + (i as i64 + 1) * self.step as i64
+    }
+}
+
+/// `rrdtool fetch FILE CF -s start -e end [-r resolution]` via `rrd_fetch_r`.
+pub fn fetch(
+    path: &Path,
+    cf: &str,
+    start: i64,
+    end: i64,
+    resolution: u64,
+) -> Result<Fetched, RrdError> {
+    let file = path_cstring("fetch", path)?;
+    let cfc = cstring("fetch", cf)?;
+    let (mut s, mut e, mut step): (rrd_sys::time_t, rrd_sys::time_t, c_ulong) =
+        (start as _, end as _, resolution.max(1) as c_ulong);
+    let mut ds_cnt: c_ulong = 0;
+    let mut names: *mut *mut c_char = std::ptr::null_mut();
+    let mut data: *mut f64 = std::ptr::null_mut();
+    // SAFETY: all out-pointers point at live locals; rrd_fetch_r is
+    // thread-safe; on success it allocates `names` (ds_cnt strings) and `data`
+    // ((end-start)/step rows × ds_cnt values), which we copy and then free with
+    // rrd_freemem exactly once.
+    unsafe {
+        rrd_sys::rrd_clear_error();
+        let rc = rrd_sys::rrd_fetch_r(
+            file.as_ptr(),
+            cfc.as_ptr(),
+            &mut s,
+            &mut e,
+            &mut step,
+            &mut ds_cnt,
+            &mut names,
+            &mut data,
+        );
+        if rc != 0 {
+            return Err(err("fetch", path));
+        }
+        let n = ds_cnt as usize;
+        let mut ds_names = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = *names.add(i);
+            ds_names.push(CStr::from_ptr(p).to_string_lossy().into_owned());
+            rrd_sys::rrd_freemem(p.cast());
+        }
+        rrd_sys::rrd_freemem(names.cast());
+        let rows = if step == 0 {
+            0
+        } else {
+            ((e - s) as u64 / step as u64) as usize
+        };
+        let vals = std::slice::from_raw_parts(data, rows * n).to_vec();
+        rrd_sys::rrd_freemem(data.cast());
+        Ok(Fetched {
+            start: s as i64,
+            end: e as i64,
+            step: step as u64,
+            ds_names,
+            data: vals,
+        })
+    }
+}
+
+static PARSETIME: Mutex<()> = Mutex::new(());
+
+/// Resolves an rrdtool start/end pair (`now-1d`, `-2h`, `end-1w`, epoch
+/// seconds, `noon yesterday`…) exactly as `rrdtool fetch -s/-e` does, using
+/// librrd's own parser.
+pub fn parse_time_range(start: &str, end: &str) -> Result<(i64, i64), RrdError> {
+    let sc = cstring("parsetime", start)?;
+    let ec = cstring("parsetime", end)?;
+    // rrd_parsetime keeps its scanner state in statics: one caller at a time.
+    let _guard = PARSETIME.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: the time-value structs are plain C data zero-initialised here and
+    // filled by librrd; the spec strings live across the calls; the returned
+    // error pointer (if any) is a static string we only read.
+    unsafe {
+        let mut st: rrd_sys::rrd_time_value = std::mem::zeroed();
+        let mut et: rrd_sys::rrd_time_value = std::mem::zeroed();
+        let e1 = rrd_sys::rrd_parsetime(sc.as_ptr(), &mut st);
+        if !e1.is_null() {
+            return Err(RrdError::Time {
+                spec: start.into(),
+                message: CStr::from_ptr(e1).to_string_lossy().into_owned(),
+            });
+        }
+        let e2 = rrd_sys::rrd_parsetime(ec.as_ptr(), &mut et);
+        if !e2.is_null() {
+            return Err(RrdError::Time {
+                spec: end.into(),
+                message: CStr::from_ptr(e2).to_string_lossy().into_owned(),
+            });
+        }
+        let (mut s, mut e): (rrd_sys::time_t, rrd_sys::time_t) = (0, 0);
+        rrd_sys::rrd_clear_error();
+        if rrd_sys::rrd_proc_start_end(&mut st, &mut et, &mut s, &mut e) == -1 {
+            return Err(RrdError::Time {
+                spec: format!("{start} .. {end}"),
+                message: take_error(),
+            });
+        }
+        // The check `rrdtool fetch` adds after resolving the pair.
+        if e < s {
+            return Err(RrdError::Time {
+                spec: format!("{start} .. {end}"),
+                message: format!("start ({s}) should be less than end ({e})"),
+            });
+        }
+        Ok((s as i64, e as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_update_fetch_info_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.rrd");
+        // 1005 is a multiple of the step, so updates land on PDP boundaries.
+        create(
+            &p,
+            15,
+            1005,
+            &[
+                "DS:sum:GAUGE:120:U:U".into(),
+                "RRA:AVERAGE:0.5:1:100".into(),
+            ],
+        )
+        .unwrap();
+        let ups: Vec<String> = (1..=10)
+            .map(|i| format!("{}:{}", 1005 + i * 15, i))
+            .collect();
+        update(&p, &ups).unwrap();
+        assert_eq!(last(&p).unwrap(), 1155);
+        let f = fetch(&p, "AVERAGE", 1005, 1155, 15).unwrap();
+        assert_eq!((f.step, f.ds_names.clone()), (15, vec!["sum".to_string()]));
+        let at = |t: i64| (0..f.rows()).find(|&i| f.time(i) == t).map(|i| f.data[i]);
+        assert_eq!(at(1155), Some(10.0));
+        assert_eq!(at(1035), Some(2.0));
+        let i = info(&p).unwrap();
+        assert!(i.contains(&("step".into(), InfoValue::Count(15))));
+        assert!(i.contains(&("ds[sum].type".into(), InfoValue::Str("GAUGE".into()))));
+        // Errors carry librrd's message and the path, on this thread.
+        let e = update(&p, &["1005:5".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("t.rrd") && e.to_string().contains("minimum one second step"),
+            "{e}"
+        );
+        let e = fetch(&dir.path().join("missing.rrd"), "AVERAGE", 0, 10, 1).unwrap_err();
+        assert!(e.to_string().contains("missing.rrd"), "{e}");
+        assert!(matches!(
+            update(Path::new("a\0b"), &["1:1".into()]),
+            Err(RrdError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn at_style_times() {
+        let (s, e) = parse_time_range("end-1h", "1700000000").unwrap();
+        assert_eq!((s, e), (1700000000 - 3600, 1700000000));
+        let (s, e) = parse_time_range("-2h", "now").unwrap();
+        assert_eq!(e - s, 7200);
+        assert!(parse_time_range("yesterday-nonsense", "now").is_err());
+        assert!(
+            parse_time_range("now", "now-1d").is_err(),
+            "start after end"
+        );
+    }
+}
