@@ -1,1 +1,671 @@
-//! rrd-export: dump RRD ranges from any gmetad-layout tree to CSV, JSON or NDJSON.
+//! rrd-export: dump RRD ranges from any gmetad-layout tree (ours or a real
+//! gmetad's) to CSV, JSON or NDJSON — exactly the values `rrdtool fetch` gives,
+//! with timestamps, and NaN/±Inf kept distinct.
+//!
+//! The library does the work ([`select`], [`resolve_time`], [`export`]); the
+//! binary is glue. The aggregator's dashboard downloads use this library too.
+//!
+//! Conventions:
+//! - Rows are timestamped like `rrdtool fetch`: the end of each step interval.
+//! - Values are printed in the shortest form that reads back to the same f64.
+//! - Non-finite values: CSV writes `NaN`, `Inf`, `-Inf` (or empty cells with
+//!   `Missing::Empty`); JSON/NDJSON write the strings `"NaN"`, `"Inf"`, `"-Inf"`
+//!   so that NaN and infinities stay distinct (a JSON number cannot hold them).
+//! - Several files with different steps: the coarsest step wins; finer series
+//!   are consolidated into it with the requested CF (AVERAGE/MIN/MAX/LAST over
+//!   the non-NaN values), and a warning says so.
+
+use ganglion_rrd::layout::{self, SUMMARY_DIR, Series};
+use ganglion_rrd::{Fetched, RrdError};
+use globset::{Glob, GlobMatcher};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why an export failed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// librrd refused (missing file, not an RRD, truncated, unknown CF…).
+    #[error("{0}")]
+    Rrd(#[from] RrdError),
+    /// A bad glob.
+    #[error("bad glob {glob:?}: {message}")]
+    Glob {
+        /// The pattern.
+        glob: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading the tree failed.
+    #[error("cannot read {path}: {source}")]
+    Walk {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Writing the output failed.
+    #[error("write failed: {0}")]
+    Write(#[from] io::Error),
+    /// A bad option value.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Consolidation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// AVERAGE
+    Average,
+    /// MIN
+    Min,
+    /// MAX
+    Max,
+    /// LAST
+    Last,
+}
+
+impl Cf {
+    /// Parses AVERAGE|MIN|MAX|LAST (case-insensitive).
+    pub fn parse(s: &str) -> Option<Cf> {
+        match s.to_ascii_uppercase().as_str() {
+            "AVERAGE" => Some(Cf::Average),
+            "MIN" => Some(Cf::Min),
+            "MAX" => Some(Cf::Max),
+            "LAST" => Some(Cf::Last),
+            _ => None,
+        }
+    }
+
+    /// The name librrd expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cf::Average => "AVERAGE",
+            Cf::Min => "MIN",
+            Cf::Max => "MAX",
+            Cf::Last => "LAST",
+        }
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CSV with a header.
+    Csv,
+    /// One JSON document with `meta` and `rows`.
+    Json,
+    /// One JSON object per row per line.
+    Ndjson,
+}
+
+/// JSON row shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowShape {
+    /// `{"timestamp": t, "<column>": v, …}`
+    Objects,
+    /// `[t, v, …]` in column order.
+    Arrays,
+}
+
+/// How timestamps are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// Epoch seconds.
+    Epoch,
+    /// RFC 3339 in UTC.
+    Rfc3339,
+}
+
+/// How CSV writes non-finite values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// `NaN`, `Inf`, `-Inf`.
+    Spelled,
+    /// Empty cells.
+    Empty,
+}
+
+/// Output options.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Format.
+    pub format: Format,
+    /// JSON rows as objects or arrays.
+    pub rows: RowShape,
+    /// Timestamp style.
+    pub time_format: TimeFormat,
+    /// CSV non-finite style.
+    pub missing: Missing,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            format: Format::Csv,
+            rows: RowShape::Objects,
+            time_format: TimeFormat::Epoch,
+            missing: Missing::Spelled,
+        }
+    }
+}
+
+/// One file to export, with what the layout says it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its place in the gmetad layout, when known.
+    pub series: Option<Series>,
+}
+
+/// Selection by globs over a gmetad tree.
+#[derive(Debug, Clone, Default)]
+pub struct TreeSelection {
+    /// Cluster (or child grid) name glob.
+    pub cluster: Option<String>,
+    /// Host name glob.
+    pub host: Option<String>,
+    /// Metric name glob.
+    pub metric: Option<String>,
+    /// Include `__SummaryInfo__` files (cluster and grid summaries).
+    pub summary: bool,
+}
+
+fn matcher(g: &Option<String>) -> Result<Option<GlobMatcher>, ExportError> {
+    g.as_ref()
+        .map(|p| {
+            Glob::new(p)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| ExportError::Glob {
+                    glob: p.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .transpose()
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| ExportError::Walk {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Files under `root` matching `sel`, in a stable order.
+pub fn select(root: &Path, sel: &TreeSelection) -> Result<Vec<Source>, ExportError> {
+    let (mc, mh, mm) = (
+        matcher(&sel.cluster)?,
+        matcher(&sel.host)?,
+        matcher(&sel.metric)?,
+    );
+    let ok = |m: &Option<GlobMatcher>, s: &str| m.as_ref().is_none_or(|m| m.is_match(s));
+    let mut out = Vec::new();
+    for cdir in read_dir_sorted(root)? {
+        if !cdir.is_dir() {
+            continue;
+        }
+        for hdir in read_dir_sorted(&cdir)? {
+            if !hdir.is_dir() {
+                continue;
+            }
+            for f in read_dir_sorted(&hdir)? {
+                let Some(series) = layout::parse(root, &f) else {
+                    continue;
+                };
+                let keep = match &series {
+                    Series::Host {
+                        cluster,
+                        host,
+                        metric,
+                    } => !sel.summary && ok(&mc, cluster) && ok(&mh, host) && ok(&mm, metric),
+                    Series::Summary { source, metric } => {
+                        sel.summary && ok(&mc, source) && ok(&mm, metric)
+                    }
+                    Series::Root { .. } => false,
+                };
+                if keep {
+                    out.push(Source {
+                        path: f,
+                        series: Some(series),
+                    });
+                }
+            }
+        }
+    }
+    // The grid's own summary lives one level up.
+    if sel.summary && sel.cluster.is_none() {
+        let dir = root.join(SUMMARY_DIR);
+        if dir.is_dir() {
+            for f in read_dir_sorted(&dir)? {
+                if let Some(s @ Series::Root { .. }) = layout::parse(root, &f)
+                    && let Series::Root { metric } = &s
+                    && ok(&mm, metric)
+                {
+                    out.push(Source {
+                        path: f,
+                        series: Some(s),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `--start`/`--end`: RFC 3339 / ISO 8601 dates, or anything
+/// `rrdtool fetch` accepts (`now-1d`, `-2h`, `end-1w`, epoch seconds), parsed
+/// by librrd itself so the semantics are identical.
+pub fn resolve_time(start: &str, end: &str) -> Result<(i64, i64), ExportError> {
+    let as_epoch = |s: &str| -> String {
+        s.parse::<jiff::Timestamp>()
+            .map(|t| t.as_second().to_string())
+            .or_else(|_| {
+                s.parse::<jiff::civil::DateTime>().map(|d| {
+                    d.to_zoned(jiff::tz::TimeZone::UTC)
+                        .map(|z| z.timestamp().as_second().to_string())
+                        .unwrap_or_default()
+                })
+            })
+            .unwrap_or_else(|_| s.to_string())
+    };
+    Ok(ganglion_rrd::parse_time_range(
+        &as_epoch(start),
+        &as_epoch(end),
+    )?)
+}
+
+/// A column of the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// `cluster/host/metric[:ds]`, or the file path for files outside a tree.
+    pub name: String,
+    /// Source file.
+    pub file: PathBuf,
+    /// Data source name.
+    pub ds: String,
+    /// Layout position, when known.
+    pub series: Option<Series>,
+}
+
+/// What an export produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// First row's timestamp minus one step (rrdtool's adjusted start).
+    pub start: i64,
+    /// Adjusted end.
+    pub end: i64,
+    /// Step of the rows.
+    pub step: u64,
+    /// Columns.
+    pub columns: Vec<Column>,
+    /// Rows written.
+    pub rows: usize,
+    /// Notes for the user (e.g. mixed steps).
+    pub warnings: Vec<String>,
+}
+
+fn label(src: &Source, ds: &str, n_ds: usize) -> String {
+    let base = match &src.series {
+        Some(Series::Host {
+            cluster,
+            host,
+            metric,
+        }) => format!("{cluster}/{host}/{metric}"),
+        Some(Series::Summary { source, metric }) => format!("{source}/{SUMMARY_DIR}/{metric}"),
+        Some(Series::Root { metric }) => format!("{SUMMARY_DIR}/{metric}"),
+        None => src.path.display().to_string(),
+    };
+    if n_ds > 1 {
+        format!("{base}:{ds}")
+    } else {
+        base
+    }
+}
+
+fn consolidate(vals: impl Iterator<Item = f64>, cf: Cf) -> f64 {
+    let mut acc: Option<f64> = None;
+    let mut n = 0u32;
+    for v in vals.filter(|v| !v.is_nan()) {
+        n += 1;
+        acc = Some(match (acc, cf) {
+            (None, _) => v,
+            (Some(a), Cf::Average) => a + v,
+            (Some(a), Cf::Min) => a.min(v),
+            (Some(a), Cf::Max) => a.max(v),
+            (Some(_), Cf::Last) => v,
+        });
+    }
+    match (acc, cf) {
+        (None, _) => f64::NAN,
+        (Some(a), Cf::Average) => a / f64::from(n),
+        (Some(a), _) => a,
+    }
+}
+
+/// A time range and consolidation to export.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Files.
+    pub sources: Vec<Source>,
+    /// Start (epoch).
+    pub start: i64,
+    /// End (epoch).
+    pub end: i64,
+    /// CF.
+    pub cf: Cf,
+    /// Desired resolution in seconds (RRA choice as `rrdtool fetch -r`).
+    pub resolution: Option<u64>,
+}
+
+fn write_value(out: &mut Vec<u8>, v: f64, json: bool, missing: Missing) {
+    if v.is_finite() {
+        let mut b = ryu::Buffer::new();
+        let s = b.format_finite(v);
+        // "1.0" → "1": shorter and still exact.
+        out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
+        return;
+    }
+    let word: &[u8] = if v.is_nan() {
+        b"NaN"
+    } else if v > 0.0 {
+        b"Inf"
+    } else {
+        b"-Inf"
+    };
+    match (json, missing) {
+        (true, _) => {
+            out.push(b'"');
+            out.extend_from_slice(word);
+            out.push(b'"');
+        }
+        (false, Missing::Spelled) => out.extend_from_slice(word),
+        (false, Missing::Empty) => {}
+    }
+}
+
+fn write_time(out: &mut Vec<u8>, t: i64, tf: TimeFormat, json: bool) {
+    match tf {
+        TimeFormat::Epoch => out.extend_from_slice(itoa::Buffer::new().format(t).as_bytes()),
+        TimeFormat::Rfc3339 => {
+            let s = jiff::Timestamp::from_second(t)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            if json {
+                out.push(b'"');
+            }
+            out.extend_from_slice(s.as_bytes());
+            if json {
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Fetches every source and writes the joined table to `w`. `progress` is
+/// called after each file is fetched.
+pub fn export<W: Write>(
+    req: &Request,
+    opts: &Options,
+    w: &mut W,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Summary, ExportError> {
+    let mut fetched: Vec<(usize, Fetched)> = Vec::with_capacity(req.sources.len());
+    for (i, src) in req.sources.iter().enumerate() {
+        let f = ganglion_rrd::fetch(
+            &src.path,
+            req.cf.as_str(),
+            req.start,
+            req.end,
+            req.resolution.unwrap_or(1),
+        )?;
+        fetched.push((i, f));
+        progress(i + 1, req.sources.len());
+    }
+    let mut warnings = Vec::new();
+    let step = fetched
+        .iter()
+        .map(|(_, f)| f.step)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    if fetched.iter().any(|(_, f)| f.step != step) {
+        warnings.push(format!(
+            "files have different steps; using the coarsest ({step} s) and consolidating finer ones with {}",
+            req.cf.as_str()
+        ));
+    }
+    let start = fetched
+        .iter()
+        .map(|(_, f)| f.start)
+        .min()
+        .unwrap_or(req.start);
+    let end = fetched.iter().map(|(_, f)| f.end).max().unwrap_or(req.end);
+    let s = step as i64;
+    // Row times: multiples of the step in (start, end], like rrdtool fetch.
+    let first = (start.div_euclid(s) + 1) * s;
+    let mut columns = Vec::new();
+    for (i, f) in &fetched {
+        for ds in &f.ds_names {
+            columns.push(Column {
+                name: label(&req.sources[*i], ds, f.ds_names.len()),
+                file: req.sources[*i].path.clone(),
+                ds: ds.clone(),
+                series: req.sources[*i].series.clone(),
+            });
+        }
+    }
+    let names_json: Vec<String> = columns.iter().map(|c| json_str(&c.name)).collect();
+    let mut out = Vec::with_capacity(64 * 1024);
+    // Header.
+    match opts.format {
+        Format::Csv => {
+            out.extend_from_slice(b"timestamp");
+            for c in &columns {
+                out.push(b',');
+                csv_field(&mut out, &c.name);
+            }
+            out.push(b'\n');
+        }
+        Format::Json => {
+            out.extend_from_slice(
+                format!(
+                    "{{\"meta\":{{\"start\":{},\"end\":{end},\"step\":{step},\"cf\":\"{}\",\"non_finite\":[\"NaN\",\"Inf\",\"-Inf\"],\"columns\":[",
+                    first - s,
+                    req.cf.as_str()
+                )
+                .as_bytes(),
+            );
+            for (k, c) in columns.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                let (cluster, host, metric) = match &c.series {
+                    Some(Series::Host {
+                        cluster,
+                        host,
+                        metric,
+                    }) => (
+                        Some(cluster.as_str()),
+                        Some(host.as_str()),
+                        Some(metric.as_str()),
+                    ),
+                    Some(Series::Summary { source, metric }) => {
+                        (Some(source.as_str()), None, Some(metric.as_str()))
+                    }
+                    Some(Series::Root { metric }) => (None, None, Some(metric.as_str())),
+                    None => (None, None, None),
+                };
+                let o = |v: Option<&str>| v.map_or("null".to_string(), json_str);
+                out.extend_from_slice(
+                    format!(
+                        "{{\"name\":{},\"file\":{},\"ds\":{},\"cluster\":{},\"host\":{},\"metric\":{},\"summary\":{}}}",
+                        names_json[k],
+                        json_str(&c.file.display().to_string()),
+                        json_str(&c.ds),
+                        o(cluster),
+                        o(host),
+                        o(metric),
+                        matches!(c.series, Some(Series::Summary { .. } | Series::Root { .. }))
+                    )
+                    .as_bytes(),
+                );
+            }
+            out.extend_from_slice(b"]},\"rows\":[");
+        }
+        Format::Ndjson => {}
+    }
+    let mut rows = 0usize;
+    let mut t = first;
+    while t <= end {
+        match opts.format {
+            Format::Csv => write_time(&mut out, t, opts.time_format, false),
+            Format::Json | Format::Ndjson => {
+                if opts.format == Format::Json && rows > 0 {
+                    out.push(b',');
+                }
+                match opts.rows {
+                    RowShape::Arrays if opts.format == Format::Json => out.push(b'['),
+                    _ => out.extend_from_slice(b"{\"timestamp\":"),
+                }
+                write_time(&mut out, t, opts.time_format, true);
+            }
+        }
+        let mut col = 0;
+        for (_, f) in &fetched {
+            let n = f.ds_names.len();
+            for d in 0..n {
+                let v = if f.step == step {
+                    let idx = (t - f.start) / s - 1;
+                    if idx >= 0 && (idx as usize) < f.rows() {
+                        f.data[idx as usize * n + d]
+                    } else {
+                        f64::NAN
+                    }
+                } else {
+                    // Consolidate the finer rows inside (t - step, t].
+                    let fs = f.step as i64;
+                    let lo = ((t - s - f.start) / fs).max(0);
+                    let hi = ((t - f.start) / fs).min(f.rows() as i64);
+                    consolidate((lo..hi).map(|i| f.data[i as usize * n + d]), req.cf)
+                };
+                match opts.format {
+                    Format::Csv => {
+                        out.push(b',');
+                        write_value(&mut out, v, false, opts.missing);
+                    }
+                    _ if opts.rows == RowShape::Arrays && opts.format == Format::Json => {
+                        out.push(b',');
+                        write_value(&mut out, v, true, opts.missing);
+                    }
+                    _ => {
+                        out.push(b',');
+                        out.extend_from_slice(names_json[col].as_bytes());
+                        out.push(b':');
+                        write_value(&mut out, v, true, opts.missing);
+                    }
+                }
+                col += 1;
+            }
+        }
+        match opts.format {
+            Format::Csv => out.push(b'\n'),
+            Format::Json => out.push(if opts.rows == RowShape::Arrays {
+                b']'
+            } else {
+                b'}'
+            }),
+            Format::Ndjson => out.extend_from_slice(b"}\n"),
+        }
+        rows += 1;
+        t += s;
+        // Stream: hand output over in bounded chunks.
+        if out.len() >= 60 * 1024 {
+            w.write_all(&out)?;
+            out.clear();
+        }
+    }
+    if opts.format == Format::Json {
+        out.extend_from_slice(b"]}\n");
+    }
+    w.write_all(&out)?;
+    w.flush()?;
+    Ok(Summary {
+        start: first - s,
+        end,
+        step,
+        columns,
+        rows,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_shortest_and_non_finite_distinct() {
+        let mut v = Vec::new();
+        for x in [
+            1.0,
+            0.1,
+            1e300,
+            -2.5e-7,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            write_value(&mut v, x, false, Missing::Spelled);
+            v.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "1 0.1 1e300 -2.5e-7 NaN Inf -Inf "
+        );
+        let mut v = Vec::new();
+        write_value(&mut v, f64::NAN, true, Missing::Spelled);
+        assert_eq!(v, b"\"NaN\"");
+        let mut v = Vec::new();
+        write_value(&mut v, f64::NAN, false, Missing::Empty);
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn consolidation_rules() {
+        let xs = [1.0, f64::NAN, 3.0];
+        assert_eq!(consolidate(xs.into_iter(), Cf::Average), 2.0);
+        assert_eq!(consolidate(xs.into_iter(), Cf::Min), 1.0);
+        assert_eq!(consolidate(xs.into_iter(), Cf::Max), 3.0);
+        assert_eq!(consolidate(xs.into_iter(), Cf::Last), 3.0);
+        assert!(consolidate([f64::NAN].into_iter(), Cf::Average).is_nan());
+    }
+
+    #[test]
+    fn rfc3339_and_at_style() {
+        assert_eq!(
+            resolve_time("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z").unwrap(),
+            (1767225600, 1767229200)
+        );
+        let (s, e) = resolve_time("end-2h", "2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(e - s, 7200);
+        assert!(resolve_time("now", "now-1d").is_err());
+    }
+}
