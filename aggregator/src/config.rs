@@ -82,6 +82,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// Memory bounds.
     pub limits: LimitsConfig,
+    /// The RRD writer.
+    pub storage: crate::storage::StorageConfig,
+    /// Optional rrdcached for writes.
+    pub rrdcached: Option<crate::storage::RrdcachedConfig>,
 }
 
 impl Default for Config {
@@ -105,6 +109,8 @@ impl Default for Config {
             xml: XmlConfig::default(),
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
+            rrdcached: None,
         }
     }
 }
@@ -424,6 +430,14 @@ impl Config {
             if !v.is_empty() {
                 parse_addr(key, v)?;
             }
+        }
+        if self.storage.flush_interval_secs == 0 {
+            return Err(invalid("storage.flush_interval_secs", "must be at least 1"));
+        }
+        if let Some(r) = &self.rrdcached
+            && r.address.is_empty()
+        {
+            return Err(invalid("rrdcached.address", "must not be empty"));
         }
         if self.limits.max_hosts_per_cluster == 0 {
             return Err(invalid(

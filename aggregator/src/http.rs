@@ -19,6 +19,8 @@ use tower_http::timeout::TimeoutLayer;
 pub struct AppState {
     /// Cluster state.
     pub state: Arc<State>,
+    /// The RRD writer (flush-before-read, counters).
+    pub storage: Option<crate::storage::StorageHandle>,
 }
 
 /// The router (tests drive it with `oneshot`).
@@ -28,6 +30,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/clusters", get(clusters))
         .route("/api/clusters/{cluster}/hosts", get(hosts))
         .route("/metrics", get(metrics))
+        .route("/api/flush", axum::routing::post(flush))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
@@ -91,14 +94,82 @@ async fn hosts(AxState(app): AxState<AppState>, Path(cluster): Path<String>) -> 
 }
 
 async fn metrics(AxState(app): AxState<AppState>) -> Response {
+    let mut text = app.state.counters().render_prometheus();
+    if let Some(s) = &app.storage {
+        let c = &s.counters;
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "ganglion_rrd_samples_total",
+                "Samples accepted for RRD storage",
+                g(&c.samples),
+            ),
+            (
+                "ganglion_rrd_dropped_batches_total",
+                "Sample batches dropped (writer queue full)",
+                g(&c.dropped_batches),
+            ),
+            (
+                "ganglion_rrd_files_created_total",
+                "RRD files created",
+                g(&c.files_created),
+            ),
+            (
+                "ganglion_rrd_file_writes_total",
+                "RRD file writes (many samples each)",
+                g(&c.file_writes),
+            ),
+            (
+                "ganglion_rrd_samples_written_total",
+                "Samples written to RRD files",
+                g(&c.samples_written),
+            ),
+            (
+                "ganglion_rrd_write_errors_total",
+                "RRD create/update failures",
+                g(&c.write_errors),
+            ),
+            (
+                "ganglion_rrd_journal_replayed_total",
+                "Samples replayed from the journal at start",
+                g(&c.replayed),
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.state.counters().render_prometheus(),
+        text,
     )
         .into_response()
+}
+
+/// `POST /api/flush`: write every cached sample to disk now (what readers such as
+/// `rrd-export` call before reading the tree of a live aggregator).
+async fn flush(AxState(app): AxState<AppState>) -> Response {
+    let Some(s) = app.storage.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "RRD storage is off (write_rrds = false)",
+        );
+    };
+    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25)))
+        .await
+        .unwrap_or(false);
+    if ok {
+        axum::Json(json!({ "flushed": true })).into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the RRD writer did not finish in time",
+        )
+    }
 }
 
 fn esc(s: &str) -> String {

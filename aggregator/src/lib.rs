@@ -5,13 +5,15 @@
 //! Module map: [`config`] (TOML, validated), [`receive`] (UDP threads),
 //! [`state`] (gmond semantics, snapshots), [`xml`] (gmond port, 8651, 8652),
 //! [`poll`] (gmetad-style data sources), [`http`] (dashboard, `/api`,
-//! `/metrics`), [`telemetry`] (counters, log rate limits).
+//! `/metrics`), [`storage`] (RRD sampler, write-back cache, journal,
+//! rrdcached), [`telemetry`] (counters, log rate limits).
 
 pub mod config;
 pub mod http;
 pub mod poll;
 pub mod receive;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
 pub mod xml;
 
@@ -41,9 +43,12 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The state (for in-process tests and embedding).
     pub state: Arc<State>,
+    /// The RRD writer, when `write_rrds` is on.
+    pub storage: Option<storage::StorageHandle>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -61,6 +66,12 @@ impl Running {
         {
             tracing::warn!("some connections did not finish within 10 s; closing them");
             self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        // The last handle gone, the writer drains its cache to disk and exits.
+        self.storage = None;
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
         tracing::info!("aggregator stopped");
         Ok(())
@@ -185,6 +196,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ));
         Some(a)
     };
+    let (storage, writer) = if config.write_rrds {
+        let (h, t) = storage::start(
+            storage::StorageParams {
+                rrd_root: config.rrd_root.clone(),
+                step_secs: config.step_secs,
+                rras: config.rras.clone(),
+                case_sensitive_hostnames: config.case_sensitive_hostnames,
+                config: config.storage.clone(),
+                rrdcached: config.rrdcached.clone(),
+            },
+            state.counters(),
+        )
+        .with_context(|| format!("cannot use rrd_root {}", config.rrd_root.display()))?;
+        tasks.spawn(storage::run_sampler(
+            state.clone(),
+            h.clone(),
+            config.step_secs,
+            shutdown.clone(),
+        ));
+        (Some(h), Some(t))
+    } else {
+        (None, None)
+    };
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -193,6 +227,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::info!(addr = %a, url = %format!("http://{a}/"), "serving dashboard");
         let app = http::router(http::AppState {
             state: state.clone(),
+            storage: storage.clone(),
         });
         let sd = shutdown.clone();
         tasks.spawn(async move {
@@ -238,9 +273,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         query_addr,
         http_addr,
         state,
+        storage,
         shutdown,
         tasks,
         threads,
+        writer,
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`xdr`]: the Ganglia ≥ 3.1 XDR codec (messages 128–136), byte-exact with
 //!   gmond/gmetric 3.7.2.
-//! - [`format`]: renders a value with its sender's printf-style `fmt` without
+//! - [`format`](mod@format): renders a value with its sender's printf-style `fmt` without
 //!   ever calling a real printf.
 //! - [`model`]: metric types, slopes and metadata shared by agent and aggregator.
 //! - [`xml`]: gmond/gmetad XML — a streaming writer that is always well-formed and

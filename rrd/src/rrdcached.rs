@@ -32,8 +32,8 @@ pub enum CachedError {
     },
 }
 
-trait Stream: std::io::Read + Write {}
-impl<T: std::io::Read + Write> Stream for T {}
+trait Stream: std::io::Read + Write + Send {}
+impl<T: std::io::Read + Write + Send> Stream for T {}
 
 /// A connection to rrdcached.
 pub struct Client {

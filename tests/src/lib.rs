@@ -212,14 +212,20 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// Starts an aggregator with one cluster `cluster` plus `extra` TOML
-    /// appended (e.g. `[[data_source]]` tables).
+    /// Starts an aggregator with one cluster `cluster` plus `extra` TOML: its
+    /// leading top-level keys go first, its tables (e.g. `[[data_source]]`) last.
     pub fn start(cluster: &str, extra: &str) -> Aggregator {
+        let split = if extra.starts_with('[') {
+            0
+        } else {
+            extra.find("\n[").map_or(extra.len(), |i| i + 1)
+        };
+        let (top, extra) = extra.split_at(split);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_pair();
         let (dump, query, http) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
         let cfg = format!(
-            "grid_name = \"TestGrid\"\nauthority = \"http://test/\"\nrrd_root = \"{root}\"\n\
+            "{top}\ngrid_name = \"TestGrid\"\nauthority = \"http://test/\"\nrrd_root = \"{root}\"\n\
              [[cluster]]\nname = \"{cluster}\"\nudp_listen = \"127.0.0.1:{port}\"\n\
              xml_listen = \"127.0.0.1:{port}\"\nreverse_dns = false\n\
              [xml]\ndump_listen = \"127.0.0.1:{dump}\"\nquery_listen = \"127.0.0.1:{query}\"\n\

@@ -396,5 +396,9 @@ fn slow_xml_clients_do_not_block_others() {
     assert!(t.elapsed() < Duration::from_secs(10));
     // SIGTERM stops it cleanly even with those clients still connected.
     let mut agg = agg;
-    assert_eq!(agg.guard.terminate(Duration::from_secs(15)), Some(0), "clean exit on SIGTERM");
+    assert_eq!(
+        agg.guard.terminate(Duration::from_secs(15)),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
 }

@@ -33,7 +33,7 @@ fn main() {
             let _ = sock.send(p);
             sent += 1;
             if let Some(r) = pps
-                && sent % 256 == 0
+                && sent.is_multiple_of(256)
             {
                 let due = Duration::from_secs_f64(sent as f64 / r);
                 if let Some(wait) = due.checked_sub(start.elapsed()) {

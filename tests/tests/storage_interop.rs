@@ -1,0 +1,339 @@
+//! RRD storage against the real peers: the same real gmond polled by the real
+//! gmetad and by our aggregator gives the same tree with the same file
+//! parameters; kill -9 loses nothing that was journaled; rrdcached works as the
+//! write backend.
+
+use ganglion_tests::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn rrdtool_info(file: &Path) -> BTreeMap<String, String> {
+    let out = Command::new(require_binary("rrdtool"))
+        .arg("info")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rrdtool info {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(" = ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The parameters gmetad decides: step, DS names/types/heartbeats, RRA shape.
+fn shape(info: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    info.iter()
+        .filter(|(k, _)| {
+            k.as_str() == "step"
+                || (k.starts_with("ds[")
+                    && (k.ends_with(".type")
+                        || k.ends_with(".minimal_heartbeat")
+                        || k.ends_with(".min")
+                        || k.ends_with(".max")))
+                || (k.starts_with("rra[")
+                    && (k.ends_with(".cf")
+                        || k.ends_with(".rows")
+                        || k.ends_with(".pdp_per_row")
+                        || k.ends_with(".xff")))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn rrd_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rrd") {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn same_gmond_same_tree_as_real_gmetad() {
+    let dir = tempfile::tempdir().unwrap();
+    let gport = free_port_pair();
+    let gconf = gmond_conf(
+        dir.path(),
+        "compat",
+        gport,
+        Some(SocketAddr::from(([127, 0, 0, 1], gport))),
+    );
+    let _gmond = start_gmond(&gconf, gport);
+    // A positive-slope metric so COUNTER files are compared too.
+    let gm = gmetric_conf(dir.path(), SocketAddr::from(([127, 0, 0, 1], gport)));
+    gmetric(
+        &gm,
+        &["-n", "reqs", "-v", "100", "-t", "uint32", "-s", "positive"],
+    );
+
+    let theirs = dir.path().join("gmetad-rrds");
+    std::fs::create_dir(&theirs).unwrap();
+    let mconf = dir.path().join("gmetad.conf");
+    std::fs::write(
+        &mconf,
+        format!(
+            "data_source \"src\" 15 127.0.0.1:{gport}\ngridname \"G\"\nxml_port {}\ninteractive_port {}\nrrd_rootdir \"{}\"\nsetuid off\ncase_sensitive_hostnames 0\n",
+            free_tcp_port(),
+            free_tcp_port(),
+            theirs.display()
+        ),
+    )
+    .unwrap();
+    let _gmetad = ChildGuard::spawn(
+        "gmetad",
+        Command::new(require_binary("gmetad"))
+            .args(["-d", "1", "-c"])
+            .arg(&mconf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+
+    let agg = Aggregator::start(
+        "unused",
+        &format!(
+            "[storage]\nflush_interval_secs = 1\n[[data_source]]\nname = \"src\"\npoll_secs = 15\naddresses = [\"127.0.0.1:{gport}\"]\n"
+        ),
+    );
+    let ours = agg.dir.path().join("rrds");
+    let key_files = [
+        "compat/__SummaryInfo__/load_one.rrd",
+        "compat/__SummaryInfo__/reqs.rrd",
+        "__SummaryInfo__/load_one.rrd",
+    ];
+    wait_until("both trees written", Duration::from_secs(60), || {
+        let t = rrd_files(&theirs);
+        let o = rrd_files(&ours);
+        let ready = key_files
+            .iter()
+            .all(|k| t.contains(&PathBuf::from(k)) && o.contains(&PathBuf::from(k)))
+            && t.iter().filter(|p| p.starts_with("compat")).count() > 20
+            && t.iter().all(|p| !p.starts_with("compat") || o.contains(p));
+        ready.then_some(())
+    });
+    let t = rrd_files(&theirs);
+    let host_dir = t
+        .iter()
+        .find(|p| p.starts_with("compat") && !p.starts_with("compat/__SummaryInfo__"))
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
+    let mut compared = 0;
+    for rel in &t {
+        if !rel.starts_with("compat") && !rel.starts_with("__SummaryInfo__") {
+            continue;
+        }
+        let (a, b) = (
+            rrdtool_info(&theirs.join(rel)),
+            rrdtool_info(&ours.join(rel)),
+        );
+        assert_eq!(shape(&b), shape(&a), "{}", rel.display());
+        compared += 1;
+    }
+    assert!(compared > 40, "compared {compared} files");
+    // Spot checks of gmetad's rules.
+    let i = rrdtool_info(&ours.join(&host_dir).join("reqs.rrd"));
+    assert_eq!(i["ds[sum].type"], "\"COUNTER\"");
+    assert_eq!(i["ds[sum].minimal_heartbeat"], "120");
+    assert_eq!(
+        rrdtool_info(&ours.join("__SummaryInfo__/reqs.rrd"))["ds[sum].type"],
+        "\"GAUGE\"",
+        "root summary quirk"
+    );
+    assert!(
+        !ours.join(&host_dir).join("os_name.rrd").exists(),
+        "no file for strings"
+    );
+}
+
+#[test]
+fn kill_9_then_restart_loses_no_journaled_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rrds");
+    let port = free_port_pair();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rrd_root = \"{}\"\nstep_secs = 1\n[storage]\nflush_interval_secs = 3600\njournal_commit_interval_ms = 200\n\
+             [[cluster]]\nname = \"crash\"\nudp_listen = \"127.0.0.1:{port}\"\nxml_listen = \"127.0.0.1:{port}\"\nreverse_dns = false\n\
+             [xml]\ndump_listen = \"\"\nquery_listen = \"\"\n[http]\nlisten = \"\"\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let g = ChildGuard::spawn(
+            "ganglion-aggregator",
+            Command::new(workspace_bin("ganglion-aggregator"))
+                .arg("--config")
+                .arg(&cfg)
+                .stderr(Stdio::null()),
+        );
+        wait_for_tcp(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+        );
+        g
+    };
+    let mut first = start();
+    let gm = gmetric_conf(dir.path(), SocketAddr::from(([127, 0, 0, 1], port)));
+    for i in 0..5 {
+        gmetric(
+            &gm,
+            &["-n", "temp", "-v", &format!("{}", 20 + i), "-t", "float"],
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let before_kill = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::thread::sleep(Duration::from_millis(600)); // > one journal commit
+    let _ = first.child.kill(); // SIGKILL: no flush, no clean shutdown
+    let _ = first.child.wait();
+    let file = root.join("crash/127.0.0.1/temp.rrd");
+    assert!(
+        !file.exists(),
+        "nothing was flushed before the crash (flush interval is an hour)"
+    );
+    assert!(
+        std::fs::metadata(root.join(".ganglion-journal"))
+            .unwrap()
+            .len()
+            > 0
+    );
+
+    let mut second = start();
+    wait_until(
+        "journal replayed into the RRD",
+        Duration::from_secs(10),
+        || file.exists().then_some(()),
+    );
+    let last = Command::new(require_binary("rrdtool"))
+        .arg("last")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let last: u64 = String::from_utf8_lossy(&last.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        last + 2 >= before_kill,
+        "last update {last} vs kill at {before_kill}"
+    );
+    // Every file in the tree is intact.
+    for rel in rrd_files(&root) {
+        let f = root.join(&rel);
+        rrdtool_info(&f);
+        let out = Command::new(require_binary("rrdtool"))
+            .args(["fetch"])
+            .arg(&f)
+            .args(["AVERAGE", "-s", "end-60", "-e", "now"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "fetch {}", rel.display());
+    }
+    assert_eq!(second.terminate(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn rrdcached_backend_writes_through_the_real_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rrds");
+    std::fs::create_dir_all(&root).unwrap();
+    let sock = dir.path().join("rrdcached.sock");
+    let _cached = ChildGuard::spawn(
+        "rrdcached",
+        Command::new(require_binary("rrdcached"))
+            .args(["-g", "-w", "3600", "-z", "1", "-l"])
+            .arg(format!("unix:{}", sock.display()))
+            .arg("-p")
+            .arg(dir.path().join("rrdcached.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("rrdcached socket", Duration::from_secs(10), || {
+        sock.exists().then_some(())
+    });
+    let agg = Aggregator::start(
+        "cached",
+        &format!(
+            "step_secs = 1\n[storage]\nflush_interval_secs = 1\n[rrdcached]\naddress = \"unix:{}\"\n",
+            sock.display()
+        ),
+    );
+    let gm = gmetric_conf(agg.dir.path(), agg.udp);
+    for i in 0..4 {
+        gmetric(
+            &gm,
+            &["-n", "temp", "-v", &format!("{}", 30 + i), "-t", "float"],
+        );
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let file = agg.dir.path().join("rrds/cached/127.0.0.1/temp.rrd");
+    wait_until("file created", Duration::from_secs(10), || {
+        file.exists().then_some(())
+    });
+    // rrdcached holds the updates (-w 3600) until we flush through the daemon.
+    let out = Command::new(require_binary("rrdtool"))
+        .args([
+            "lastupdate",
+            "--daemon",
+            &format!("unix:{}", sock.display()),
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = Command::new(workspace_bin("rrd-export"))
+        .arg(&file)
+        .args([
+            "--daemon",
+            &format!("unix:{}", sock.display()),
+            "-s",
+            "end-30",
+            "-e",
+            "now",
+            "-r",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let text = String::from_utf8_lossy(&export.stdout);
+    assert!(
+        text.lines()
+            .skip(1)
+            .any(|l| l.ends_with(",30") || l.ends_with(",31") || l.ends_with(",32")),
+        "{text}"
+    );
+}
