@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing build and test dependencies (Debian packages)"
 ./scripts/install-deps.sh test
 
+step "installing the browser-test driver (playwright-core, from the npm registry)"
+npm ci --prefix tests/browser --no-audit --no-fund --silent
+
 # Two cores: keep parallelism bounded so the interop tests' real peers get CPU.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -18,7 +21,7 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, golden, property, CLI and interop tests with real Ganglia/rrdtool peers)"
+step "cargo test (unit, golden, property, CLI, interop with real Ganglia/rrdtool/rrdcached, browser)"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
 

@@ -1,40 +1,60 @@
-//! HTTP listener (axum): a placeholder overview page until the dashboard lands,
-//! a small JSON API from the snapshot, and `/metrics` self-telemetry. Only this
-//! module knows JSON shapes; handlers read an immutable snapshot, so no request
-//! can block ingest, and every request has a timeout.
+//! HTTP listener (axum): the dashboard (embedded `web/` assets), a JSON API
+//! from the snapshot and the RRD tree, CSV/JSON downloads through the
+//! rrd-export library, PNG graphs, and `/metrics`.
+//!
+//! Only this module knows the JSON shapes. Handlers read an immutable snapshot
+//! or RRD files (after flushing the write-back cache for the files they read),
+//! never the live state under a lock, and every request has a timeout — a
+//! client can never slow ingest. API reference: `web/API.md`.
 
-use crate::state::{State, now_secs};
+use crate::state::{ClusterSnap, HostSnap, Snapshot, State, now_secs};
 use axum::Router;
-use axum::extract::{Path, State as AxState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxState};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ganglion_rrd::layout::{self, Series};
+use rust_embed::RustEmbed;
+use serde::Deserialize;
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
+
+#[derive(RustEmbed)]
+#[folder = "../web/"]
+struct Assets;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// Cluster state.
     pub state: Arc<State>,
-    /// The RRD writer (flush-before-read, counters).
+    /// The RRD writer (flush-before-read, counters), when `write_rrds` is on.
     pub storage: Option<crate::storage::StorageHandle>,
+    /// Root of the RRD tree.
+    pub rrd_root: PathBuf,
+    /// gmetad `case_sensitive_hostnames`.
+    pub case_sensitive_hostnames: bool,
 }
 
 /// The router (tests drive it with `oneshot`).
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/api/clusters", get(clusters))
-        .route("/api/clusters/{cluster}/hosts", get(hosts))
+        .route("/assets/{*path}", get(asset))
+        .route("/api/grid", get(grid))
+        .route("/api/cluster/{cluster}", get(cluster))
+        .route("/api/host/{cluster}/{host}", get(host))
+        .route("/api/search", get(search))
+        .route("/api/series", get(series))
+        .route("/api/export", get(export))
+        .route("/api/graph.png", get(graph_png))
+        .route("/api/flush", post(flush))
         .route("/metrics", get(metrics))
-        .route("/api/flush", axum::routing::post(flush))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .with_state(app)
 }
 
@@ -42,55 +62,347 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-async fn clusters(AxState(app): AxState<AppState>) -> axum::Json<Value> {
-    let snap = app.state.snapshot(now_secs());
-    let list: Vec<Value> = snap
-        .clusters
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "localtime": c.localtime,
-                "stale": c.stale,
-                "hosts_up": c.summary.hosts_up,
-                "hosts_down": c.summary.hosts_down,
-            })
-        })
-        .collect();
-    axum::Json(json!({ "grid": snap.grid_name, "localtime": snap.localtime, "clusters": list }))
+fn bad(message: impl AsRef<str>) -> Response {
+    error(StatusCode::BAD_REQUEST, message.as_ref())
 }
 
-async fn hosts(AxState(app): AxState<AppState>, Path(cluster): Path<String>) -> Response {
+async fn index() -> Response {
+    asset_response("index.html")
+}
+
+async fn asset(Path(path): Path<String>) -> Response {
+    asset_response(&path)
+}
+
+fn asset_response(path: &str) -> Response {
+    match Assets::get(path) {
+        Some(f) => {
+            let mime = match path.rsplit('.').next() {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript; charset=utf-8",
+                Some("css") => "text/css; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                _ => "application/octet-stream",
+            };
+            ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], f.data.into_owned()).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such asset"),
+    }
+}
+
+fn summary_json(s: &crate::state::Summary) -> Value {
+    json!({
+        "hosts_up": s.hosts_up,
+        "hosts_down": s.hosts_down,
+        "metrics": s.metrics.iter().map(|m| json!({
+            "name": m.name, "sum": m.sum, "num": m.num, "units": m.units, "sum_text": m.sum_text(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn host_brief(h: &HostSnap) -> Value {
+    let num = |n: &str| h.metrics.iter().find(|m| m.name == n).and_then(|m| m.number);
+    json!({
+        "name": h.name, "ip": h.ip, "alive": h.alive, "tn": h.tn, "reported": h.reported,
+        "load_one": num("load_one"), "cpu_num": num("cpu_num"), "cpu_idle": num("cpu_idle"),
+        "mem_free": num("mem_free"), "mem_total": num("mem_total"),
+    })
+}
+
+fn cluster_brief(c: &ClusterSnap) -> Value {
+    json!({
+        "name": c.name, "localtime": c.localtime, "stale": c.stale, "owner": c.owner, "url": c.url,
+        "hosts_up": c.summary.hosts_up, "hosts_down": c.summary.hosts_down,
+    })
+}
+
+async fn grid(AxState(app): AxState<AppState>) -> axum::Json<Value> {
+    let snap = app.state.snapshot(now_secs());
+    axum::Json(json!({
+        "grid": snap.grid_name,
+        "authority": snap.authority,
+        "localtime": snap.localtime,
+        "clusters": snap.clusters.iter().map(cluster_brief).collect::<Vec<_>>(),
+        "grids": snap.grids.iter().map(|g| json!({
+            "name": g.name, "authority": g.authority, "localtime": g.localtime, "stale": g.stale,
+            "hosts_up": g.summary.hosts_up, "hosts_down": g.summary.hosts_down,
+        })).collect::<Vec<_>>(),
+        "summary": summary_json(&snap.grid_summary()),
+    }))
+}
+
+async fn cluster(AxState(app): AxState<AppState>, Path(name): Path<String>) -> Response {
+    let snap = app.state.snapshot(now_secs());
+    let Some(c) = snap.cluster(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("unknown cluster {name:?}"));
+    };
+    let mut metrics: Vec<&str> = c.hosts.iter().flat_map(|h| h.metrics.iter()).filter(|m| m.metric_type.is_numeric()).map(|m| m.name.as_str()).collect();
+    metrics.sort_unstable();
+    metrics.dedup();
+    let mut v = cluster_brief(c);
+    v["hosts"] = c.hosts.iter().map(host_brief).collect::<Vec<_>>().into();
+    v["metrics"] = metrics.into();
+    v["summary"] = summary_json(&c.summary);
+    v.into_response_json()
+}
+
+trait IntoJson {
+    fn into_response_json(self) -> Response;
+}
+
+impl IntoJson for Value {
+    fn into_response_json(self) -> Response {
+        axum::Json(self).into_response()
+    }
+}
+
+async fn host(AxState(app): AxState<AppState>, Path((cluster, host)): Path<(String, String)>) -> Response {
     let snap = app.state.snapshot(now_secs());
     let Some(c) = snap.cluster(&cluster) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("unknown cluster {cluster:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, &format!("unknown cluster {cluster:?}"));
     };
-    let hosts: Vec<Value> = c
-        .hosts
+    let Some(h) = c.hosts.iter().find(|h| h.name == host) else {
+        return error(StatusCode::NOT_FOUND, &format!("unknown host {host:?} in cluster {cluster:?}"));
+    };
+    let mut v = host_brief(h);
+    v["cluster"] = cluster.into();
+    v["location"] = h.location.clone().into();
+    v["tags"] = h.tags.clone().into();
+    v["gmond_started"] = h.gmond_started.into();
+    v["metrics"] = h
+        .metrics
         .iter()
-        .map(|h| {
-            let metrics: Vec<Value> = h
-                .metrics
-                .iter()
-                .map(|m| {
-                    json!({
-                        "name": m.name, "val": m.val, "value": m.number,
-                        "type": m.metric_type.as_str(), "units": m.units, "slope": m.slope.as_str(),
-                        "tn": m.tn, "tmax": m.tmax, "dmax": m.dmax,
-                        "group": m.extra("GROUP"), "title": m.extra("TITLE"), "desc": m.extra("DESC"),
-                    })
-                })
-                .collect();
+        .map(|m| {
             json!({
-                "name": h.name, "ip": h.ip, "alive": h.alive, "reported": h.reported, "tn": h.tn,
-                "location": h.location, "tags": h.tags, "gmond_started": h.gmond_started, "metrics": metrics,
+                "name": m.name, "val": m.val, "value": m.number, "type": m.metric_type.as_str(),
+                "units": m.units, "slope": m.slope.as_str(), "tn": m.tn, "tmax": m.tmax, "dmax": m.dmax,
+                "group": m.extra("GROUP").unwrap_or("other"), "title": m.extra("TITLE").unwrap_or(&m.name),
+                "desc": m.extra("DESC").unwrap_or(""), "numeric": m.metric_type.is_numeric(),
             })
         })
+        .collect::<Vec<_>>()
+        .into();
+    v.into_response_json()
+}
+
+#[derive(Deserialize)]
+struct SearchQ {
+    q: String,
+}
+
+async fn search(AxState(app): AxState<AppState>, Query(q): Query<SearchQ>) -> Response {
+    let needle = q.q.to_lowercase();
+    if needle.is_empty() || needle.len() > 200 {
+        return bad("q must be 1 to 200 characters");
+    }
+    let snap = app.state.snapshot(now_secs());
+    let mut hosts = Vec::new();
+    let mut metrics = Vec::new();
+    for c in &snap.clusters {
+        for h in &c.hosts {
+            if h.name.to_lowercase().contains(&needle) || h.ip.contains(&needle) {
+                hosts.push(json!({ "cluster": c.name, "host": h.name, "alive": h.alive }));
+            }
+            for m in &h.metrics {
+                if m.name.to_lowercase().contains(&needle) && metrics.len() < 200 {
+                    metrics.push(json!({ "cluster": c.name, "host": h.name, "metric": m.name }));
+                }
+            }
+        }
+    }
+    hosts.truncate(200);
+    json!({ "hosts": hosts, "metrics": metrics }).into_response_json()
+}
+
+#[derive(Deserialize)]
+struct SeriesQ {
+    cluster: Option<String>,
+    host: Option<String>,
+    /// Regex over host names: one series per matching host (aggregate graphs).
+    hosts: Option<String>,
+    metric: String,
+    start: Option<String>,
+    end: Option<String>,
+    /// Width in pixels: picks the RRA so a year of 1000 hosts stays small.
+    points: Option<u64>,
+    cf: Option<String>,
+    format: Option<String>,
+}
+
+struct Resolved {
+    sources: Vec<rrd_export::Source>,
+    start: i64,
+    end: i64,
+    resolution: Option<u64>,
+    cf: rrd_export::Cf,
+}
+
+fn resolve(app: &AppState, snap: &Snapshot, q: &SeriesQ) -> Result<Resolved, Response> {
+    let cf = match &q.cf {
+        None => rrd_export::Cf::Average,
+        Some(s) => rrd_export::Cf::parse(s).ok_or_else(|| bad(format!("unknown cf {s:?}")))?,
+    };
+    let (start, end) = rrd_export::resolve_time(q.start.as_deref().unwrap_or("end-1h"), q.end.as_deref().unwrap_or("now"))
+        .map_err(|e| bad(e.to_string()))?;
+    let points = q.points.unwrap_or(600);
+    if !(10..=10_000).contains(&points) {
+        return Err(bad("points must be between 10 and 10000"));
+    }
+    if q.metric.is_empty() {
+        return Err(bad("metric is required"));
+    }
+    let path = |s: &Series| layout::path(&app.rrd_root, s, app.case_sensitive_hostnames);
+    let mut sources = Vec::new();
+    match (&q.cluster, &q.host, &q.hosts) {
+        (None, None, None) => sources.push(Series::Root { metric: q.metric.clone() }),
+        (Some(c), None, None) => {
+            if snap.cluster(c).is_none() && !snap.grids.iter().any(|g| &g.name == c) {
+                return Err(error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")));
+            }
+            sources.push(Series::Summary { source: c.clone(), metric: q.metric.clone() });
+        }
+        (Some(c), Some(h), None) => {
+            let cl = snap.cluster(c).ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")))?;
+            if !cl.hosts.iter().any(|x| &x.name == h) {
+                return Err(error(StatusCode::NOT_FOUND, &format!("unknown host {h:?}")));
+            }
+            sources.push(Series::Host { cluster: c.clone(), host: h.clone(), metric: q.metric.clone() });
+        }
+        (Some(c), None, Some(re)) => {
+            let cl = snap.cluster(c).ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")))?;
+            let re = regex::RegexBuilder::new(re).size_limit(1 << 16).build().map_err(|e| bad(format!("bad hosts regex: {e}")))?;
+            for h in cl.hosts.iter().filter(|h| re.is_match(&h.name)).take(1000) {
+                sources.push(Series::Host { cluster: c.clone(), host: h.name.clone(), metric: q.metric.clone() });
+            }
+        }
+        _ => return Err(bad("give cluster (+ host, or + hosts regex), or nothing for the grid summary")),
+    }
+    let sources: Vec<rrd_export::Source> = sources
+        .into_iter()
+        .map(|s| rrd_export::Source { path: path(&s), series: Some(s) })
+        .filter(|s| s.path.is_file() || app.storage.is_some())
         .collect();
-    axum::Json(json!({ "cluster": c.name, "hosts": hosts })).into_response()
+    let resolution = Some(((end - start).max(1) as u64).div_ceil(points).max(1));
+    Ok(Resolved { sources, start, end, resolution, cf })
+}
+
+/// Writes cached samples of these files first, so readers never see stale NaN.
+async fn flush_for(app: &AppState, sources: &[rrd_export::Source]) {
+    if let Some(s) = app.storage.clone() {
+        let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+        let _ = tokio::task::spawn_blocking(move || s.flush(paths, Duration::from_secs(10))).await;
+    }
+}
+
+async fn series(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Response {
+    let snap = app.state.snapshot(now_secs());
+    let r = match resolve(&app, &snap, &q) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    flush_for(&app, &r.sources).await;
+    let sources: Vec<rrd_export::Source> = r.sources.into_iter().filter(|s| s.path.is_file()).collect();
+    if sources.is_empty() {
+        return json!({ "start": r.start, "end": r.end, "step": 0, "columns": [], "times": [], "values": [] }).into_response_json();
+    }
+    let req = rrd_export::Request { sources, start: r.start, end: r.end, cf: r.cf, resolution: r.resolution };
+    let out = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let j = rrd_export::join(&req, |_, _| {}).map_err(|e| e.to_string())?;
+        let times: Vec<i64> = j.times().collect();
+        let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(times.len()); j.columns.len()];
+        let mut row = Vec::new();
+        for t in &times {
+            row.clear();
+            j.row(*t, &mut row);
+            for (c, v) in row.iter().enumerate() {
+                // Charts draw gaps for null; ±Inf cannot be plotted either.
+                cols[c].push(v.is_finite().then_some(*v));
+            }
+        }
+        Ok(json!({
+            "start": j.first - j.step as i64, "end": j.end, "step": j.step,
+            "columns": j.columns.iter().map(|c| json!({ "name": c.name, "ds": c.ds })).collect::<Vec<_>>(),
+            "times": times, "values": cols,
+        }))
+    })
+    .await;
+    match out {
+        Ok(Ok(v)) => v.into_response_json(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Downloads of the shown data, through the same library as the CLI.
+async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Response {
+    let snap = app.state.snapshot(now_secs());
+    let r = match resolve(&app, &snap, &q) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let (format, mime, ext) = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => (rrd_export::Format::Csv, "text/csv; charset=utf-8", "csv"),
+        "json" => (rrd_export::Format::Json, "application/json", "json"),
+        "ndjson" => (rrd_export::Format::Ndjson, "application/x-ndjson", "ndjson"),
+        other => return bad(format!("unknown format {other:?} (csv, json, ndjson)")),
+    };
+    flush_for(&app, &r.sources).await;
+    let sources: Vec<rrd_export::Source> = r.sources.into_iter().filter(|s| s.path.is_file()).collect();
+    if sources.is_empty() {
+        return error(StatusCode::NOT_FOUND, "no RRD files for that selection yet");
+    }
+    let req = rrd_export::Request { sources, start: r.start, end: r.end, cf: r.cf, resolution: r.resolution };
+    let opts = rrd_export::Options { format, ..rrd_export::Options::default() };
+    let body = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        rrd_export::export(&req, &opts, &mut v, |_, _| {}).map(|_| v).map_err(|e| e.to_string())
+    })
+    .await;
+    match body {
+        Ok(Ok(v)) => (
+            [
+                (header::CONTENT_TYPE, mime.to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.{ext}\"", q.metric.replace(['"', '/', '\\'], "_"))),
+            ],
+            Body::from(v),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// A PNG for mails and wikis. librrd's graph code is not thread-safe, so the
+/// image is drawn by an `rrdtool graph` subprocess, never in-process.
+async fn graph_png(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Response {
+    let snap = app.state.snapshot(now_secs());
+    let r = match resolve(&app, &snap, &q) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    flush_for(&app, &r.sources).await;
+    let Some(src) = r.sources.into_iter().find(|s| s.path.is_file()) else {
+        return error(StatusCode::NOT_FOUND, "no RRD file for that selection yet");
+    };
+    let width = q.points.unwrap_or(600).clamp(100, 2000).to_string();
+    let title = match &src.series {
+        Some(Series::Host { cluster, host, metric }) => format!("{metric} — {host} ({cluster})"),
+        Some(Series::Summary { source, metric }) => format!("{metric} — {source}"),
+        _ => q.metric.clone(),
+    };
+    let file = src.path.display().to_string().replace(':', "\\:");
+    let mut cmd = tokio::process::Command::new("rrdtool");
+    cmd.args(["graph", "-", "--imgformat", "PNG", "--width", &width, "--height", "200"])
+        .args(["--start", &r.start.to_string(), "--end", &r.end.to_string(), "--title", &title])
+        .arg(format!("DEF:v={file}:sum:{}", r.cf.as_str()))
+        .arg("LINE1:v#2563eb:value")
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(20), cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => ([(header::CONTENT_TYPE, "image/png")], out.stdout).into_response(),
+        Ok(Ok(out)) => error(StatusCode::INTERNAL_SERVER_ERROR, String::from_utf8_lossy(&out.stderr).trim()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot run rrdtool: {e}")),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "rrdtool graph timed out"),
+    }
 }
 
 async fn metrics(AxState(app): AxState<AppState>) -> Response {
@@ -99,126 +411,125 @@ async fn metrics(AxState(app): AxState<AppState>) -> Response {
         let c = &s.counters;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         for (name, help, v) in [
-            (
-                "ganglion_rrd_samples_total",
-                "Samples accepted for RRD storage",
-                g(&c.samples),
-            ),
-            (
-                "ganglion_rrd_dropped_batches_total",
-                "Sample batches dropped (writer queue full)",
-                g(&c.dropped_batches),
-            ),
-            (
-                "ganglion_rrd_files_created_total",
-                "RRD files created",
-                g(&c.files_created),
-            ),
-            (
-                "ganglion_rrd_file_writes_total",
-                "RRD file writes (many samples each)",
-                g(&c.file_writes),
-            ),
-            (
-                "ganglion_rrd_samples_written_total",
-                "Samples written to RRD files",
-                g(&c.samples_written),
-            ),
-            (
-                "ganglion_rrd_write_errors_total",
-                "RRD create/update failures",
-                g(&c.write_errors),
-            ),
-            (
-                "ganglion_rrd_journal_replayed_total",
-                "Samples replayed from the journal at start",
-                g(&c.replayed),
-            ),
+            ("ganglion_rrd_samples_total", "Samples accepted for RRD storage", g(&c.samples)),
+            ("ganglion_rrd_dropped_batches_total", "Sample batches dropped (writer queue full)", g(&c.dropped_batches)),
+            ("ganglion_rrd_files_created_total", "RRD files created", g(&c.files_created)),
+            ("ganglion_rrd_file_writes_total", "RRD file writes (many samples each)", g(&c.file_writes)),
+            ("ganglion_rrd_samples_written_total", "Samples written to RRD files", g(&c.samples_written)),
+            ("ganglion_rrd_write_errors_total", "RRD create/update failures", g(&c.write_errors)),
+            ("ganglion_rrd_journal_replayed_total", "Samples replayed from the journal at start", g(&c.replayed)),
         ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// `POST /api/flush`: write every cached sample to disk now (what readers such as
 /// `rrd-export` call before reading the tree of a live aggregator).
 async fn flush(AxState(app): AxState<AppState>) -> Response {
     let Some(s) = app.storage.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "RRD storage is off (write_rrds = false)",
-        );
+        return error(StatusCode::NOT_FOUND, "RRD storage is off (write_rrds = false)");
     };
-    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25)))
-        .await
-        .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25))).await.unwrap_or(false);
     if ok {
-        axum::Json(json!({ "flushed": true })).into_response()
+        json!({ "flushed": true }).into_response_json()
     } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the RRD writer did not finish in time",
-        )
+        error(StatusCode::SERVICE_UNAVAILABLE, "the RRD writer did not finish in time")
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ClusterInfo, Limits};
+    use crate::telemetry::Counters;
+    use axum::http::Request;
+    use ganglion_proto::MetricMeta;
+    use ganglion_proto::xdr::{Message, MetadataMsg, MetricId, Value as XValue, ValueMsg};
+    use tower::ServiceExt;
 
-async fn index(AxState(app): AxState<AppState>) -> Html<String> {
-    let snap = app.state.snapshot(now_secs());
-    let mut body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ganglion — {}</title>\
-         <meta http-equiv=\"refresh\" content=\"15\"><style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
-         table{{border-collapse:collapse}}td,th{{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}}\
-         .down{{color:#b00}}</style></head><body><h1>Ganglion grid “{}”</h1>\
-         <p>Interactive graphs are coming; this overview refreshes every 15 s. JSON: <a href=\"/api/clusters\">/api/clusters</a>, \
-         self-metrics: <a href=\"/metrics\">/metrics</a>.</p>",
-        esc(&snap.grid_name),
-        esc(&snap.grid_name)
-    );
-    for c in &snap.clusters {
-        body.push_str(&format!(
-            "<h2>{} — {} up, {} down</h2><table><tr><th>host</th><th>ip</th><th>state</th><th>load_one</th><th>cpu_idle</th><th>metrics</th></tr>",
-            esc(&c.name),
-            c.summary.hosts_up,
-            c.summary.hosts_down
+    fn app() -> (Router, tempfile::TempDir) {
+        let state = Arc::new(State::new(
+            "g".into(),
+            "http://x/".into(),
+            vec![ClusterInfo {
+                name: "c1".into(),
+                owner: "o".into(),
+                latlong: "l".into(),
+                url: "u".into(),
+                host_tmax: 20,
+                host_dmax: 0,
+                trust_packet_hostname: false,
+            }],
+            Limits { max_hosts: 10, max_metrics: 10, max_string_bytes: 100 },
+            Arc::new(Counters::default()),
         ));
-        for h in &c.hosts {
-            let val = |n: &str| {
-                h.metrics
-                    .iter()
-                    .find(|m| m.name == n)
-                    .map(|m| esc(&m.val))
-                    .unwrap_or_default()
-            };
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&h.name),
-                esc(&h.ip),
-                if h.alive { "up" } else { "down" },
-                if h.alive { "up" } else { "down" },
-                val("load_one"),
-                val("cpu_idle"),
-                h.metrics.len()
-            ));
-        }
-        body.push_str("</table>");
+        let id = MetricId { host: "h".into(), name: "load_one".into(), spoof: false };
+        let src = "10.0.0.1:1".parse().unwrap();
+        let now = now_secs();
+        state.apply(0, src, Some("node1"), Message::Metadata(MetadataMsg {
+            id: id.clone(),
+            meta: MetricMeta { type_name: "float".into(), name: "load_one".into(), units: " ".into(), slope: 3, tmax: 70, dmax: 0, extra: vec![("GROUP".into(), "load".into())] },
+        }), now);
+        state.apply(0, src, None, Message::Value(ValueMsg { id, fmt: "%.2f".into(), value: XValue::Float(0.5) }), now);
+        let dir = tempfile::tempdir().unwrap();
+        let a = AppState { state, storage: None, rrd_root: dir.path().to_path_buf(), case_sensitive_hostnames: false };
+        (router(a), dir)
     }
-    body.push_str("</body></html>");
-    Html(body)
+
+    async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
+        let resp = r.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn api_answers_and_rejects_bad_parameters() {
+        let (r, _dir) = app();
+        let (s, v) = get(&r, "/api/grid").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["clusters"][0]["name"], "c1");
+        assert_eq!(v["summary"]["hosts_up"], 1);
+        let (s, v) = get(&r, "/api/cluster/c1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["hosts"][0]["name"], "node1");
+        assert_eq!(v["hosts"][0]["load_one"], 0.5);
+        let (s, v) = get(&r, "/api/host/c1/node1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["metrics"][0]["group"], "load");
+        assert_eq!(v["metrics"][0]["val"], "0.50");
+        let (s, v) = get(&r, "/api/search?q=NODE").await;
+        assert_eq!((s, v["hosts"][0]["host"].clone()), (StatusCode::OK, "node1".into()));
+
+        for (uri, want) in [
+            ("/api/cluster/nope", StatusCode::NOT_FOUND),
+            ("/api/host/c1/ghost", StatusCode::NOT_FOUND),
+            ("/api/series?cluster=c1&host=ghost&metric=load_one", StatusCode::NOT_FOUND),
+            ("/api/series?cluster=c1&host=node1&metric=load_one&start=now&end=now-1d", StatusCode::BAD_REQUEST),
+            ("/api/series?cluster=c1&host=node1&metric=load_one&points=99999999", StatusCode::BAD_REQUEST),
+            ("/api/series?cluster=c1&host=node1&metric=load_one&cf=MEDIAN", StatusCode::BAD_REQUEST),
+            ("/api/series?cluster=c1&hosts=(&metric=load_one", StatusCode::BAD_REQUEST),
+            ("/api/series?host=node1&metric=load_one", StatusCode::BAD_REQUEST),
+            ("/api/export?cluster=c1&host=node1&metric=load_one&format=xml", StatusCode::BAD_REQUEST),
+            ("/api/search?q=", StatusCode::BAD_REQUEST),
+        ] {
+            let (s, v) = get(&r, uri).await;
+            assert_eq!(s, want, "{uri}: {v}");
+            assert!(v["error"].is_string(), "{uri}: JSON error body");
+        }
+        // No RRD yet: an empty series, not an error.
+        let (s, v) = get(&r, "/api/series?cluster=c1&host=node1&metric=load_one").await;
+        assert_eq!((s, v["times"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    }
+
+    #[tokio::test]
+    async fn assets_are_embedded() {
+        let (r, _dir) = app();
+        let resp = r.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = r.oneshot(Request::get("/assets/vendor/uPlot.iife.min.js").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }

@@ -228,6 +228,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let app = http::router(http::AppState {
             state: state.clone(),
             storage: storage.clone(),
+            rrd_root: config.rrd_root.clone(),
+            case_sensitive_hostnames: config.case_sensitive_hostnames,
         });
         let sd = shutdown.clone();
         tasks.spawn(async move {

@@ -419,66 +419,122 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// Every source fetched and aligned on one time grid.
+pub struct Joined {
+    fetched: Vec<Fetched>,
+    cf: Cf,
+    /// Step of the rows.
+    pub step: u64,
+    /// First row's timestamp.
+    pub first: i64,
+    /// Last row's timestamp bound (inclusive).
+    pub end: i64,
+    /// Columns, in order.
+    pub columns: Vec<Column>,
+    /// Notes for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Joined {
+    /// Row timestamps: multiples of the step in (start, end], like rrdtool fetch.
+    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..)
+            .map(move |k| self.first + k * self.step as i64)
+            .take_while(move |t| *t <= self.end)
+    }
+
+    /// Values of every column at row time `t`, appended to `out`.
+    pub fn row(&self, t: i64, out: &mut Vec<f64>) {
+        let s = self.step as i64;
+        for f in &self.fetched {
+            let n = f.ds_names.len();
+            for d in 0..n {
+                let v = if f.step == self.step {
+                    let idx = (t - f.start) / s - 1;
+                    if idx >= 0 && (idx as usize) < f.rows() {
+                        f.data[idx as usize * n + d]
+                    } else {
+                        f64::NAN
+                    }
+                } else {
+                    // Consolidate the finer rows inside (t - step, t].
+                    let fs = f.step as i64;
+                    let lo = ((t - s - f.start) / fs).max(0);
+                    let hi = ((t - f.start) / fs).min(f.rows() as i64);
+                    consolidate((lo..hi).map(|i| f.data[i as usize * n + d]), self.cf)
+                };
+                out.push(v);
+            }
+        }
+    }
+}
+
+/// Fetches every source (`progress` is called after each) and aligns them.
+pub fn join(req: &Request, mut progress: impl FnMut(usize, usize)) -> Result<Joined, ExportError> {
+    let mut fetched: Vec<Fetched> = Vec::with_capacity(req.sources.len());
+    for (i, src) in req.sources.iter().enumerate() {
+        fetched.push(ganglion_rrd::fetch(
+            &src.path,
+            req.cf.as_str(),
+            req.start,
+            req.end,
+            req.resolution.unwrap_or(1),
+        )?);
+        progress(i + 1, req.sources.len());
+    }
+    let mut warnings = Vec::new();
+    let step = fetched.iter().map(|f| f.step).max().unwrap_or(1).max(1);
+    if fetched.iter().any(|f| f.step != step) {
+        warnings.push(format!(
+            "files have different steps; using the coarsest ({step} s) and consolidating finer ones with {}",
+            req.cf.as_str()
+        ));
+    }
+    let start = fetched.iter().map(|f| f.start).min().unwrap_or(req.start);
+    let end = fetched.iter().map(|f| f.end).max().unwrap_or(req.end);
+    let s = step as i64;
+    let first = (start.div_euclid(s) + 1) * s;
+    let mut columns = Vec::new();
+    for (src, f) in req.sources.iter().zip(&fetched) {
+        for ds in &f.ds_names {
+            columns.push(Column {
+                name: label(src, ds, f.ds_names.len()),
+                file: src.path.clone(),
+                ds: ds.clone(),
+                series: src.series.clone(),
+            });
+        }
+    }
+    Ok(Joined {
+        fetched,
+        cf: req.cf,
+        step,
+        first,
+        end,
+        columns,
+        warnings,
+    })
+}
+
 /// Fetches every source and writes the joined table to `w`. `progress` is
 /// called after each file is fetched.
 pub fn export<W: Write>(
     req: &Request,
     opts: &Options,
     w: &mut W,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Summary, ExportError> {
-    let mut fetched: Vec<(usize, Fetched)> = Vec::with_capacity(req.sources.len());
-    for (i, src) in req.sources.iter().enumerate() {
-        let f = ganglion_rrd::fetch(
-            &src.path,
-            req.cf.as_str(),
-            req.start,
-            req.end,
-            req.resolution.unwrap_or(1),
-        )?;
-        fetched.push((i, f));
-        progress(i + 1, req.sources.len());
-    }
-    let mut warnings = Vec::new();
-    let step = fetched
-        .iter()
-        .map(|(_, f)| f.step)
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    if fetched.iter().any(|(_, f)| f.step != step) {
-        warnings.push(format!(
-            "files have different steps; using the coarsest ({step} s) and consolidating finer ones with {}",
-            req.cf.as_str()
-        ));
-    }
-    let start = fetched
-        .iter()
-        .map(|(_, f)| f.start)
-        .min()
-        .unwrap_or(req.start);
-    let end = fetched.iter().map(|(_, f)| f.end).max().unwrap_or(req.end);
+    let joined = join(req, progress)?;
+    let (step, first, end) = (joined.step, joined.first, joined.end);
     let s = step as i64;
-    // Row times: multiples of the step in (start, end], like rrdtool fetch.
-    let first = (start.div_euclid(s) + 1) * s;
-    let mut columns = Vec::new();
-    for (i, f) in &fetched {
-        for ds in &f.ds_names {
-            columns.push(Column {
-                name: label(&req.sources[*i], ds, f.ds_names.len()),
-                file: req.sources[*i].path.clone(),
-                ds: ds.clone(),
-                series: req.sources[*i].series.clone(),
-            });
-        }
-    }
+    let columns = &joined.columns;
     let names_json: Vec<String> = columns.iter().map(|c| json_str(&c.name)).collect();
     let mut out = Vec::with_capacity(64 * 1024);
     // Header.
     match opts.format {
         Format::Csv => {
             out.extend_from_slice(b"timestamp");
-            for c in &columns {
+            for c in columns {
                 out.push(b',');
                 csv_field(&mut out, &c.name);
             }
@@ -533,8 +589,8 @@ pub fn export<W: Write>(
         Format::Ndjson => {}
     }
     let mut rows = 0usize;
-    let mut t = first;
-    while t <= end {
+    let mut vals = Vec::with_capacity(columns.len());
+    for t in joined.times() {
         match opts.format {
             Format::Csv => write_time(&mut out, t, opts.time_format, false),
             Format::Json | Format::Ndjson => {
@@ -548,41 +604,20 @@ pub fn export<W: Write>(
                 write_time(&mut out, t, opts.time_format, true);
             }
         }
-        let mut col = 0;
-        for (_, f) in &fetched {
-            let n = f.ds_names.len();
-            for d in 0..n {
-                let v = if f.step == step {
-                    let idx = (t - f.start) / s - 1;
-                    if idx >= 0 && (idx as usize) < f.rows() {
-                        f.data[idx as usize * n + d]
-                    } else {
-                        f64::NAN
-                    }
-                } else {
-                    // Consolidate the finer rows inside (t - step, t].
-                    let fs = f.step as i64;
-                    let lo = ((t - s - f.start) / fs).max(0);
-                    let hi = ((t - f.start) / fs).min(f.rows() as i64);
-                    consolidate((lo..hi).map(|i| f.data[i as usize * n + d]), req.cf)
-                };
-                match opts.format {
-                    Format::Csv => {
-                        out.push(b',');
-                        write_value(&mut out, v, false, opts.missing);
-                    }
-                    _ if opts.rows == RowShape::Arrays && opts.format == Format::Json => {
-                        out.push(b',');
-                        write_value(&mut out, v, true, opts.missing);
-                    }
-                    _ => {
-                        out.push(b',');
-                        out.extend_from_slice(names_json[col].as_bytes());
-                        out.push(b':');
-                        write_value(&mut out, v, true, opts.missing);
-                    }
+        vals.clear();
+        joined.row(t, &mut vals);
+        for (col, v) in vals.iter().enumerate() {
+            out.push(b',');
+            match opts.format {
+                Format::Csv => write_value(&mut out, *v, false, opts.missing),
+                _ if opts.rows == RowShape::Arrays && opts.format == Format::Json => {
+                    write_value(&mut out, *v, true, opts.missing)
                 }
-                col += 1;
+                _ => {
+                    out.extend_from_slice(names_json[col].as_bytes());
+                    out.push(b':');
+                    write_value(&mut out, *v, true, opts.missing);
+                }
             }
         }
         match opts.format {
@@ -595,7 +630,6 @@ pub fn export<W: Write>(
             Format::Ndjson => out.extend_from_slice(b"}\n"),
         }
         rows += 1;
-        t += s;
         // Stream: hand output over in bounded chunks.
         if out.len() >= 60 * 1024 {
             w.write_all(&out)?;
@@ -611,9 +645,9 @@ pub fn export<W: Write>(
         start: first - s,
         end,
         step,
-        columns,
+        columns: joined.columns.clone(),
         rows,
-        warnings,
+        warnings: joined.warnings.clone(),
     })
 }
 
