@@ -54,7 +54,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/graph.png", get(graph_png))
         .route("/api/flush", post(flush))
         .route("/metrics", get(metrics))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .with_state(app)
 }
 
@@ -84,7 +87,14 @@ fn asset_response(path: &str) -> Response {
                 Some("svg") => "image/svg+xml",
                 _ => "application/octet-stream",
             };
-            ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], f.data.into_owned()).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                f.data.into_owned(),
+            )
+                .into_response()
         }
         None => error(StatusCode::NOT_FOUND, "no such asset"),
     }
@@ -101,7 +111,12 @@ fn summary_json(s: &crate::state::Summary) -> Value {
 }
 
 fn host_brief(h: &HostSnap) -> Value {
-    let num = |n: &str| h.metrics.iter().find(|m| m.name == n).and_then(|m| m.number);
+    let num = |n: &str| {
+        h.metrics
+            .iter()
+            .find(|m| m.name == n)
+            .and_then(|m| m.number)
+    };
     json!({
         "name": h.name, "ip": h.ip, "alive": h.alive, "tn": h.tn, "reported": h.reported,
         "load_one": num("load_one"), "cpu_num": num("cpu_num"), "cpu_idle": num("cpu_idle"),
@@ -136,7 +151,13 @@ async fn cluster(AxState(app): AxState<AppState>, Path(name): Path<String>) -> R
     let Some(c) = snap.cluster(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("unknown cluster {name:?}"));
     };
-    let mut metrics: Vec<&str> = c.hosts.iter().flat_map(|h| h.metrics.iter()).filter(|m| m.metric_type.is_numeric()).map(|m| m.name.as_str()).collect();
+    let mut metrics: Vec<&str> = c
+        .hosts
+        .iter()
+        .flat_map(|h| h.metrics.iter())
+        .filter(|m| m.metric_type.is_numeric())
+        .map(|m| m.name.as_str())
+        .collect();
     metrics.sort_unstable();
     metrics.dedup();
     let mut v = cluster_brief(c);
@@ -156,13 +177,22 @@ impl IntoJson for Value {
     }
 }
 
-async fn host(AxState(app): AxState<AppState>, Path((cluster, host)): Path<(String, String)>) -> Response {
+async fn host(
+    AxState(app): AxState<AppState>,
+    Path((cluster, host)): Path<(String, String)>,
+) -> Response {
     let snap = app.state.snapshot(now_secs());
     let Some(c) = snap.cluster(&cluster) else {
-        return error(StatusCode::NOT_FOUND, &format!("unknown cluster {cluster:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown cluster {cluster:?}"),
+        );
     };
     let Some(h) = c.hosts.iter().find(|h| h.name == host) else {
-        return error(StatusCode::NOT_FOUND, &format!("unknown host {host:?} in cluster {cluster:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown host {host:?} in cluster {cluster:?}"),
+        );
     };
     let mut v = host_brief(h);
     v["cluster"] = cluster.into();
@@ -229,6 +259,24 @@ struct SeriesQ {
     format: Option<String>,
 }
 
+/// A small error for helpers (a full `Response` is too big to pass around).
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(m: impl AsRef<str>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, m.as_ref().to_string())
+    }
+    fn not_found(m: String) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
 struct Resolved {
     sources: Vec<rrd_export::Source>,
     start: i64,
@@ -237,53 +285,91 @@ struct Resolved {
     cf: rrd_export::Cf,
 }
 
-fn resolve(app: &AppState, snap: &Snapshot, q: &SeriesQ) -> Result<Resolved, Response> {
+fn resolve(app: &AppState, snap: &Snapshot, q: &SeriesQ) -> Result<Resolved, ApiError> {
     let cf = match &q.cf {
         None => rrd_export::Cf::Average,
-        Some(s) => rrd_export::Cf::parse(s).ok_or_else(|| bad(format!("unknown cf {s:?}")))?,
+        Some(s) => {
+            rrd_export::Cf::parse(s).ok_or_else(|| ApiError::bad(format!("unknown cf {s:?}")))?
+        }
     };
-    let (start, end) = rrd_export::resolve_time(q.start.as_deref().unwrap_or("end-1h"), q.end.as_deref().unwrap_or("now"))
-        .map_err(|e| bad(e.to_string()))?;
+    let (start, end) = rrd_export::resolve_time(
+        q.start.as_deref().unwrap_or("end-1h"),
+        q.end.as_deref().unwrap_or("now"),
+    )
+    .map_err(|e| ApiError::bad(e.to_string()))?;
     let points = q.points.unwrap_or(600);
     if !(10..=10_000).contains(&points) {
-        return Err(bad("points must be between 10 and 10000"));
+        return Err(ApiError::bad("points must be between 10 and 10000"));
     }
     if q.metric.is_empty() {
-        return Err(bad("metric is required"));
+        return Err(ApiError::bad("metric is required"));
     }
     let path = |s: &Series| layout::path(&app.rrd_root, s, app.case_sensitive_hostnames);
     let mut sources = Vec::new();
     match (&q.cluster, &q.host, &q.hosts) {
-        (None, None, None) => sources.push(Series::Root { metric: q.metric.clone() }),
+        (None, None, None) => sources.push(Series::Root {
+            metric: q.metric.clone(),
+        }),
         (Some(c), None, None) => {
             if snap.cluster(c).is_none() && !snap.grids.iter().any(|g| &g.name == c) {
-                return Err(error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")));
+                return Err(ApiError::not_found(format!("unknown cluster {c:?}")));
             }
-            sources.push(Series::Summary { source: c.clone(), metric: q.metric.clone() });
+            sources.push(Series::Summary {
+                source: c.clone(),
+                metric: q.metric.clone(),
+            });
         }
         (Some(c), Some(h), None) => {
-            let cl = snap.cluster(c).ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")))?;
+            let cl = snap
+                .cluster(c)
+                .ok_or_else(|| ApiError::not_found(format!("unknown cluster {c:?}")))?;
             if !cl.hosts.iter().any(|x| &x.name == h) {
-                return Err(error(StatusCode::NOT_FOUND, &format!("unknown host {h:?}")));
+                return Err(ApiError::not_found(format!("unknown host {h:?}")));
             }
-            sources.push(Series::Host { cluster: c.clone(), host: h.clone(), metric: q.metric.clone() });
+            sources.push(Series::Host {
+                cluster: c.clone(),
+                host: h.clone(),
+                metric: q.metric.clone(),
+            });
         }
         (Some(c), None, Some(re)) => {
-            let cl = snap.cluster(c).ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown cluster {c:?}")))?;
-            let re = regex::RegexBuilder::new(re).size_limit(1 << 16).build().map_err(|e| bad(format!("bad hosts regex: {e}")))?;
+            let cl = snap
+                .cluster(c)
+                .ok_or_else(|| ApiError::not_found(format!("unknown cluster {c:?}")))?;
+            let re = regex::RegexBuilder::new(re)
+                .size_limit(1 << 16)
+                .build()
+                .map_err(|e| ApiError::bad(format!("bad hosts regex: {e}")))?;
             for h in cl.hosts.iter().filter(|h| re.is_match(&h.name)).take(1000) {
-                sources.push(Series::Host { cluster: c.clone(), host: h.name.clone(), metric: q.metric.clone() });
+                sources.push(Series::Host {
+                    cluster: c.clone(),
+                    host: h.name.clone(),
+                    metric: q.metric.clone(),
+                });
             }
         }
-        _ => return Err(bad("give cluster (+ host, or + hosts regex), or nothing for the grid summary")),
+        _ => {
+            return Err(ApiError::bad(
+                "give cluster (+ host, or + hosts regex), or nothing for the grid summary",
+            ));
+        }
     }
     let sources: Vec<rrd_export::Source> = sources
         .into_iter()
-        .map(|s| rrd_export::Source { path: path(&s), series: Some(s) })
+        .map(|s| rrd_export::Source {
+            path: path(&s),
+            series: Some(s),
+        })
         .filter(|s| s.path.is_file() || app.storage.is_some())
         .collect();
     let resolution = Some(((end - start).max(1) as u64).div_ceil(points).max(1));
-    Ok(Resolved { sources, start, end, resolution, cf })
+    Ok(Resolved {
+        sources,
+        start,
+        end,
+        resolution,
+        cf,
+    })
 }
 
 /// Writes cached samples of these files first, so readers never see stale NaN.
@@ -298,14 +384,21 @@ async fn series(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
     let snap = app.state.snapshot(now_secs());
     let r = match resolve(&app, &snap, &q) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     flush_for(&app, &r.sources).await;
-    let sources: Vec<rrd_export::Source> = r.sources.into_iter().filter(|s| s.path.is_file()).collect();
+    let sources: Vec<rrd_export::Source> =
+        r.sources.into_iter().filter(|s| s.path.is_file()).collect();
     if sources.is_empty() {
         return json!({ "start": r.start, "end": r.end, "step": 0, "columns": [], "times": [], "values": [] }).into_response_json();
     }
-    let req = rrd_export::Request { sources, start: r.start, end: r.end, cf: r.cf, resolution: r.resolution };
+    let req = rrd_export::Request {
+        sources,
+        start: r.start,
+        end: r.end,
+        cf: r.cf,
+        resolution: r.resolution,
+    };
     let out = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         let j = rrd_export::join(&req, |_, _| {}).map_err(|e| e.to_string())?;
         let times: Vec<i64> = j.times().collect();
@@ -338,7 +431,7 @@ async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
     let snap = app.state.snapshot(now_secs());
     let r = match resolve(&app, &snap, &q) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let (format, mime, ext) = match q.format.as_deref().unwrap_or("csv") {
         "csv" => (rrd_export::Format::Csv, "text/csv; charset=utf-8", "csv"),
@@ -347,22 +440,40 @@ async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
         other => return bad(format!("unknown format {other:?} (csv, json, ndjson)")),
     };
     flush_for(&app, &r.sources).await;
-    let sources: Vec<rrd_export::Source> = r.sources.into_iter().filter(|s| s.path.is_file()).collect();
+    let sources: Vec<rrd_export::Source> =
+        r.sources.into_iter().filter(|s| s.path.is_file()).collect();
     if sources.is_empty() {
         return error(StatusCode::NOT_FOUND, "no RRD files for that selection yet");
     }
-    let req = rrd_export::Request { sources, start: r.start, end: r.end, cf: r.cf, resolution: r.resolution };
-    let opts = rrd_export::Options { format, ..rrd_export::Options::default() };
+    let req = rrd_export::Request {
+        sources,
+        start: r.start,
+        end: r.end,
+        cf: r.cf,
+        resolution: r.resolution,
+    };
+    let opts = rrd_export::Options {
+        format,
+        ..rrd_export::Options::default()
+    };
     let body = tokio::task::spawn_blocking(move || {
         let mut v = Vec::new();
-        rrd_export::export(&req, &opts, &mut v, |_, _| {}).map(|_| v).map_err(|e| e.to_string())
+        rrd_export::export(&req, &opts, &mut v, |_, _| {})
+            .map(|_| v)
+            .map_err(|e| e.to_string())
     })
     .await;
     match body {
         Ok(Ok(v)) => (
             [
                 (header::CONTENT_TYPE, mime.to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.{ext}\"", q.metric.replace(['"', '/', '\\'], "_"))),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}.{ext}\"",
+                        q.metric.replace(['"', '/', '\\'], "_")
+                    ),
+                ),
             ],
             Body::from(v),
         )
@@ -378,7 +489,7 @@ async fn graph_png(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) ->
     let snap = app.state.snapshot(now_secs());
     let r = match resolve(&app, &snap, &q) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     flush_for(&app, &r.sources).await;
     let Some(src) = r.sources.into_iter().find(|s| s.path.is_file()) else {
@@ -386,21 +497,49 @@ async fn graph_png(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) ->
     };
     let width = q.points.unwrap_or(600).clamp(100, 2000).to_string();
     let title = match &src.series {
-        Some(Series::Host { cluster, host, metric }) => format!("{metric} — {host} ({cluster})"),
+        Some(Series::Host {
+            cluster,
+            host,
+            metric,
+        }) => format!("{metric} — {host} ({cluster})"),
         Some(Series::Summary { source, metric }) => format!("{metric} — {source}"),
         _ => q.metric.clone(),
     };
     let file = src.path.display().to_string().replace(':', "\\:");
     let mut cmd = tokio::process::Command::new("rrdtool");
-    cmd.args(["graph", "-", "--imgformat", "PNG", "--width", &width, "--height", "200"])
-        .args(["--start", &r.start.to_string(), "--end", &r.end.to_string(), "--title", &title])
-        .arg(format!("DEF:v={file}:sum:{}", r.cf.as_str()))
-        .arg("LINE1:v#2563eb:value")
-        .kill_on_drop(true);
+    cmd.args([
+        "graph",
+        "-",
+        "--imgformat",
+        "PNG",
+        "--width",
+        &width,
+        "--height",
+        "200",
+    ])
+    .args([
+        "--start",
+        &r.start.to_string(),
+        "--end",
+        &r.end.to_string(),
+        "--title",
+        &title,
+    ])
+    .arg(format!("DEF:v={file}:sum:{}", r.cf.as_str()))
+    .arg("LINE1:v#2563eb:value")
+    .kill_on_drop(true);
     match tokio::time::timeout(Duration::from_secs(20), cmd.output()).await {
-        Ok(Ok(out)) if out.status.success() => ([(header::CONTENT_TYPE, "image/png")], out.stdout).into_response(),
-        Ok(Ok(out)) => error(StatusCode::INTERNAL_SERVER_ERROR, String::from_utf8_lossy(&out.stderr).trim()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot run rrdtool: {e}")),
+        Ok(Ok(out)) if out.status.success() => {
+            ([(header::CONTENT_TYPE, "image/png")], out.stdout).into_response()
+        }
+        Ok(Ok(out)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot run rrdtool: {e}"),
+        ),
         Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "rrdtool graph timed out"),
     }
 }
@@ -411,31 +550,76 @@ async fn metrics(AxState(app): AxState<AppState>) -> Response {
         let c = &s.counters;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         for (name, help, v) in [
-            ("ganglion_rrd_samples_total", "Samples accepted for RRD storage", g(&c.samples)),
-            ("ganglion_rrd_dropped_batches_total", "Sample batches dropped (writer queue full)", g(&c.dropped_batches)),
-            ("ganglion_rrd_files_created_total", "RRD files created", g(&c.files_created)),
-            ("ganglion_rrd_file_writes_total", "RRD file writes (many samples each)", g(&c.file_writes)),
-            ("ganglion_rrd_samples_written_total", "Samples written to RRD files", g(&c.samples_written)),
-            ("ganglion_rrd_write_errors_total", "RRD create/update failures", g(&c.write_errors)),
-            ("ganglion_rrd_journal_replayed_total", "Samples replayed from the journal at start", g(&c.replayed)),
+            (
+                "ganglion_rrd_samples_total",
+                "Samples accepted for RRD storage",
+                g(&c.samples),
+            ),
+            (
+                "ganglion_rrd_dropped_batches_total",
+                "Sample batches dropped (writer queue full)",
+                g(&c.dropped_batches),
+            ),
+            (
+                "ganglion_rrd_files_created_total",
+                "RRD files created",
+                g(&c.files_created),
+            ),
+            (
+                "ganglion_rrd_file_writes_total",
+                "RRD file writes (many samples each)",
+                g(&c.file_writes),
+            ),
+            (
+                "ganglion_rrd_samples_written_total",
+                "Samples written to RRD files",
+                g(&c.samples_written),
+            ),
+            (
+                "ganglion_rrd_write_errors_total",
+                "RRD create/update failures",
+                g(&c.write_errors),
+            ),
+            (
+                "ganglion_rrd_journal_replayed_total",
+                "Samples replayed from the journal at start",
+                g(&c.replayed),
+            ),
         ] {
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `POST /api/flush`: write every cached sample to disk now (what readers such as
 /// `rrd-export` call before reading the tree of a live aggregator).
 async fn flush(AxState(app): AxState<AppState>) -> Response {
     let Some(s) = app.storage.clone() else {
-        return error(StatusCode::NOT_FOUND, "RRD storage is off (write_rrds = false)");
+        return error(
+            StatusCode::NOT_FOUND,
+            "RRD storage is off (write_rrds = false)",
+        );
     };
-    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25))).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25)))
+        .await
+        .unwrap_or(false);
     if ok {
         json!({ "flushed": true }).into_response_json()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "the RRD writer did not finish in time")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the RRD writer did not finish in time",
+        )
     }
 }
 
@@ -462,27 +646,73 @@ mod tests {
                 host_dmax: 0,
                 trust_packet_hostname: false,
             }],
-            Limits { max_hosts: 10, max_metrics: 10, max_string_bytes: 100 },
+            Limits {
+                max_hosts: 10,
+                max_metrics: 10,
+                max_string_bytes: 100,
+            },
             Arc::new(Counters::default()),
         ));
-        let id = MetricId { host: "h".into(), name: "load_one".into(), spoof: false };
+        let id = MetricId {
+            host: "h".into(),
+            name: "load_one".into(),
+            spoof: false,
+        };
         let src = "10.0.0.1:1".parse().unwrap();
         let now = now_secs();
-        state.apply(0, src, Some("node1"), Message::Metadata(MetadataMsg {
-            id: id.clone(),
-            meta: MetricMeta { type_name: "float".into(), name: "load_one".into(), units: " ".into(), slope: 3, tmax: 70, dmax: 0, extra: vec![("GROUP".into(), "load".into())] },
-        }), now);
-        state.apply(0, src, None, Message::Value(ValueMsg { id, fmt: "%.2f".into(), value: XValue::Float(0.5) }), now);
+        state.apply(
+            0,
+            src,
+            Some("node1"),
+            Message::Metadata(MetadataMsg {
+                id: id.clone(),
+                meta: MetricMeta {
+                    type_name: "float".into(),
+                    name: "load_one".into(),
+                    units: " ".into(),
+                    slope: 3,
+                    tmax: 70,
+                    dmax: 0,
+                    extra: vec![("GROUP".into(), "load".into())],
+                },
+            }),
+            now,
+        );
+        state.apply(
+            0,
+            src,
+            None,
+            Message::Value(ValueMsg {
+                id,
+                fmt: "%.2f".into(),
+                value: XValue::Float(0.5),
+            }),
+            now,
+        );
         let dir = tempfile::tempdir().unwrap();
-        let a = AppState { state, storage: None, rrd_root: dir.path().to_path_buf(), case_sensitive_hostnames: false };
+        let a = AppState {
+            state,
+            storage: None,
+            rrd_root: dir.path().to_path_buf(),
+            case_sensitive_hostnames: false,
+        };
         (router(a), dir)
     }
 
     async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
-        let resp = r.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let resp = r
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -501,18 +731,42 @@ mod tests {
         assert_eq!(v["metrics"][0]["group"], "load");
         assert_eq!(v["metrics"][0]["val"], "0.50");
         let (s, v) = get(&r, "/api/search?q=NODE").await;
-        assert_eq!((s, v["hosts"][0]["host"].clone()), (StatusCode::OK, "node1".into()));
+        assert_eq!(
+            (s, v["hosts"][0]["host"].clone()),
+            (StatusCode::OK, "node1".into())
+        );
 
         for (uri, want) in [
             ("/api/cluster/nope", StatusCode::NOT_FOUND),
             ("/api/host/c1/ghost", StatusCode::NOT_FOUND),
-            ("/api/series?cluster=c1&host=ghost&metric=load_one", StatusCode::NOT_FOUND),
-            ("/api/series?cluster=c1&host=node1&metric=load_one&start=now&end=now-1d", StatusCode::BAD_REQUEST),
-            ("/api/series?cluster=c1&host=node1&metric=load_one&points=99999999", StatusCode::BAD_REQUEST),
-            ("/api/series?cluster=c1&host=node1&metric=load_one&cf=MEDIAN", StatusCode::BAD_REQUEST),
-            ("/api/series?cluster=c1&hosts=(&metric=load_one", StatusCode::BAD_REQUEST),
-            ("/api/series?host=node1&metric=load_one", StatusCode::BAD_REQUEST),
-            ("/api/export?cluster=c1&host=node1&metric=load_one&format=xml", StatusCode::BAD_REQUEST),
+            (
+                "/api/series?cluster=c1&host=ghost&metric=load_one",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "/api/series?cluster=c1&host=node1&metric=load_one&start=now&end=now-1d",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/series?cluster=c1&host=node1&metric=load_one&points=99999999",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/series?cluster=c1&host=node1&metric=load_one&cf=MEDIAN",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/series?cluster=c1&hosts=(&metric=load_one",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/series?host=node1&metric=load_one",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/export?cluster=c1&host=node1&metric=load_one&format=xml",
+                StatusCode::BAD_REQUEST,
+            ),
             ("/api/search?q=", StatusCode::BAD_REQUEST),
         ] {
             let (s, v) = get(&r, uri).await;
@@ -521,15 +775,29 @@ mod tests {
         }
         // No RRD yet: an empty series, not an error.
         let (s, v) = get(&r, "/api/series?cluster=c1&host=node1&metric=load_one").await;
-        assert_eq!((s, v["times"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+        assert_eq!(
+            (s, v["times"].as_array().map(Vec::len)),
+            (StatusCode::OK, Some(0))
+        );
     }
 
     #[tokio::test]
     async fn assets_are_embedded() {
         let (r, _dir) = app();
-        let resp = r.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = r
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let resp = r.oneshot(Request::get("/assets/vendor/uPlot.iife.min.js").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = r
+            .oneshot(
+                Request::get("/assets/vendor/uPlot.iife.min.js")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
 }

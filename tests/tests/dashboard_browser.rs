@@ -17,16 +17,41 @@ fn dashboard_click_through_zoom_and_live_update() {
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run scripts/test.sh (it runs `npm ci` in tests/browser)"
     );
-    let agg = Aggregator::start("webclust", "step_secs = 1\n[storage]\nflush_interval_secs = 1\n");
+    let agg = Aggregator::start(
+        "webclust",
+        "step_secs = 1\n[storage]\nflush_interval_secs = 1\n",
+    );
     let conf = agg.dir.path().join("agent.toml");
-    std::fs::write(&conf, format!("[[send]]\nhost = \"127.0.0.1\"\nport = {}\n", agg.udp.port())).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "[[send]]\nhost = \"127.0.0.1\"\nport = {}\n",
+            agg.udp.port()
+        ),
+    )
+    .unwrap();
     let _agent = ChildGuard::spawn(
         "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent")).arg("--config").arg(&conf).stderr(Stdio::null()),
+        Command::new(workspace_bin("ganglion-agent"))
+            .arg("--config")
+            .arg(&conf)
+            .stderr(Stdio::null()),
     );
     let send = |name: &str, v: &str| {
         let st = Command::new(workspace_bin("ganglion-agent"))
-            .args(["send", "-n", name, "-v", v, "-t", "float", "-g", "test", "--send-to", &agg.udp.to_string()])
+            .args([
+                "send",
+                "-n",
+                name,
+                "-v",
+                v,
+                "-t",
+                "float",
+                "-g",
+                "test",
+                "--send-to",
+                &agg.udp.to_string(),
+            ])
             .status()
             .unwrap();
         assert!(st.success());
@@ -34,7 +59,11 @@ fn dashboard_click_through_zoom_and_live_update() {
     send("temp_c", "21.5");
     // Let a few steps of samples reach the RRD files.
     wait_until("load_one.rrd written", Duration::from_secs(20), || {
-        agg.dir.path().join("rrds/webclust/127.0.0.1/load_one.rrd").exists().then_some(())
+        agg.dir
+            .path()
+            .join("rrds/webclust/127.0.0.1/load_one.rrd")
+            .exists()
+            .then_some(())
     });
     std::thread::sleep(Duration::from_secs(4));
     let artifacts = artifacts_dir();
@@ -44,13 +73,30 @@ fn dashboard_click_through_zoom_and_live_update() {
         .arg(&artifacts)
         .args(["webclust", "127.0.0.1"])
         .arg(workspace_bin("ganglion-agent"))
-        .args(["send", "-n", "late_metric", "-v", "7", "-t", "float", "--send-to", &agg.udp.to_string()])
+        .args([
+            "send",
+            "-n",
+            "late_metric",
+            "-v",
+            "7",
+            "-t",
+            "float",
+            "--send-to",
+            &agg.udp.to_string(),
+        ])
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "browser test failed:\n{log}");
     for shot in ["grid", "cluster", "host", "zoomed", "metric", "late-metric"] {
-        assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png saved");
+        assert!(
+            artifacts.join(format!("{shot}.png")).exists(),
+            "{shot}.png saved"
+        );
     }
 }
