@@ -106,18 +106,23 @@ pub async fn run(
     let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for s in ch.sockets() {
         let s = s.try_clone()?;
-        s.set_read_timeout(Some(Duration::from_millis(250)))?;
         let tx = req_tx.clone();
-        let sd = shutdown.clone();
+        // Blocks in recv (no polling timeout: an idle agent must not wake up
+        // several times a second); the thread ends with the process.
         std::thread::Builder::new()
             .name("agent-requests".into())
             .spawn(move || {
                 let mut buf = [0u8; 1500];
-                while !sd.is_cancelled() {
-                    if let Ok((n, _)) = s.recv_from(&mut buf)
-                        && let Ok(Message::MetadataRequest(id)) = xdr::decode(&buf[..n])
-                    {
-                        let _ = tx.send(id.name);
+                loop {
+                    match s.recv_from(&mut buf) {
+                        Ok((n, _)) => {
+                            if let Ok(Message::MetadataRequest(id)) = xdr::decode(&buf[..n])
+                                && tx.send(id.name).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
                     }
                 }
             })?;

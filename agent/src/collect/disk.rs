@@ -26,8 +26,23 @@ fn skip(device: &str, fstype: &str, ro: bool) -> bool {
         || !(device.starts_with("/dev/") || device.starts_with("/dev2/"))
 }
 
-/// Computes the totals now.
+// disk_free and part_max_used are collected together: one pass serves both.
+static CACHE: std::sync::Mutex<Option<(std::time::Instant, Totals)>> = std::sync::Mutex::new(None);
+
+/// The totals, computed at most once a second.
 pub fn totals() -> Result<Totals, CollectError> {
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((t, v)) = &*c
+        && t.elapsed() < std::time::Duration::from_secs(1)
+    {
+        return Ok(*v);
+    }
+    let v = compute()?;
+    *c = Some((std::time::Instant::now(), v));
+    Ok(v)
+}
+
+fn compute() -> Result<Totals, CollectError> {
     let mounts = procfs::mounts().map_err(|e| src_err("/proc/mounts", e))?;
     let mut seen = HashSet::new();
     let mut t = Totals::default();

@@ -3,9 +3,38 @@
 
 use super::{CollectError, src_err};
 use procfs::Current;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-fn read() -> Result<procfs::LoadAverage, CollectError> {
-    procfs::LoadAverage::current().map_err(|e| src_err("/proc/loadavg", e))
+// gmond re-reads /proc/loadavg at most every 5 s.
+static CACHE: Mutex<Option<(Instant, (f32, f32, f32, u32, u32))>> = Mutex::new(None);
+
+struct Load {
+    one: f32,
+    five: f32,
+    fifteen: f32,
+    cur: u32,
+    max: u32,
+}
+
+fn read() -> Result<Load, CollectError> {
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let v = match &*c {
+        Some((t, v)) if t.elapsed() < Duration::from_secs(5) => *v,
+        _ => {
+            let l = procfs::LoadAverage::current().map_err(|e| src_err("/proc/loadavg", e))?;
+            let v = (l.one, l.five, l.fifteen, l.cur, l.max);
+            *c = Some((Instant::now(), v));
+            v
+        }
+    };
+    Ok(Load {
+        one: v.0,
+        five: v.1,
+        fifteen: v.2,
+        cur: v.3,
+        max: v.4,
+    })
 }
 
 /// load_one / load_five / load_fifteen.

@@ -3,10 +3,28 @@
 
 use super::{CollectError, src_err};
 use procfs::Current;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+// gmond re-reads /proc/meminfo at most every 5 s; a group of memory metrics
+// is collected together, so one read serves them all.
+static CACHE: Mutex<Option<(Instant, procfs::Meminfo)>> = Mutex::new(None);
+
+fn meminfo() -> Result<procfs::Meminfo, CollectError> {
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((t, m)) = &*c
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        return Ok(m.clone());
+    }
+    let m = procfs::Meminfo::current().map_err(|e| src_err("/proc/meminfo", e))?;
+    *c = Some((Instant::now(), m.clone()));
+    Ok(m)
+}
 
 /// One memory metric, in KB.
 pub fn collect(name: &str) -> Result<f32, CollectError> {
-    let m = procfs::Meminfo::current().map_err(|e| src_err("/proc/meminfo", e))?;
+    let m = meminfo()?;
     let kb = |bytes: u64| (bytes / 1024) as f32;
     Ok(match name {
         "mem_total" => kb(m.mem_total),
