@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // gmond re-reads /proc/loadavg at most every 5 s.
-static CACHE: Mutex<Option<(Instant, (f32, f32, f32, u32, u32))>> = Mutex::new(None);
+static CACHE: Mutex<Option<(Instant, Load)>> = Mutex::new(None);
 
+#[derive(Clone, Copy)]
 struct Load {
     one: f32,
     five: f32,
