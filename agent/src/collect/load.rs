@@ -20,22 +20,21 @@ struct Load {
 
 fn read() -> Result<Load, CollectError> {
     let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let v = match &*c {
-        Some((t, v)) if t.elapsed() < Duration::from_secs(5) => *v,
-        _ => {
-            let l = procfs::LoadAverage::current().map_err(|e| src_err("/proc/loadavg", e))?;
-            let v = (l.one, l.five, l.fifteen, l.cur, l.max);
-            *c = Some((Instant::now(), v));
-            v
-        }
+    if let Some((t, v)) = &*c
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        return Ok(*v);
+    }
+    let l = procfs::LoadAverage::current().map_err(|e| src_err("/proc/loadavg", e))?;
+    let v = Load {
+        one: l.one,
+        five: l.five,
+        fifteen: l.fifteen,
+        cur: l.cur,
+        max: l.max,
     };
-    Ok(Load {
-        one: v.0,
-        five: v.1,
-        fifteen: v.2,
-        cur: v.3,
-        max: v.4,
-    })
+    *c = Some((Instant::now(), v));
+    Ok(v)
 }
 
 /// load_one / load_five / load_fifteen.
