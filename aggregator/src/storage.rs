@@ -52,7 +52,9 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            flush_interval_secs: 60,
+            // rrdcached's default write delay: 20 samples per file write at
+            // gmetad's 15 s step. Readers flush what they read first.
+            flush_interval_secs: 300,
             max_file_writes_per_sec: 0,
             queue_max_batches: 64,
             journal: true,
@@ -246,7 +248,7 @@ struct Writer {
     counters: Arc<StorageCounters>,
     pending: HashMap<PathBuf, Pending>,
     last_written: HashMap<PathBuf, u64>,
-    journal: Option<std::fs::File>,
+    journal: Option<std::io::BufWriter<std::fs::File>>,
     journal_dirty: bool,
     cached: Option<ganglion_rrd::rrdcached::Client>,
     warned: HashMap<PathBuf, Instant>,
@@ -406,8 +408,9 @@ impl Writer {
         if self.pending.values().all(|p| p.updates.is_empty())
             && let Some(j) = &mut self.journal
         {
-            let _ = j.set_len(0);
-            let _ = j.sync_data();
+            let _ = j.flush();
+            let _ = j.get_ref().set_len(0);
+            let _ = j.get_ref().sync_data();
             self.journal_dirty = false;
         }
     }
@@ -416,7 +419,9 @@ impl Writer {
         if self.journal_dirty
             && let Some(j) = &mut self.journal
         {
-            let _ = j.sync_data();
+            // One write and one fsync per commit interval (group commit).
+            let _ = j.flush();
+            let _ = j.get_ref().sync_data();
             self.journal_dirty = false;
         }
     }
@@ -533,12 +538,13 @@ pub fn start(
     std::fs::create_dir_all(&params.rrd_root)?;
     let params = Arc::new(params);
     let journal = if params.config.journal {
-        Some(
+        Some(std::io::BufWriter::with_capacity(
+            1 << 20,
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(journal_path(&params.rrd_root))?,
-        )
+        ))
     } else {
         None
     };
