@@ -306,6 +306,42 @@ fn agent_host_looks_like_a_gmond_host_in_real_gmond() {
     ] {
         assert_eq!(ag[name].val, gm[name].val, "{name} value");
     }
+    // Load and memory are close to what gmond reads at nearly the same moment.
+    let num = |t: &HashMap<String, xml::Metric>, n: &str| t[n].val.trim().parse::<f64>().unwrap();
+    assert!(
+        (num(&ag, "load_one") - num(&gm, "load_one")).abs() <= 1.0,
+        "load_one"
+    );
+    for m in ["mem_total", "mem_free", "mem_cached"] {
+        let (a, g) = (num(&ag, m), num(&gm, m));
+        assert!(
+            (a - g).abs() <= (0.10 * g).max(102_400.0),
+            "{m}: agent {a} vs gmond {g}"
+        );
+    }
+    let cpu: f64 = [
+        "cpu_user",
+        "cpu_nice",
+        "cpu_system",
+        "cpu_idle",
+        "cpu_wio",
+        "cpu_steal",
+    ]
+    .iter()
+    .map(|m| num(&ag, m))
+    .sum();
+    assert!(
+        (97.0..=103.0).contains(&cpu),
+        "cpu percentages sum to {cpu}"
+    );
+    // gstat, reading that gmond, lists the agent's host.
+    let out = Command::new(require_binary("gstat"))
+        .args(["-a", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("agenthost"), "gstat output:\n{text}");
+    assert!(text.contains("Dead Hosts: 0"), "gstat output:\n{text}");
     // The host itself: spoofed name and IP, gmond's GMOND_STARTED from our heartbeat.
     let Item::Cluster(c) = &doc.items[0] else {
         panic!()

@@ -402,3 +402,49 @@ fn slow_xml_clients_do_not_block_others() {
         "clean exit on SIGTERM"
     );
 }
+
+#[test]
+fn agent_metrics_come_back_right_after_an_aggregator_restart() {
+    let first = Aggregator::start("restart", "");
+    let udp = first.udp;
+    let conf = first.dir.path().join("agent.toml");
+    // Metadata only at start and on request: recovery must come from the request.
+    std::fs::write(
+        &conf,
+        format!(
+            "send_metadata_interval_secs = 0\n[[send]]\nhost = \"127.0.0.1\"\nport = {}\n\
+             [[collection_group]]\ncollect_every_secs = 1\ntime_threshold_secs = 2\n\
+             [[collection_group.metric]]\nname = \"load_one\"\n",
+            udp.port()
+        ),
+    )
+    .unwrap();
+    let _agent = ChildGuard::spawn(
+        "ganglion-agent",
+        Command::new(workspace_bin("ganglion-agent"))
+            .arg("--config")
+            .arg(&conf)
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_metric(first.gmond, "load_one");
+    // Restart on the same ports: the new aggregator has no metadata.
+    let (gmond, dir_keep) = (first.gmond, first.dir.path().to_path_buf());
+    let cfg = dir_keep.join("aggregator.toml");
+    let mut first = first;
+    assert_eq!(first.guard.terminate(Duration::from_secs(15)), Some(0));
+    let _second = ChildGuard::spawn(
+        "ganglion-aggregator",
+        Command::new(workspace_bin("ganglion-aggregator"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn"),
+    );
+    let t = std::time::Instant::now();
+    wait_for_tcp(gmond, Duration::from_secs(10));
+    wait_for_metric(gmond, "load_one");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
