@@ -107,14 +107,9 @@ async fn read_all(mut s: TcpStream, addr: &str, timeout: Duration) -> Result<Vec
     }
 }
 
-fn grid_summary(g: &xml::Grid, now: u64) -> GridSnap {
-    let mut summary = Summary::default();
-    if let Some(h) = g.hosts {
-        summary.hosts_up = h.up;
-        summary.hosts_down = h.down;
-    }
-    for m in &g.metrics {
-        summary.metrics.push(SummaryMetric {
+fn summary_metrics(ms: &[xml::SummaryMetric]) -> Vec<SummaryMetric> {
+    ms.iter()
+        .map(|m| SummaryMetric {
             name: m.name.clone(),
             sum: m.sum.trim().parse().unwrap_or(0.0),
             num: m.num,
@@ -123,14 +118,88 @@ fn grid_summary(g: &xml::Grid, now: u64) -> GridSnap {
             slope: m.slope,
             precision_from: m.sum.clone(),
             extras: m.extras.clone(),
-        });
+        })
+        .collect()
+}
+
+/// A cluster's summary: its HOSTS/METRICS when it carries them, else computed
+/// from its hosts as gmetad does (alive = TN < 4 × TMAX, numeric metrics only).
+fn summarize_cluster(c: &xml::Cluster) -> Summary {
+    if let Some(h) = c.hosts_summary {
+        let mut metrics = summary_metrics(&c.metrics);
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        return Summary {
+            hosts_up: h.up,
+            hosts_down: h.down,
+            metrics,
+        };
     }
-    summary.metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut s = Summary::default();
+    for h in &c.hosts {
+        let alive = if h.tmax == 0 {
+            c.localtime.abs_diff(h.reported) < 60
+        } else {
+            h.tn < 4 * u64::from(h.tmax)
+        };
+        if !alive {
+            s.hosts_down += 1;
+            continue;
+        }
+        s.hosts_up += 1;
+        let mut one = Summary::default();
+        for m in h.metrics.iter().filter(|m| m.metric_type.is_numeric()) {
+            let Ok(x) = m.val.trim().parse::<f64>() else {
+                continue;
+            };
+            one.metrics.push(SummaryMetric {
+                name: m.name.clone(),
+                sum: x,
+                num: 1,
+                metric_type: m.metric_type,
+                units: m.units.clone(),
+                slope: m.slope,
+                precision_from: m.val.clone(),
+                extras: m
+                    .extras
+                    .iter()
+                    .filter(|(k, _)| k != "SPOOF_HOST")
+                    .cloned()
+                    .collect(),
+            });
+        }
+        s.merge(&one);
+    }
+    s
+}
+
+/// A grid seen from above is summary only (gmetad's authority rule): its own
+/// HOSTS/METRICS when present, else the sum of everything nested in it.
+fn summarize_grid(g: &xml::Grid) -> Summary {
+    if let Some(h) = g.hosts {
+        let mut metrics = summary_metrics(&g.metrics);
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        return Summary {
+            hosts_up: h.up,
+            hosts_down: h.down,
+            metrics,
+        };
+    }
+    let mut s = Summary::default();
+    for c in &g.clusters {
+        s.merge(&summarize_cluster(c));
+    }
+    for cg in &g.grids {
+        s.merge(&summarize_grid(cg));
+    }
+    s
+}
+
+fn grid_snap(g: &xml::Grid, now: u64) -> GridSnap {
     GridSnap {
         name: g.name.clone(),
         authority: g.authority.clone(),
         localtime: g.localtime.unwrap_or(now),
-        summary,
+        summary: summarize_grid(g),
         stale: !g.complete,
     }
 }
@@ -150,19 +219,15 @@ fn apply(state: &State, out: &xml::ParseOutcome, now: u64) -> (Vec<String>, Vec<
     for item in &out.document.items {
         match item {
             Item::Cluster(c) => take_cluster(c),
+            // A gmond source gives clusters (shown in full); a gmetad source
+            // gives its GRID, which becomes a child grid: summary only, like
+            // gmetad's `scalable` mode.
             Item::Grid(g) => {
-                // Authority mode: the top grid is the source's own; its clusters
-                // are ours to show in full, its child grids as summaries.
-                for c in &g.clusters {
-                    take_cluster(c);
-                }
-                for cg in &g.grids {
-                    grids.push(cg.name.clone());
-                    if cg.complete {
-                        state.replace_grid(grid_summary(cg, now));
-                    } else {
-                        stale_g.push(cg.name.clone());
-                    }
+                grids.push(g.name.clone());
+                if g.complete {
+                    state.replace_grid(grid_snap(g, now));
+                } else {
+                    stale_g.push(g.name.clone());
                 }
             }
             Item::Host(_) => {}

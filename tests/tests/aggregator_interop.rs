@@ -448,3 +448,105 @@ fn agent_metrics_come_back_right_after_an_aggregator_restart() {
         t.elapsed()
     );
 }
+
+fn start_gmetad(
+    dir: &std::path::Path,
+    name: &str,
+    grid: &str,
+    source: SocketAddr,
+) -> (ChildGuard, SocketAddr) {
+    let rrds = dir.join(format!("{name}-rrds"));
+    std::fs::create_dir_all(&rrds).unwrap();
+    let xml_port = free_tcp_port();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "data_source \"src\" 5 {source}\ngridname \"{grid}\"\nauthority \"http://{name}/\"\nxml_port {xml_port}\n\
+             interactive_port {}\nrrd_rootdir \"{}\"\nsetuid off\n",
+            free_tcp_port(),
+            rrds.display()
+        ),
+    )
+    .unwrap();
+    let g = ChildGuard::spawn(
+        "gmetad",
+        Command::new(require_binary("gmetad"))
+            .args(["-d", "1", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], xml_port));
+    wait_for_tcp(addr, Duration::from_secs(10));
+    (g, addr)
+}
+
+#[test]
+fn grid_of_grids_real_gmetad_below_and_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let gport = free_port_pair();
+    let gconf = gmond_conf(
+        dir.path(),
+        "lowclust",
+        gport,
+        Some(SocketAddr::from(([127, 0, 0, 1], gport))),
+    );
+    let _gmond = start_gmond(&gconf, gport);
+    let (_lower, lower_xml) = start_gmetad(
+        dir.path(),
+        "lower",
+        "Lower",
+        SocketAddr::from(([127, 0, 0, 1], gport)),
+    );
+    wait_for_metric(lower_xml, "load_one");
+
+    // The aggregator polls the lower gmetad: it becomes a child grid, summary only.
+    let agg = Aggregator::start(
+        "middle",
+        &format!(
+            "[[data_source]]\nname = \"lower\"\npoll_secs = 2\naddresses = [\"{lower_xml}\"]\n"
+        ),
+    );
+    let doc = wait_until("child grid in our dump", Duration::from_secs(20), || {
+        let d = read_tcp(agg.dump, None);
+        String::from_utf8_lossy(&d)
+            .contains("<GRID NAME=\"Lower\"")
+            .then_some(d)
+    });
+    xmllint_valid(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let d = parse(&doc);
+    let Item::Grid(top) = &d.items[0] else {
+        panic!("GRID")
+    };
+    let lower = top
+        .grids
+        .iter()
+        .find(|g| g.name == "Lower")
+        .expect("child grid");
+    assert_eq!(lower.authority, "http://lower/");
+    assert_eq!(lower.hosts.map(|h| (h.up, h.down)), Some((1, 0)));
+    let load = lower
+        .metrics
+        .iter()
+        .find(|m| m.name == "load_one")
+        .expect("summary METRICS");
+    assert_eq!(load.num, 1);
+    assert!(lower.clusters.is_empty(), "a child grid is summary only");
+    let s = read_tcp(agg.query, Some(b"/?filter=summary\n"));
+    xmllint_valid(&s).unwrap();
+    assert!(String::from_utf8_lossy(&s).contains("<GRID NAME=\"Lower\""));
+
+    // A real gmetad above polls our 8651 and sees our grid, without parse errors.
+    let (_upper, upper_xml) = start_gmetad(dir.path(), "upper", "Upper", agg.dump);
+    let up = wait_until(
+        "our grid in the upper gmetad",
+        Duration::from_secs(30),
+        || {
+            let d = read_tcp(upper_xml, None);
+            let t = String::from_utf8_lossy(&d).into_owned();
+            (t.contains("<GRID NAME=\"TestGrid\"") && t.contains("NAME=\"load_one\"")).then_some(t)
+        },
+    );
+    assert!(up.contains("<HOSTS UP=\"1\""), "{up}");
+}
