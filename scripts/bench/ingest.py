@@ -55,6 +55,22 @@ def cpu_secs(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def read_xml(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    chunks = []
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
 def udp_drops(port):
     total = 0
     for path in ("/proc/net/udp", "/proc/net/udp6"):
@@ -79,6 +95,7 @@ def gmond_conf(tmp, port):
     if mods:
         text = text.replace("globals {", 'globals {\n  module_dir = "%s"' % os.path.dirname(mods[0]), 1)
     text += "\nudp_recv_channel {\n  port = %d\n  bind = 127.0.0.1\n  buffer = 4194304\n}\n" % port
+    text += "\ntcp_accept_channel {\n  port = %d\n  bind = 127.0.0.1\n}\n" % port
     path = os.path.join(tmp, "gmond.conf")
     with open(path, "w") as f:
         f.write(text)
@@ -88,10 +105,10 @@ def gmond_conf(tmp, port):
 def agg_conf(tmp, port):
     path = os.path.join(tmp, "agg.toml")
     with open(path, "w") as f:
-        f.write('grid_name = "bench"\nrrd_root = "%s/rrds"\n[[cluster]]\nname = "bench"\n'
-                'udp_listen = "127.0.0.1:%d"\nxml_listen = ""\nreverse_dns = false\n'
+        f.write('grid_name = "bench"\nwrite_rrds = false\nrrd_root = "%s/rrds"\n[[cluster]]\nname = "bench"\n'
+                'udp_listen = "127.0.0.1:%d"\nxml_listen = "127.0.0.1:%d"\nreverse_dns = false\n'
                 'recv_buffer_bytes = 4194304\n[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = ""\n'
-                % (tmp, port))
+                % (tmp, port, port))
     return path
 
 
@@ -110,15 +127,35 @@ def run(name, argv, port, meta, values, rounds, pps=None):
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         dst = ("127.0.0.1", port)
-        for p in meta:
+        # Metadata paced (~20k/s) so both receivers know every metric before
+        # the value blast; otherwise RSS and dump size are not comparable.
+        for i, p in enumerate(meta):
             out.sendto(p, dst)
+            if i % 500 == 499:
+                time.sleep(0.025)
         time.sleep(0.5)
         drops0, cpu0 = udp_drops(port), cpu_secs(proc.pid)
         sent, send_secs = blast(values, port, rounds, pps)
         time.sleep(1.0)
         drops, cpu = udp_drops(port) - drops0, cpu_secs(proc.pid) - cpu0
+        rss = rss_kb(proc.pid)
+        # Full XML dump of everything received, while a paced sender keeps
+        # ingest going (the dump must not stall it, nor it the dump).
+        bg = subprocess.Popen(["taskset", "-c", "1", os.path.join(ROOT, "target/release/udp-blast"), values,
+                               "127.0.0.1:%d" % port, "1000", "100000"], stdout=subprocess.DEVNULL)
+        times, size = [], 0
+        try:
+            for _ in range(5):
+                t = time.time()
+                size = len(read_xml(port))
+                times.append(time.time() - t)
+        finally:
+            bg.kill()
+            bg.wait()
+        times.sort()
         return {"name": name, "sent": sent, "drops": drops, "offered_pps": sent / send_secs,
-                "cpu_s": cpu, "us_per_pkt": cpu / max(sent - drops, 1) * 1e6}
+                "cpu_s": cpu, "us_per_pkt": cpu / max(sent - drops, 1) * 1e6, "rss_kb": rss,
+                "dump_s": times[len(times) // 2], "dump_bytes": size}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -149,13 +186,17 @@ def main():
         p = free_port()
         results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name, a.rounds, a.pps))
     print("%d hosts x 30 metrics, %d value packets per receiver" % (a.hosts, results[0]["sent"]))
-    print("| receiver | offered pkt/s | dropped | CPU s | CPU µs per received packet |")
-    print("|---|---|---|---|---|")
+    nmetrics = a.hosts * 30
+    print("| receiver | offered pkt/s | dropped | CPU µs per received packet | RSS KB | RSS bytes per metric | XML dump s (bytes) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        print("| %s | %.0f | %d (%.1f %%) | %.2f | %.2f |" % (r["name"], r["offered_pps"], r["drops"],
-              100.0 * r["drops"] / r["sent"], r["cpu_s"], r["us_per_pkt"]))
+        print("| %s | %.0f | %d (%.1f %%) | %.2f | %d | %.0f | %.3f (%d) |" % (r["name"], r["offered_pps"], r["drops"],
+              100.0 * r["drops"] / r["sent"], r["us_per_pkt"], r["rss_kb"], r["rss_kb"] * 1024.0 / nmetrics,
+              r["dump_s"], r["dump_bytes"]))
     g, o = results
-    print("\nCPU per packet, gmond / ganglion: %.1fx" % (g["us_per_pkt"] / max(o["us_per_pkt"], 1e-9)))
+    print("\ngmond / ganglion: CPU per packet %.1fx, RSS %.1fx, XML dump time %.1fx"
+          % (g["us_per_pkt"] / max(o["us_per_pkt"], 1e-9), g["rss_kb"] / max(o["rss_kb"], 1),
+             g["dump_s"] / max(o["dump_s"], 1e-9)))
 
 
 if __name__ == "__main__":
