@@ -2,6 +2,9 @@
 //! with `proto` and applying to the state. Bad datagrams are counted and logged
 //! once per source per minute; nothing here can stop other senders' data.
 //!
+//! Datagrams are read in batches with `recvmmsg` (up to 64 per system call,
+//! blocking for the first only), so a busy receiver pays one syscall per batch.
+//!
 //! Metadata requests (136) go back to the sender's own address and port, so a
 //! `ganglion-agent` (which listens on its sending socket) re-sends metadata at
 //! once after an aggregator restart; gmond senders simply ignore them.
@@ -117,18 +120,71 @@ pub struct Receiver {
     pub shutdown: CancellationToken,
 }
 
+const BATCH: usize = 64;
+
+/// Receives up to `bufs.len()` datagrams in one `recvmmsg` call, blocking
+/// (up to the socket's read timeout) for the first only.
+fn recv_batch(
+    sock: &UdpSocket,
+    bufs: &mut [Vec<u8>],
+    out: &mut Vec<(usize, SocketAddr)>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg,
+    };
+    use std::os::fd::AsRawFd;
+    out.clear();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
+    let mut iovs: Vec<[std::io::IoSliceMut<'_>; 1]> = bufs
+        .iter_mut()
+        .map(|b| [std::io::IoSliceMut::new(b.as_mut_slice())])
+        .collect();
+    let res = recvmmsg(
+        sock.as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    for r in res {
+        let addr = r.address.and_then(|a| match a.family() {
+            Some(AddressFamily::Inet) => a
+                .as_sockaddr_in()
+                .map(|s| SocketAddr::V4(std::net::SocketAddrV4::from(*s))),
+            Some(AddressFamily::Inet6) => a
+                .as_sockaddr_in6()
+                .map(|s| SocketAddr::V6(std::net::SocketAddrV6::from(*s))),
+            _ => None,
+        });
+        if let Some(addr) = addr {
+            out.push((r.bytes, addr));
+        }
+    }
+    Ok(())
+}
+
+/// Per-thread scratch space and rate limits.
+struct Scratch {
+    limiter: LogLimiter,
+    asked: HashMap<(SocketAddr, String), u64>,
+    out: Vec<u8>,
+}
+
 impl Receiver {
     /// Runs until shutdown; meant for a dedicated thread.
     pub fn run(self) {
-        let counters = self.state.counters().clone();
-        let limiter = LogLimiter::new(Duration::from_secs(60));
-        // One slot more than gmond's buffer, so an oversized datagram is detected.
-        let mut buf = vec![0u8; MAX_RECV_LEN + 1];
-        let mut asked: HashMap<(SocketAddr, String), u64> = HashMap::new();
-        let mut out = Vec::with_capacity(256);
+        // One byte more than gmond's buffer, so an oversized datagram is detected.
+        let mut bufs = vec![vec![0u8; MAX_RECV_LEN + 1]; BATCH];
+        let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+        let mut scratch = Scratch {
+            limiter: LogLimiter::new(Duration::from_secs(60)),
+            asked: HashMap::new(),
+            out: Vec::with_capacity(256),
+        };
         while !self.shutdown.is_cancelled() {
-            let (n, src) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
+            match recv_batch(&self.socket, &mut bufs, &mut got) {
+                Ok(()) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -144,54 +200,61 @@ impl Receiver {
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
-            };
-            counters.datagrams.fetch_add(1, Ordering::Relaxed);
-            // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
-            let data = &buf[..n.min(MAX_RECV_LEN)];
-            let msg = match xdr::decode(data) {
-                Ok(m) => m,
-                Err(DecodeError::UnknownMessage { id }) => {
-                    counters.unknown_messages.fetch_add(1, Ordering::Relaxed);
-                    if limiter.allow(src.ip()) {
-                        tracing::warn!(%src, id, "ignoring datagram with unknown message id (logged once a minute per sender)");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    if limiter.allow(src.ip()) {
-                        tracing::warn!(%src, error = %e, len = n, "dropping undecodable datagram (logged once a minute per sender)");
-                    }
-                    continue;
-                }
-            };
-            if matches!(msg, Message::Metadata(_) | Message::Value(_))
-                && msg.metric_id().spoof
-                && msg.metric_id().spoof_parts().is_none()
-                && limiter.allow(src.ip())
-            {
-                tracing::warn!(%src, host = %msg.metric_id().host, "incorrect format for spoof argument (want IP:name)");
             }
-            let name = self.resolver.name(canonical_ip(src.ip()));
-            let now = now_secs();
-            let outcome = self
-                .state
-                .apply(self.cluster, src, name.as_deref(), msg, now);
-            if let Some(req) = outcome.request_metadata {
-                // At most one request per sender and metric every 10 s.
-                let key = (src, req.name.clone());
-                if asked.get(&key).is_none_or(|t| now >= t + 10) {
-                    if asked.len() > 100_000 {
-                        asked.clear();
-                    }
-                    asked.insert(key, now);
-                    if xdr::encode_into(&Message::MetadataRequest(req), &mut out).is_ok()
-                        && self.socket.send_to(&out, src).is_ok()
-                    {
-                        counters
-                            .metadata_requests_sent
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
+            for (k, &(n, src)) in got.iter().enumerate() {
+                self.handle(&bufs[k], n, src, &mut scratch);
+            }
+        }
+    }
+
+    fn handle(&self, buf: &[u8], n: usize, src: SocketAddr, s: &mut Scratch) {
+        let counters = self.state.counters();
+        counters.datagrams.fetch_add(1, Ordering::Relaxed);
+        // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
+        let data = &buf[..n.min(MAX_RECV_LEN)];
+        let msg = match xdr::decode(data) {
+            Ok(m) => m,
+            Err(DecodeError::UnknownMessage { id }) => {
+                counters.unknown_messages.fetch_add(1, Ordering::Relaxed);
+                if s.limiter.allow(src.ip()) {
+                    tracing::warn!(%src, id, "ignoring datagram with unknown message id (logged once a minute per sender)");
+                }
+                return;
+            }
+            Err(e) => {
+                counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                if s.limiter.allow(src.ip()) {
+                    tracing::warn!(%src, error = %e, len = n, "dropping undecodable datagram (logged once a minute per sender)");
+                }
+                return;
+            }
+        };
+        if matches!(msg, Message::Metadata(_) | Message::Value(_))
+            && msg.metric_id().spoof
+            && msg.metric_id().spoof_parts().is_none()
+            && s.limiter.allow(src.ip())
+        {
+            tracing::warn!(%src, host = %msg.metric_id().host, "incorrect format for spoof argument (want IP:name)");
+        }
+        let name = self.resolver.name(canonical_ip(src.ip()));
+        let now = now_secs();
+        let outcome = self
+            .state
+            .apply(self.cluster, src, name.as_deref(), msg, now);
+        if let Some(req) = outcome.request_metadata {
+            // At most one request per sender and metric every 10 s.
+            let key = (src, req.name.clone());
+            if s.asked.get(&key).is_none_or(|t| now >= t + 10) {
+                if s.asked.len() > 100_000 {
+                    s.asked.clear();
+                }
+                s.asked.insert(key, now);
+                if xdr::encode_into(&Message::MetadataRequest(req), &mut s.out).is_ok()
+                    && self.socket.send_to(&s.out, src).is_ok()
+                {
+                    counters
+                        .metadata_requests_sent
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
