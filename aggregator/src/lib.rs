@@ -92,8 +92,17 @@ async fn bind_tcp(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Binds every listener and starts every task. Returns once all are bound.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
+    // One absolute root for the writer, the readers and rrdcached (which
+    // resolves relative names against its own directory).
+    if config.write_rrds {
+        std::fs::create_dir_all(&config.rrd_root)
+            .with_context(|| format!("cannot create rrd_root {}", config.rrd_root.display()))?;
+    }
+    if let Ok(abs) = std::fs::canonicalize(&config.rrd_root) {
+        config.rrd_root = abs;
+    }
     let counters = Arc::new(Counters::default());
     let infos: Vec<ClusterInfo> = config
         .cluster

@@ -492,11 +492,23 @@ impl Writer {
                 }
                 Ok(Command::Flush(paths, ack)) => {
                     self.commit_journal();
-                    if paths.is_empty() {
+                    let targets: Vec<PathBuf> = if paths.is_empty() {
                         self.flush_all();
+                        self.last_written.keys().cloned().collect()
                     } else {
-                        for p in paths {
-                            self.write_file(p);
+                        for p in &paths {
+                            self.write_file(p.clone());
+                        }
+                        paths
+                    };
+                    // With rrdcached, the daemon holds the values too: FLUSH
+                    // them so readers of the files see everything.
+                    if let Some(c) = &mut self.cached {
+                        for p in targets.iter().filter(|p| p.exists()) {
+                            if let Err(e) = c.flush(p) {
+                                tracing::warn!(error = %e, "rrdcached FLUSH failed");
+                                break;
+                            }
                         }
                     }
                     let _ = ack.send(());

@@ -295,7 +295,29 @@ fn rrdcached_backend_writes_through_the_real_daemon() {
     wait_until("file created", Duration::from_secs(10), || {
         file.exists().then_some(())
     });
-    // rrdcached holds the updates (-w 3600) until we flush through the daemon.
+    // rrdcached holds the updates (-w 3600): the aggregator's flush endpoint
+    // makes its readers see them (it FLUSHes the daemon too).
+    let resp = read_tcp(
+        agg.http,
+        Some(b"POST /api/flush HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert!(
+        String::from_utf8_lossy(&resp).contains("\"flushed\":true"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    let plain = Command::new(workspace_bin("rrd-export"))
+        .arg(&file)
+        .args(["-s", "end-30", "-e", "now", "-r", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        text.lines()
+            .skip(1)
+            .any(|l| l.ends_with(",30") || l.ends_with(",31") || l.ends_with(",32")),
+        "values on disk after /api/flush: {text}"
+    );
     let out = Command::new(require_binary("rrdtool"))
         .args([
             "lastupdate",
