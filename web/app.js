@@ -72,7 +72,9 @@ const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2"
 
 // ---- charts ------------------------------------------------------------------
 // query: {cluster?, host?, hosts?, metric, title, units, desc}
-function chart(container, query, small) {
+// batch: optional {query, entries}: charts of one metric for many hosts that
+// share one series request (small multiples), drawn by drawBatch.
+function chart(container, query, small, batch) {
   const box = el("div", { class: "chart", "data-testid": "chart", "data-metric": query.metric });
   const dl = el("span", { class: "dl" });
   const titleEl = query.href ? link(query.title || query.metric, query.href) : el("span", {}, query.title || query.metric);
@@ -81,9 +83,9 @@ function chart(container, query, small) {
   const body = el("div", { class: "plot" });
   box.append(body);
   container.append(box);
-  const entry = { box, body, dl, query, small, plot: null };
+  const entry = { box, body, dl, query, small, plot: null, batch };
   charts.push(entry);
-  draw(entry);
+  if (batch) batch.entries.push(entry); else draw(entry);
   return entry;
 }
 function seriesUrl(q, kind, extra) {
@@ -95,16 +97,45 @@ function seriesUrl(q, kind, extra) {
   for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
   return `/api/${kind}?` + p.toString();
 }
+function plotWidth(entry) {
+  return Math.max(200, Math.floor(entry.body.clientWidth || entry.box.clientWidth || 400));
+}
+function showError(entry, e) {
+  entry.body.replaceChildren(el("div", { class: "empty" }, "error: " + e.message));
+  entry.plot = null;
+}
 async function draw(entry) {
-  const { query, body, box, dl } = entry;
-  const width = Math.max(200, Math.floor(body.clientWidth || box.clientWidth || 400));
+  if (entry.batch) return drawBatch(entry.batch);
+  const width = plotWidth(entry);
+  try {
+    plotData(entry, await api(seriesUrl(entry.query, "series", { points: Math.min(10000, Math.max(10, width)) })), width);
+  } catch (e) {
+    showError(entry, e);
+  }
+}
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+// One request for every chart of the batch; each gets its host's column.
+async function drawBatch(batch) {
+  if (!batch.entries.length) return;
+  const width = plotWidth(batch.entries[0]);
+  const hosts = "^(?:" + batch.entries.map((e) => escapeRe(e.query.host)).join("|") + ")$";
   let data;
   try {
-    data = await api(seriesUrl(query, "series", { points: Math.min(10000, Math.max(10, width)) }));
+    data = await api(seriesUrl({ ...batch.query, hosts }, "series", { points: Math.min(10000, Math.max(10, width)) }));
   } catch (e) {
-    body.replaceChildren(el("div", { class: "empty" }, "error: " + e.message));
+    for (const entry of batch.entries) showError(entry, e);
     return;
   }
+  const byHost = new Map(data.columns.map((c, i) => [c.host, i]));
+  for (const entry of batch.entries) {
+    const i = byHost.get(entry.query.host);
+    const cols = i === undefined ? [] : [data.columns[i]];
+    const values = i === undefined ? [] : [data.values[i]];
+    plotData(entry, { ...data, times: cols.length ? data.times : [], columns: cols, values }, width);
+  }
+}
+function plotData(entry, data, width) {
+  const { query, body, box, dl } = entry;
   dl.replaceChildren(
     el("a", { href: seriesUrl(query, "export", { format: "csv" }), download: "" }, "CSV"),
     el("a", { href: seriesUrl(query, "export", { format: "json" }), download: "" }, "JSON"));
@@ -123,7 +154,7 @@ async function draw(entry) {
     entry.plot.setData(aligned);
     return;
   }
-  const names = cols.map(({ c }) => query.hosts ? c.name.split("/")[1] : (query.host || query.cluster || "grid"));
+  const names = cols.map(({ c }) => query.hosts ? (c.host ?? c.name) : (query.host || query.cluster || "grid"));
   const opts = {
     width,
     height: entry.small ? 120 : 200,
@@ -156,7 +187,12 @@ function scheduleRefresh() {
       const now = await structure.probe().catch(() => structure.sig);
       if (now !== structure.sig) { render(); return; }
     }
-    for (const c of charts) if (document.body.contains(c.box)) draw(c);
+    const batches = new Set();
+    for (const c of charts) {
+      if (!document.body.contains(c.box)) continue;
+      if (c.batch) batches.add(c.batch); else draw(c);
+    }
+    for (const b of batches) drawBatch(b);
   }, secs * 1000);
 }
 
@@ -206,7 +242,8 @@ function heatColor(load, cpus) {
 }
 
 async function clusterView(view, name) {
-  const url = `/api/cluster/${encodeURIComponent(name)}`;
+  const wanted = parseHash().params.get("m") || "load_one";
+  const url = `/api/cluster/${encodeURIComponent(name)}?metric=${encodeURIComponent(wanted)}`;
   const c = await api(url);
   const sig = (x) => x.hosts.map((h) => h.name + h.alive).join(",") + "|" + x.metrics.join(",");
   structure = { sig: sig(c), probe: async () => sig(await api(url)) };
@@ -236,13 +273,16 @@ async function clusterView(view, name) {
   view.append(el("h2", {}, "Hosts"), el("div", { class: "toolbar" }, "metric ", sel, " sort by ", sortSel, filt,
     link("aggregate graph", ["metric", c.name, metric || ""])));
   let hosts = c.hosts.filter((h) => h.name.toLowerCase().includes(filter.toLowerCase()));
-  if (sort === "value") hosts.sort((a, b) => (b[metric] ?? -Infinity) - (a[metric] ?? -Infinity));
+  // Values come with the cluster answer (?metric=) for the chosen metric.
+  if (sort === "value" && metric === wanted) hosts.sort((a, b) => (b.value ?? -Infinity) - (a.value ?? -Infinity));
   const small = el("div", { class: "charts small" });
   view.append(small);
   if (!metric) return;
+  const batch = { query: { cluster: c.name, metric }, entries: [] };
   for (const h of hosts.slice(0, 60)) {
-    chart(small, { cluster: c.name, host: h.name, metric, title: h.name, href: ["host", c.name, h.name] }, true);
+    chart(small, { cluster: c.name, host: h.name, metric, title: h.name, href: ["host", c.name, h.name] }, true, batch);
   }
+  drawBatch(batch);
   if (hosts.length > 60) view.append(el("p", { class: "muted" }, `${hosts.length - 60} more hosts: narrow the filter.`));
 }
 

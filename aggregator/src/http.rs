@@ -146,7 +146,18 @@ async fn grid(AxState(app): AxState<AppState>) -> axum::Json<Value> {
     }))
 }
 
-async fn cluster(AxState(app): AxState<AppState>, Path(name): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct ClusterQ {
+    /// Adds each host's current value of this metric as `value` (the
+    /// dashboard sorts small multiples by it).
+    metric: Option<String>,
+}
+
+async fn cluster(
+    AxState(app): AxState<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ClusterQ>,
+) -> Response {
     let snap = app.state.snapshot(now_secs());
     let Some(c) = snap.cluster(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("unknown cluster {name:?}"));
@@ -161,7 +172,24 @@ async fn cluster(AxState(app): AxState<AppState>, Path(name): Path<String>) -> R
     metrics.sort_unstable();
     metrics.dedup();
     let mut v = cluster_brief(c);
-    v["hosts"] = c.hosts.iter().map(host_brief).collect::<Vec<_>>().into();
+    v["hosts"] = c
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut b = host_brief(h);
+            if let Some(m) = &q.metric {
+                b["value"] = h
+                    .metrics
+                    .iter()
+                    .find(|x| &x.name == m)
+                    .and_then(|x| x.number)
+                    .filter(|x| x.is_finite())
+                    .into();
+            }
+            b
+        })
+        .collect::<Vec<_>>()
+        .into();
     v["metrics"] = metrics.into();
     v["summary"] = summary_json(&c.summary);
     v.into_response_json()
@@ -282,6 +310,8 @@ struct Resolved {
     start: i64,
     end: i64,
     resolution: Option<u64>,
+    /// Most rows a series answer may have (the graph's width in pixels).
+    points: usize,
     cf: rrd_export::Cf,
 }
 
@@ -368,6 +398,7 @@ fn resolve(app: &AppState, snap: &Snapshot, q: &SeriesQ) -> Result<Resolved, Api
         start,
         end,
         resolution,
+        points: points as usize,
         cf,
     })
 }
@@ -399,31 +430,77 @@ async fn series(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
         cf: r.cf,
         resolution: r.resolution,
     };
-    let out = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+    let points = r.points;
+    let out = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let j = rrd_export::join(&req, |_, _| {}).map_err(|e| e.to_string())?;
-        let times: Vec<i64> = j.times().collect();
-        let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(times.len()); j.columns.len()];
-        let mut row = Vec::new();
-        for t in &times {
-            row.clear();
-            j.row(*t, &mut row);
-            for (c, v) in row.iter().enumerate() {
-                // Charts draw gaps for null; ±Inf cannot be plotted either.
-                cols[c].push(v.is_finite().then_some(*v));
-            }
-        }
-        Ok(json!({
-            "start": j.first - j.step as i64, "end": j.end, "step": j.step,
-            "columns": j.columns.iter().map(|c| json!({ "name": c.name, "ds": c.ds })).collect::<Vec<_>>(),
-            "times": times, "values": cols,
-        }))
+        let (times, step, cols) = j.decimated(points);
+        Ok(series_json(&j, &times, step, &cols))
     })
     .await;
     match out {
-        Ok(Ok(v)) => v.into_response_json(),
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// The series document, written straight to bytes: a 1000-host day is about
+/// a million numbers, and building a `serde_json::Value` tree of them first
+/// would cost more than reading the RRD files.
+fn series_json(j: &rrd_export::Joined, times: &[i64], step: u64, cols: &[Vec<f64>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + times.len() * 12 * (cols.len() + 1));
+    let mut ib = itoa::Buffer::new();
+    let mut rb = ryu::Buffer::new();
+    let start = times.first().map_or(j.first, |t| t - step as i64);
+    out.extend_from_slice(b"{\"start\":");
+    out.extend_from_slice(ib.format(start).as_bytes());
+    out.extend_from_slice(b",\"end\":");
+    out.extend_from_slice(ib.format(j.end).as_bytes());
+    out.extend_from_slice(b",\"step\":");
+    out.extend_from_slice(ib.format(step).as_bytes());
+    out.extend_from_slice(b",\"columns\":");
+    let columns: Vec<Value> = j
+        .columns
+        .iter()
+        .map(|c| {
+            let host = match &c.series {
+                Some(Series::Host { host, .. }) => Some(host.as_str()),
+                _ => None,
+            };
+            json!({ "name": c.name, "ds": c.ds, "host": host })
+        })
+        .collect();
+    out.extend_from_slice(Value::from(columns).to_string().as_bytes());
+    out.extend_from_slice(b",\"times\":[");
+    for (i, t) in times.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(ib.format(*t).as_bytes());
+    }
+    out.extend_from_slice(b"],\"values\":[");
+    for (c, col) in cols.iter().enumerate() {
+        out.extend_from_slice(if c > 0 { b",[" } else { b"[" });
+        for (i, v) in col.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Charts draw gaps for null; ±Inf cannot be plotted either.
+            if v.is_finite() {
+                out.extend_from_slice(trim_float(rb.format_finite(*v)).as_bytes());
+            } else {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `1.0` → `1`: ryu always writes a fraction; JSON readers do not need it.
+fn trim_float(s: &str) -> &str {
+    s.strip_suffix(".0").unwrap_or(s)
 }
 
 /// Downloads of the shown data, through the same library as the CLI.
@@ -778,6 +855,57 @@ mod tests {
         assert_eq!(
             (s, v["times"].as_array().map(Vec::len)),
             (StatusCode::OK, Some(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn series_is_decimated_to_points_and_names_hosts() {
+        let (r, dir) = app();
+        let file = layout::path(
+            dir.path(),
+            &Series::Host {
+                cluster: "c1".into(),
+                host: "node1".into(),
+                metric: "load_one".into(),
+            },
+            false,
+        );
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let last = (now_secs() as i64 / 15 - 1) * 15;
+        let first = last - 7200;
+        let defs = ["DS:sum:GAUGE:120:U:U", "RRA:AVERAGE:0.5:1:1000"].map(String::from);
+        ganglion_rrd::create(&file, 15, first - 15, &defs).unwrap();
+        let ups: Vec<String> = (0..=480)
+            .map(|k| format!("{}:{k}", first + k * 15))
+            .collect();
+        ganglion_rrd::update(&file, &ups).unwrap();
+
+        let uri = format!(
+            "/api/series?cluster=c1&hosts=node&metric=load_one&start={}&end={last}&points=100",
+            first
+        );
+        let (s, v) = get(&r, &uri).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let times = v["times"].as_array().unwrap();
+        assert!(
+            times.len() <= 100 && times.len() >= 90,
+            "{} rows",
+            times.len()
+        );
+        assert_eq!(v["step"], 75, "480 rows of 15 s merged 5 by 5");
+        assert_eq!(v["columns"][0]["host"], "node1");
+        // Each merged row is the average of its five 15 s rows, ending on a
+        // multiple of 75 s: the value k at time first + 15k averages to
+        // the middle member's k.
+        let t = times[10].as_i64().unwrap();
+        assert_eq!(t % 75, 0);
+        let want = ((t - 30 - first) / 15) as f64;
+        assert_eq!(v["values"][0][10].as_f64(), Some(want));
+
+        let (s, v) = get(&r, "/api/cluster/c1?metric=load_one").await;
+        assert_eq!(
+            (s, v["hosts"][0]["value"].as_f64()),
+            (StatusCode::OK, Some(0.5))
         );
     }
 

@@ -326,7 +326,9 @@ fn label(src: &Source, ds: &str, n_ds: usize) -> String {
     }
 }
 
-fn consolidate(vals: impl Iterator<Item = f64>, cf: Cf) -> f64 {
+/// Consolidates values with `cf` the way rrdtool consolidates PDPs: NaN
+/// inputs are skipped, and the result is NaN only when every input is.
+pub fn consolidate(vals: impl Iterator<Item = f64>, cf: Cf) -> f64 {
     let mut acc: Option<f64> = None;
     let mut n = 0u32;
     for v in vals.filter(|v| !v.is_nan()) {
@@ -466,6 +468,56 @@ impl Joined {
                 out.push(v);
             }
         }
+    }
+}
+
+impl Joined {
+    /// The table column by column, with at most `max_rows` rows: when the
+    /// chosen RRA has more rows than that, runs of `k` consecutive rows are
+    /// consolidated with the request's CF (so a graph `max_rows` pixels wide
+    /// gets one point per pixel). Each merged row carries the timestamp of its
+    /// last member, as an RRA row does. Returns `(times, step, columns)`.
+    pub fn decimated(&self, max_rows: usize) -> (Vec<i64>, u64, Vec<Vec<f64>>) {
+        let times: Vec<i64> = self.times().collect();
+        let k = times.len().div_ceil(max_rows.max(1)).max(1);
+        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(times.len()); self.columns.len()];
+        let mut row = Vec::with_capacity(self.columns.len());
+        for t in &times {
+            row.clear();
+            self.row(*t, &mut row);
+            for (c, v) in row.iter().enumerate() {
+                cols[c].push(*v);
+            }
+        }
+        if k == 1 {
+            return (times, self.step, cols);
+        }
+        // Buckets end on multiples of k·step so that refreshes and different
+        // ranges merge the same rows (stable graphs while live).
+        let big = self.step as i64 * k as i64;
+        let mut out_times = Vec::with_capacity(times.len() / k + 1);
+        let mut bounds = Vec::with_capacity(times.len() / k + 1);
+        let mut lo = 0;
+        while lo < times.len() {
+            let end = (times[lo] + big - 1).div_euclid(big) * big;
+            let mut hi = lo;
+            while hi < times.len() && times[hi] <= end {
+                hi += 1;
+            }
+            out_times.push(times[hi - 1]);
+            bounds.push((lo, hi));
+            lo = hi;
+        }
+        let cols = cols
+            .iter()
+            .map(|c| {
+                bounds
+                    .iter()
+                    .map(|&(a, b)| consolidate(c[a..b].iter().copied(), self.cf))
+                    .collect()
+            })
+            .collect();
+        (out_times, self.step * k as u64, cols)
     }
 }
 
@@ -690,6 +742,42 @@ mod tests {
         assert_eq!(consolidate(xs.into_iter(), Cf::Max), 3.0);
         assert_eq!(consolidate(xs.into_iter(), Cf::Last), 3.0);
         assert!(consolidate([f64::NAN].into_iter(), Cf::Average).is_nan());
+    }
+
+    #[test]
+    fn decimation_merges_aligned_runs_with_the_cf() {
+        // Ten rows at 10 s: t = 110..=200, values 1..=10, one gap.
+        let mut data: Vec<f64> = (1..=10).map(f64::from).collect();
+        data[3] = f64::NAN;
+        let j = Joined {
+            fetched: vec![Fetched {
+                start: 100,
+                end: 200,
+                step: 10,
+                ds_names: vec!["sum".into()],
+                data,
+            }],
+            cf: Cf::Average,
+            step: 10,
+            first: 110,
+            end: 200,
+            columns: vec![Column {
+                name: "x".into(),
+                file: "x.rrd".into(),
+                ds: "sum".into(),
+                series: None,
+            }],
+            warnings: vec![],
+        };
+        let (t, step, c) = j.decimated(100);
+        assert_eq!((t.len(), step), (10, 10));
+        assert!(c[0][3].is_nan());
+        // At most 4 rows: k = 3, buckets end on multiples of 30 s.
+        let (t, step, c) = j.decimated(4);
+        assert_eq!(step, 30);
+        assert_eq!(t, vec![120, 150, 180, 200]);
+        // (1+2)/2, (3+5)/2 (NaN skipped), (6+7+8)/3, (9+10)/2
+        assert_eq!(c[0], vec![1.5, 4.0, 7.0, 9.5]);
     }
 
     #[test]

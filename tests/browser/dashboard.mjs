@@ -3,18 +3,12 @@
 // Clicks grid → cluster → host → metric, checks that graphs draw the points the
 // series API returns, that drag-zoom changes the range, and that a metric sent
 // after the page opened appears without a reload. Screenshots go to ARTIFACT_DIR.
-import { chromium } from "playwright-core";
+import { launch, fail } from "./launch.mjs";
 import { execFileSync } from "node:child_process";
 
 const [base, artifacts, cluster, host, ...lateCmd] = process.argv.slice(2);
-const fail = (msg) => { console.error("FAIL: " + msg); process.exit(1); };
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
-const browser = await chromium.launch({
-  executablePath,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on("pageerror", (e) => fail("page error: " + e.message));

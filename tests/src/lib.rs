@@ -354,3 +354,65 @@ pub fn start_gmond(conf: &Path, port: u16) -> ChildGuard {
     );
     g
 }
+
+/// Sends gmetric-style traffic for `hosts` synthetic hosts (`host0000`, …,
+/// spoofed as `10.x.y.z:hostNNNN`): metadata then a float value for each of
+/// `metrics`, the value given by `value(host_index, metric_index)`. Paced in
+/// small bursts so a default socket buffer never overflows.
+pub fn send_synthetic_hosts(
+    to: SocketAddr,
+    hosts: usize,
+    metrics: &[&str],
+    value: impl Fn(usize, usize) -> f32,
+) {
+    use ganglion_proto::model::MetricMeta;
+    use ganglion_proto::xdr::{self, Message, MetadataMsg, MetricId, Value, ValueMsg};
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for h in 0..hosts {
+        let host = format!("10.{}.{}.{}:host{h:04}", h >> 16, (h >> 8) & 255, h & 255);
+        for (k, m) in metrics.iter().enumerate() {
+            let id = MetricId {
+                host: host.clone(),
+                name: m.to_string(),
+                spoof: true,
+            };
+            let meta = Message::Metadata(MetadataMsg {
+                id: id.clone(),
+                meta: MetricMeta {
+                    type_name: "float".into(),
+                    name: m.to_string(),
+                    units: " ".into(),
+                    slope: 3,
+                    tmax: 60,
+                    dmax: 0,
+                    extra: vec![
+                        ("GROUP".into(), "synthetic".into()),
+                        ("SPOOF_HOST".into(), host.clone()),
+                    ],
+                },
+            });
+            let val = Message::Value(ValueMsg {
+                id,
+                fmt: "%.2f".into(),
+                value: Value::Float(value(h, k)),
+            });
+            for msg in [meta, val] {
+                sock.send_to(&xdr::encode(&msg).unwrap(), to).unwrap();
+            }
+        }
+        if h % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The body of `GET path` on an HTTP/1.0 server at `addr` (headers stripped).
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let raw = read_tcp(
+        addr,
+        Some(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string())
+}
