@@ -444,6 +444,15 @@ impl State {
                 })
             }
         };
+        // The reverse lookup may finish before the host's first packet is
+        // applied (then `rename_host` found nothing to rename): name it now.
+        if !id.spoof
+            && !trust
+            && host.name == host.ip
+            && let Some(n) = resolved_name
+        {
+            host.name = cut(n.to_string(), 255);
+        }
         // Any decoded packet refreshes REPORTED (drives TN and liveness).
         host.reported = now;
         let nmetrics = host.metrics.len();

@@ -563,3 +563,48 @@ proptest! {
         prop_assert!(xmllint(&doc).is_ok(), "{}", String::from_utf8_lossy(&doc));
     }
 }
+
+/// `gmetric -H` sends a heartbeat above i32::MAX; real gmond 3.7.2 prints it
+/// signed (captured: `GMOND_STARTED="-462061456"`), gmetad unsigned, and the
+/// reader takes either back to the same 32-bit value.
+#[test]
+fn heartbeat_above_i32_prints_like_gmond_and_gmetad() {
+    for (style, want) in [
+        (Style::Gmond, "GMOND_STARTED=\"-462061456\""),
+        (Style::Gmetad, "GMOND_STARTED=\"3832905840\""),
+    ] {
+        let mut w = XmlWriter::new(Vec::new(), style);
+        w.begin_document().unwrap();
+        let c = ClusterAttrs {
+            name: "c",
+            localtime: 1,
+            owner: "o",
+            latlong: "l",
+            url: "u",
+        };
+        w.begin_cluster(&c).unwrap();
+        w.begin_host(&HostAttrs {
+            gmond_started: 3_832_905_840,
+            ..node5_host()
+        })
+        .unwrap();
+        w.end_host().unwrap();
+        w.end_cluster().unwrap();
+        w.end_document().unwrap();
+        let doc = w.into_inner();
+        let text = String::from_utf8_lossy(&doc);
+        assert!(text.contains(want), "{style:?}: {text}");
+        let out = xml::parse_bytes(&doc, &Limits::default());
+        assert_eq!(out.error, None);
+        let hosts: Vec<u64> = out
+            .document
+            .items
+            .iter()
+            .flat_map(|i| match i {
+                Item::Cluster(c) => c.hosts.iter().map(|h| h.gmond_started).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(hosts, vec![3_832_905_840]);
+    }
+}

@@ -215,6 +215,12 @@ impl Aggregator {
     /// Starts an aggregator with one cluster `cluster` plus `extra` TOML: its
     /// leading top-level keys go first, its tables (e.g. `[[data_source]]`) last.
     pub fn start(cluster: &str, extra: &str) -> Aggregator {
+        Aggregator::start_with(cluster, "reverse_dns = false\n", extra)
+    }
+
+    /// As [`Aggregator::start`], with `cluster_keys` (TOML lines) in the
+    /// `[[cluster]]` table instead of the default `reverse_dns = false`.
+    pub fn start_with(cluster: &str, cluster_keys: &str, extra: &str) -> Aggregator {
         let split = if extra.starts_with('[') {
             0
         } else {
@@ -227,7 +233,7 @@ impl Aggregator {
         let cfg = format!(
             "{top}\ngrid_name = \"TestGrid\"\nauthority = \"http://test/\"\nrrd_root = \"{root}\"\n\
              [[cluster]]\nname = \"{cluster}\"\nudp_listen = \"127.0.0.1:{port}\"\n\
-             xml_listen = \"127.0.0.1:{port}\"\nreverse_dns = false\n\
+             xml_listen = \"127.0.0.1:{port}\"\n{cluster_keys}\
              [xml]\ndump_listen = \"127.0.0.1:{dump}\"\nquery_listen = \"127.0.0.1:{query}\"\n\
              client_timeout_secs = 5\n[http]\nlisten = \"127.0.0.1:{http}\"\n{extra}",
             root = dir.path().join("rrds").display()

@@ -376,7 +376,9 @@ fn open(name: &[u8], a: &Attrs, limits: &Limits) -> Result<Frame, String> {
             tmax: a.num("TMAX", 0)?,
             dmax: a.num("DMAX", 0)?,
             location: a.text_or("LOCATION", "unspecified"),
-            gmond_started: a.num("GMOND_STARTED", 0)?,
+            // gmond prints the 32-bit heartbeat signed: "-462061456" is
+            // 3832905840, not an error.
+            gmond_started: u64::from(a.num::<i64>("GMOND_STARTED", 0)? as u32),
             metrics: Vec::new(),
         }),
         b"METRIC" => Frame::Metric(Metric {

@@ -300,7 +300,15 @@ impl<W: Write> XmlWriter<W> {
         self.attr_num("TMAX", u64::from(a.tmax))?;
         self.attr_num("DMAX", u64::from(a.dmax))?;
         self.attr("LOCATION", a.location)?;
-        self.attr_num("GMOND_STARTED", a.gmond_started)?;
+        // Both daemons keep the heartbeat in 32 bits; gmond prints it signed
+        // (a garbage `gmetric -H` value shows as negative), gmetad unsigned.
+        let started = a.gmond_started as u32;
+        if self.style == Style::Gmond && started > i32::MAX as u32 {
+            let signed = (started as i32).to_string();
+            self.attr("GMOND_STARTED", &signed)?;
+        } else {
+            self.attr_num("GMOND_STARTED", u64::from(started))?;
+        }
         if self.style == Style::Gmetad {
             self.attr("TAGS", a.tags)?;
         }
