@@ -84,6 +84,13 @@ struct HostEntry {
     tags: String,
     reported: u64,
     gmond_started: u64,
+    /// TMAX/DMAX of a polled host as its source reported them (gmetad passes
+    /// them through); `None` for our own UDP hosts, which use the cluster's.
+    polled_limits: Option<(u32, u32)>,
+    /// Position in the polled source's document (0 for UDP hosts). gmetad
+    /// takes a summary's precision from the first host in that order, so
+    /// polled clusters are summarised and listed in it.
+    order: usize,
     metrics: HashMap<String, MetricEntry>,
 }
 
@@ -440,6 +447,8 @@ impl State {
                     tags: String::new(),
                     reported: now,
                     gmond_started: 0,
+                    polled_limits: None,
+                    order: 0,
                     metrics: HashMap::new(),
                 })
             }
@@ -572,7 +581,7 @@ impl State {
     /// in authority mode). Creates the cluster on first sight.
     pub fn replace_polled_cluster(&self, cluster: &ganglion_proto::xml::Cluster, now: u64) {
         let mut hosts = HashMap::new();
-        for h in &cluster.hosts {
+        for (order, h) in cluster.hosts.iter().enumerate() {
             let mut metrics = HashMap::new();
             for m in &h.metrics {
                 if m.dmax != 0 && m.tn > u64::from(m.dmax) {
@@ -611,6 +620,8 @@ impl State {
                     tags: h.tags.clone(),
                     reported: now.saturating_sub(h.tn),
                     gmond_started: h.gmond_started,
+                    polled_limits: Some((h.tmax, h.dmax)),
+                    order,
                     metrics,
                 },
             );
@@ -714,11 +725,14 @@ fn build_cluster(
     hosts: Vec<HostEntry>,
     now: u64,
 ) -> ClusterSnap {
-    let mut out: Vec<HostSnap> = hosts
+    let mut hosts = hosts;
+    // Source order for polled hosts, then by name (our UDP hosts are all 0).
+    hosts.sort_by(|a, b| (a.order, &a.name, &a.ip).cmp(&(b.order, &b.name, &b.ip)));
+    let out: Vec<HostSnap> = hosts
         .into_iter()
         .map(|h| {
             let tn = now.saturating_sub(h.reported);
-            let tmax = info.host_tmax;
+            let (tmax, dmax) = h.polled_limits.unwrap_or((info.host_tmax, info.host_dmax));
             let mut metrics: Vec<MetricSnap> = h
                 .metrics
                 .into_iter()
@@ -757,13 +771,12 @@ fn build_cluster(
                 reported: h.reported,
                 tn,
                 tmax,
-                dmax: info.host_dmax,
+                dmax,
                 gmond_started: h.gmond_started,
                 metrics,
             }
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.ip.cmp(&b.ip)));
     let mut summary = Summary::default();
     let mut acc = HashMap::new();
     for h in &out {
