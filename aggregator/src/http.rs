@@ -621,12 +621,12 @@ async fn graph_png(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) ->
     }
 }
 
-async fn metrics(AxState(app): AxState<AppState>) -> Response {
-    let mut text = app.state.counters().render_prometheus();
+async fn metrics(AxState(app): AxState<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let mut counters = app.state.counters().list();
     if let Some(s) = &app.storage {
         let c = &s.counters;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (name, help, v) in [
+        counters.extend([
             (
                 "ganglion_rrd_samples_total",
                 "Samples accepted for RRD storage",
@@ -662,20 +662,45 @@ async fn metrics(AxState(app): AxState<AppState>) -> Response {
                 "Samples replayed from the journal at start",
                 g(&c.replayed),
             ),
-        ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        }
+        ]);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let snap = app.state.snapshot(now_secs());
+    let per_cluster = |f: &dyn Fn(&ClusterSnap) -> usize| {
+        snap.clusters
+            .iter()
+            .map(|c| (c.name.clone(), f(c) as i64))
+            .collect::<Vec<_>>()
+    };
+    let gauges = vec![
+        (
+            "ganglion_hosts_up",
+            "Hosts alive (TN < 4 x TMAX) per cluster",
+            per_cluster(&|c| c.summary.hosts_up as usize),
+        ),
+        (
+            "ganglion_hosts_down",
+            "Hosts not heard from for 4 x TMAX per cluster",
+            per_cluster(&|c| c.summary.hosts_down as usize),
+        ),
+        (
+            "ganglion_metrics",
+            "Metrics held per cluster",
+            per_cluster(&|c| c.hosts.iter().map(|h| h.metrics.len()).sum()),
+        ),
+    ];
+    // OpenMetrics when the scraper asks for it (Prometheus does), else the
+    // classic text format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let text = crate::telemetry::Exposition { counters, gauges }.render(openmetrics);
+    let ctype = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, ctype)], text).into_response()
 }
 
 /// `POST /api/flush`: write every cached sample to disk now (what readers such as
@@ -907,6 +932,63 @@ mod tests {
             (s, v["hosts"][0]["value"].as_f64()),
             (StatusCode::OK, Some(0.5))
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_in_prometheus_text_and_openmetrics() {
+        let (r, _dir) = app();
+        let fetch = |accept: &'static str| {
+            let r = r.clone();
+            async move {
+                let resp = r
+                    .oneshot(
+                        Request::get("/metrics")
+                            .header("accept", accept)
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let ctype = resp.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (ctype, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let (ctype, text) = fetch("text/plain").await;
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        assert!(
+            text.contains("# TYPE ganglion_values_received_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nganglion_values_received_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ganglion_hosts_up{cluster=\"c1\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        let (ctype, text) = fetch("application/openmetrics-text; version=1.0.0").await;
+        assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+        assert!(
+            text.contains("# TYPE ganglion_values_received counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nganglion_values_received_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ganglion_metrics{cluster=\"c1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Self-telemetry: counters for every notable event, a rate limiter for logs,
-//! and the Prometheus text rendering served on `/metrics`.
+//! and the `/metrics` exposition (OpenMetrics or Prometheus text, through
+//! `prometheus-client`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -138,16 +139,74 @@ impl Counters {
             ),
         ]
     }
+}
 
-    /// Prometheus text exposition (0.0.4).
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        for (name, help, v) in self.list() {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
+/// What `/metrics` shows: counters (`name` ends in `_total`) and per-cluster
+/// gauges, rendered with `prometheus-client`.
+pub struct Exposition {
+    /// `(name, help, value)`.
+    pub counters: Vec<(&'static str, &'static str, u64)>,
+    /// `(name, help, [(cluster, value)])`.
+    pub gauges: Vec<(&'static str, &'static str, Vec<(String, i64)>)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+impl Exposition {
+    /// OpenMetrics text (ends with `# EOF`), or the Prometheus 0.0.4 text
+    /// format when `openmetrics` is false (same samples, no `# EOF`, counter
+    /// `TYPE` lines naming the sample) for scrapers that do not negotiate.
+    pub fn render(&self, openmetrics: bool) -> String {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        let mut reg = prometheus_client::registry::Registry::default();
+        for (name, help, v) in &self.counters {
+            let c: Counter = Counter::default();
+            c.inc_by(*v);
+            // The encoder appends `_total` itself.
+            reg.register(name.trim_end_matches("_total"), *help, c);
         }
-        out
+        for (name, help, values) in &self.gauges {
+            let f = Family::<ClusterLabel, Gauge>::default();
+            for (cluster, v) in values {
+                f.get_or_create(&ClusterLabel {
+                    cluster: cluster.clone(),
+                })
+                .set(*v);
+            }
+            reg.register(*name, *help, f);
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+            return String::new();
+        }
+        if openmetrics {
+            return out;
+        }
+        // 0.0.4: a counter's HELP/TYPE name the sample itself; no EOF marker.
+        let bases: std::collections::HashSet<&str> = self
+            .counters
+            .iter()
+            .map(|(n, ..)| n.trim_end_matches("_total"))
+            .collect();
+        let mut legacy = String::with_capacity(out.len());
+        for line in out.lines().filter(|l| *l != "# EOF") {
+            let mut parts = line.splitn(4, ' ');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some("#"), Some(kind @ ("HELP" | "TYPE")), Some(name), rest)
+                    if bases.contains(name) =>
+                {
+                    legacy.push_str(&format!("# {kind} {name}_total {}", rest.unwrap_or("")));
+                }
+                _ => legacy.push_str(line),
+            }
+            legacy.push('\n');
+        }
+        legacy
     }
 }
 
