@@ -141,13 +141,16 @@ impl Counters {
     }
 }
 
+/// A per-cluster gauge: `(name, help, [(cluster, value)])`.
+pub type ClusterGauge = (&'static str, &'static str, Vec<(String, i64)>);
+
 /// What `/metrics` shows: counters (`name` ends in `_total`) and per-cluster
 /// gauges, rendered with `prometheus-client`.
 pub struct Exposition {
     /// `(name, help, value)`.
     pub counters: Vec<(&'static str, &'static str, u64)>,
-    /// `(name, help, [(cluster, value)])`.
-    pub gauges: Vec<(&'static str, &'static str, Vec<(String, i64)>)>,
+    /// Gauges labelled by cluster.
+    pub gauges: Vec<ClusterGauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
