@@ -259,6 +259,22 @@ pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| invalid(key, format!("{s:?} is not an IP:port address ({e})")))
 }
 
+/// Every address a host name resolves to, as single-address blocks.
+fn resolve_name(name: &str) -> Vec<Trusted> {
+    use std::net::ToSocketAddrs;
+    if name.is_empty() || name.contains('/') {
+        return Vec::new();
+    }
+    (name, 0)
+        .to_socket_addrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| Trusted::parse(&a.ip().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A `trusted_hosts` entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trusted {
@@ -332,11 +348,15 @@ impl Config {
         })
     }
 
-    /// The trusted-host list, parsed.
+    /// The trusted-host list, parsed. Host names are resolved (every address
+    /// they have is trusted), once, at start — as gmetad does.
     pub fn trusted(&self) -> Vec<Trusted> {
         self.trusted_hosts
             .iter()
-            .filter_map(|s| Trusted::parse(s))
+            .flat_map(|s| match Trusted::parse(s) {
+                Some(t) => vec![t],
+                None => resolve_name(s),
+            })
             .collect()
     }
 
@@ -369,10 +389,12 @@ impl Config {
             }
         }
         for (i, t) in self.trusted_hosts.iter().enumerate() {
-            if Trusted::parse(t).is_none() {
+            if Trusted::parse(t).is_none() && resolve_name(t).is_empty() {
                 return Err(invalid(
                     format!("trusted_hosts[{i}]"),
-                    format!("{t:?} is not an IP address or CIDR block"),
+                    format!(
+                        "{t:?} is not an IP address, a CIDR block or a host name that resolves"
+                    ),
                 ));
             }
         }
@@ -486,6 +508,14 @@ mod tests {
         assert!(t.contains("10.1.2.3".parse().unwrap()));
         assert!(!t.contains("10.2.0.1".parse().unwrap()));
         assert!(t.contains("::ffff:10.1.9.9".parse().unwrap()));
+        // By name, as gmetad allows: "localhost" resolves to loopback.
+        let c = Config::from_toml("trusted_hosts = [\"localhost\"]\n[[cluster]]\n").unwrap();
+        let by_name = c.trusted();
+        assert!(!by_name.is_empty());
+        assert!(by_name.iter().all(|t| t.addr.is_loopback()), "{by_name:?}");
+        let e = Config::from_toml("trusted_hosts = [\"no-such-host.invalid\"]\n[[cluster]]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("trusted_hosts[0]"), "{e}");
         let t6 = Trusted::parse("fd00::/8").unwrap();
         assert!(t6.contains("fd12::1".parse().unwrap()));
         assert!(
