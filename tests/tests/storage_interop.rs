@@ -85,6 +85,11 @@ fn same_gmond_same_tree_as_real_gmetad() {
         &gm,
         &["-n", "reqs", "-v", "100", "-t", "uint32", "-s", "positive"],
     );
+    // A constant gauge: its stored values must be equal in both trees.
+    gmetric(
+        &gm,
+        &["-n", "const_g", "-v", "42.5", "-t", "float", "-x", "3600"],
+    );
 
     let theirs = dir.path().join("gmetad-rrds");
     std::fs::create_dir(&theirs).unwrap();
@@ -163,6 +168,85 @@ fn same_gmond_same_tree_as_real_gmetad() {
         !ours.join(&host_dir).join("os_name.rrd").exists(),
         "no file for strings"
     );
+
+    // Values: for metrics that do not change (so when each daemon polled
+    // within a step does not matter), `rrdtool fetch` of both trees shows
+    // the same numbers at the same timestamps once both have a few rows.
+    let constant = [
+        host_dir.join("const_g.rrd"),
+        host_dir.join("cpu_num.rrd"),
+        host_dir.join("mem_total.rrd"),
+        host_dir.join("reqs.rrd"),
+        PathBuf::from("compat/__SummaryInfo__/const_g.rrd"),
+        PathBuf::from("compat/__SummaryInfo__/cpu_num.rrd"),
+    ];
+    let mut agreed = 0;
+    wait_until(
+        "two common rows of every constant metric",
+        Duration::from_secs(120),
+        || {
+            let _ = read_tcp(
+                agg.http,
+                Some(b"POST /api/flush HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+            );
+            agreed = 0;
+            for rel in &constant {
+                let (a, b) = (
+                    rrdtool_fetch(&theirs.join(rel)),
+                    rrdtool_fetch(&ours.join(rel)),
+                );
+                let mut common = 0;
+                for (t, va) in &a {
+                    let Some(vb) = b.get(t) else { continue };
+                    if va.iter().chain(vb).any(|v| v.is_nan()) {
+                        continue;
+                    }
+                    assert_eq!(
+                        va,
+                        vb,
+                        "{} at {t}: gmetad {va:?}, ours {vb:?}",
+                        rel.display()
+                    );
+                    common += 1;
+                }
+                if common < 2 {
+                    return None;
+                }
+                agreed += common;
+            }
+            Some(())
+        },
+    );
+    assert!(agreed >= 12, "{agreed} rows compared");
+}
+
+/// `rrdtool fetch FILE AVERAGE -s end-10min`: timestamp → values per DS.
+fn rrdtool_fetch(file: &Path) -> BTreeMap<i64, Vec<f64>> {
+    let out = Command::new(require_binary("rrdtool"))
+        .arg("fetch")
+        .arg(file)
+        .args(["AVERAGE", "-s", "end-10min"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rrdtool fetch {}", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (t, vals) = l.split_once(':')?;
+            let t: i64 = t.trim().parse().ok()?;
+            let v = vals
+                .split_whitespace()
+                .map(|x| {
+                    if x.contains("nan") {
+                        f64::NAN
+                    } else {
+                        x.parse().unwrap_or(f64::NAN)
+                    }
+                })
+                .collect();
+            Some((t, v))
+        })
+        .collect()
 }
 
 #[test]
