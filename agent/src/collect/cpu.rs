@@ -5,8 +5,7 @@
 //! system + irq + softirq; cpu_aidle = idle/total since boot.
 
 use super::{CollectError, src_err};
-use procfs::CurrentSI;
-use std::collections::HashMap;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,11 +21,58 @@ struct Jiffies {
     total: u64,
 }
 
+/// The metrics this collector answers, in the order of `Cpu::prev`.
+const NAMES: [&str; 8] = [
+    "cpu_user",
+    "cpu_nice",
+    "cpu_system",
+    "cpu_idle",
+    "cpu_wio",
+    "cpu_intr",
+    "cpu_sintr",
+    "cpu_steal",
+];
+
 /// CPU collector state.
 #[derive(Default)]
 pub struct Cpu {
     cached: Option<(Instant, Jiffies)>,
-    prev: HashMap<String, (u64, u64)>,
+    /// Previous (field, total) per metric of `NAMES`: no allocation per call.
+    prev: [(u64, u64); 8],
+}
+
+/// Parses the aggregate `cpu` line, the first of /proc/stat. Only this line
+/// is read, as gmond does: the rest of the file (per-CPU lines and the
+/// interrupt counters, thousands of numbers) is not needed, and parsing it
+/// with a general /proc/stat parser was most of the agent's CPU time.
+fn parse_cpu_line(text: &[u8]) -> Option<Jiffies> {
+    let line = text.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut f = line.split_ascii_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let mut v = [0u64; 8];
+    let mut n = 0;
+    for (slot, x) in v.iter_mut().zip(f) {
+        *slot = x.parse().ok()?;
+        n += 1;
+    }
+    if n < 4 {
+        return None;
+    }
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v;
+    Some(Jiffies {
+        user,
+        nice,
+        system,
+        idle,
+        iowait,
+        irq,
+        softirq,
+        steal,
+        total: v.iter().sum(),
+    })
 }
 
 impl Cpu {
@@ -37,20 +83,13 @@ impl Cpu {
         {
             return Ok(j);
         }
-        let ks = procfs::KernelStats::current().map_err(|e| src_err("/proc/stat", e))?;
-        let c = ks.total;
-        let mut j = Jiffies {
-            user: c.user,
-            nice: c.nice,
-            system: c.system,
-            idle: c.idle,
-            iowait: c.iowait.unwrap_or(0),
-            irq: c.irq.unwrap_or(0),
-            softirq: c.softirq.unwrap_or(0),
-            steal: c.steal.unwrap_or(0),
-            total: 0,
-        };
-        j.total = j.user + j.nice + j.system + j.idle + j.iowait + j.irq + j.softirq + j.steal;
+        // The first line fits in 1 KiB on any machine (10 counters).
+        let mut buf = [0u8; 1024];
+        let n = std::fs::File::open("/proc/stat")
+            .and_then(|mut f| f.read(&mut buf))
+            .map_err(|e| src_err("/proc/stat", e))?;
+        let j = parse_cpu_line(&buf[..n])
+            .ok_or_else(|| src_err("/proc/stat", "no aggregate cpu line"))?;
         self.cached = Some((Instant::now(), j));
         Ok(j)
     }
@@ -73,10 +112,8 @@ impl Cpu {
             other => return Err(CollectError::Unknown(other.into())),
         };
         // First call: the previous snapshot is zero, so this is since boot.
-        let (pf, pt) = self
-            .prev
-            .insert(name.to_string(), (field, j.total))
-            .unwrap_or((0, 0));
+        let i = NAMES.iter().position(|n| *n == name).unwrap_or(0);
+        let (pf, pt) = std::mem::replace(&mut self.prev[i], (field, j.total));
         Ok(pct(
             field.saturating_sub(pf),
             j.total.saturating_sub(pt),
@@ -96,6 +133,22 @@ fn pct(part: u64, total: u64, clamp: bool) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_line_fields_and_totals() {
+        let text = b"cpu  10 2 30 400 5 6 7 8 9 0\ncpu0 1 1 1 1 1 1 1 1 0 0\nintr 1 2 3\n";
+        let j = parse_cpu_line(text).unwrap();
+        assert_eq!((j.user, j.nice, j.system, j.idle), (10, 2, 30, 400));
+        assert_eq!((j.iowait, j.irq, j.softirq, j.steal), (5, 6, 7, 8));
+        // guest time is already inside user/nice: not added again.
+        assert_eq!(j.total, 10 + 2 + 30 + 400 + 5 + 6 + 7 + 8);
+        // Old kernels: 4 fields only.
+        let j = parse_cpu_line(b"cpu 1 2 3 4\n").unwrap();
+        assert_eq!((j.iowait, j.total), (0, 10));
+        assert!(parse_cpu_line(b"cpu0 1 2 3 4\n").is_none());
+        assert!(parse_cpu_line(b"cpu 1 2\n").is_none());
+        assert!(parse_cpu_line(b"cpu 1 x 3 4\n").is_none());
+    }
 
     #[test]
     fn percentages_are_sane() {
