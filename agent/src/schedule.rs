@@ -129,10 +129,15 @@ pub async fn run(
     }
     drop(req_tx);
 
+    let mut send_failing = false;
     loop {
         let now = Instant::now();
+        // Everything due within SLACK runs in this wakeup, so groups with the
+        // same period stay on one wakeup instead of drifting a timer tick
+        // apart (each extra wakeup is a few syscalls on every VM).
+        let soon = now + SLACK;
         for g in &mut groups {
-            if now >= g.next_collect
+            if soon >= g.next_collect
                 && !(g.collect_once && g.metrics.iter().all(|m| m.last.is_some()))
             {
                 let mut changed = false;
@@ -158,13 +163,13 @@ pub async fn run(
                         }
                     }
                 }
-                g.next_collect = now + g.every;
+                advance(&mut g.next_collect, g.every, now);
                 if changed {
                     g.next_send = now;
                 }
             }
             let requested = g.metrics.iter().any(|m| m.meta_requested);
-            if now >= g.next_send || requested {
+            if soon >= g.next_send || requested {
                 let mut failures = 0;
                 for m in &mut g.metrics {
                     let Some(v) = m.last.clone() else { continue };
@@ -179,10 +184,21 @@ pub async fn run(
                     }
                     failures += ch.send(&identity.value(m.def, v)).unwrap_or(1);
                 }
-                if failures > 0 {
-                    tracing::warn!(failures, "some sends failed; will retry at the next send");
+                // One line when sending starts failing (e.g. the collector is
+                // down: connected sockets see its ICMP refusals), one when it
+                // recovers; not one per send.
+                if failures > 0 && !send_failing {
+                    tracing::warn!(failures, "some sends failed; will keep sending");
+                    send_failing = true;
+                } else if failures == 0 && send_failing {
+                    tracing::info!("sends succeed again");
+                    send_failing = false;
                 }
-                g.next_send = now + g.threshold;
+                if requested && soon < g.next_send {
+                    // An answer to a metadata request keeps the schedule.
+                } else {
+                    advance(&mut g.next_send, g.threshold, now);
+                }
             }
         }
         let wake = groups
@@ -215,6 +231,18 @@ pub async fn run(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How early a due group may run to share a wakeup with another.
+const SLACK: Duration = Duration::from_millis(250);
+
+/// Moves a schedule one period on along its own grid (no drift from late
+/// wakeups); after a long stall it restarts from `now`.
+fn advance(next: &mut Instant, every: Duration, now: Instant) {
+    *next += every;
+    if *next <= now {
+        *next = now + every;
+    }
 }
 
 /// The names and values collected now for every default metric (for `--once`).

@@ -99,31 +99,29 @@ pub fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok((h, port).to_socket_addrs()?.collect())
 }
 
-/// UDP sockets (one per address family in use) and the destinations.
+/// One connected UDP socket per destination. Connected, like gmond's send
+/// channels: the kernel skips the route lookup of every `sendto`, and only
+/// the destination can send back to it (metadata requests).
 pub struct Channels {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
+    socks: Vec<UdpSocket>,
     /// Destinations.
     pub dests: Vec<SocketAddr>,
     buf: Vec<u8>,
 }
 
 impl Channels {
-    /// Opens sockets for the families the destinations need.
+    /// Opens and connects a socket per destination.
     pub fn open(dests: Vec<SocketAddr>) -> std::io::Result<Channels> {
-        let v4 = if dests.iter().any(SocketAddr::is_ipv4) {
-            Some(UdpSocket::bind("0.0.0.0:0")?)
-        } else {
-            None
-        };
-        let v6 = if dests.iter().any(SocketAddr::is_ipv6) {
-            Some(UdpSocket::bind("[::]:0")?)
-        } else {
-            None
-        };
+        let socks = dests
+            .iter()
+            .map(|d| {
+                let s = UdpSocket::bind(if d.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+                s.connect(d)?;
+                Ok(s)
+            })
+            .collect::<std::io::Result<_>>()?;
         Ok(Channels {
-            v4,
-            v6,
+            socks,
             dests,
             buf: Vec::with_capacity(xdr::MAX_MESSAGE_LEN),
         })
@@ -131,23 +129,18 @@ impl Channels {
 
     /// The sockets (metadata requests arrive on them).
     pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
-        self.v4.iter().chain(self.v6.iter())
+        self.socks.iter()
     }
 
     /// Sends one message to every destination; returns how many sends failed.
     pub fn send(&mut self, msg: &Message) -> Result<usize, xdr::EncodeError> {
         xdr::encode_into(msg, &mut self.buf)?;
-        let mut failed = 0;
-        for d in &self.dests {
-            let sock = if d.is_ipv4() {
-                self.v4.as_ref()
-            } else {
-                self.v6.as_ref()
-            };
-            if sock.is_none_or(|s| s.send_to(&self.buf, d).is_err()) {
-                failed += 1;
-            }
-        }
+        // A refused send (nothing listening yet) is counted, not fatal.
+        let failed = self
+            .socks
+            .iter()
+            .filter(|s| s.send(&self.buf).is_err())
+            .count();
         Ok(failed)
     }
 }
