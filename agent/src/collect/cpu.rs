@@ -2,11 +2,14 @@
 //! them: total = sum of the first 4, 7 or 8 fields (guest time is already in
 //! user/nice); each metric keeps its own previous snapshot and reports
 //! Δfield/Δtotal × 100 clamped to [0, 100] (steal unclamped); cpu_system =
-//! system + irq + softirq; cpu_aidle = idle/total since boot.
+//! system + irq + softirq; cpu_aidle = idle/total since boot. `boottime` is
+//! the `btime` line of the same file.
 
+use super::procfile::{ProcFile, fields, lines, parse};
 use super::{CollectError, src_err};
-use std::io::Read;
 use std::time::{Duration, Instant};
+
+const PATH: &str = "/proc/stat";
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Jiffies {
@@ -33,9 +36,19 @@ const NAMES: [&str; 8] = [
     "cpu_steal",
 ];
 
+/// The `btime` line (boot time, epoch seconds). The procfs crate parsed every
+/// line of /proc/stat into allocated structures for this one number.
+fn parse_btime(stat: &[u8]) -> Option<u64> {
+    let line = lines(stat).find(|l| l.starts_with(b"btime "))?;
+    fields(line).nth(1).and_then(parse)
+}
+
 /// CPU collector state.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Cpu {
+    // Kept open: the cpu metrics re-read its head every 20 s, boottime all of
+    // it once a minute.
+    stat: ProcFile,
     cached: Option<(Instant, Jiffies)>,
     /// Previous (field, total) per metric of `NAMES`: no allocation per call.
     prev: [(u64, u64); 8],
@@ -75,6 +88,16 @@ fn parse_cpu_line(text: &[u8]) -> Option<Jiffies> {
     })
 }
 
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu {
+            stat: ProcFile::new(PATH),
+            cached: None,
+            prev: [(0, 0); 8],
+        }
+    }
+}
+
 impl Cpu {
     fn read(&mut self) -> Result<Jiffies, CollectError> {
         // gmond re-reads /proc/stat at most once a second.
@@ -83,15 +106,18 @@ impl Cpu {
         {
             return Ok(j);
         }
-        // The first line fits in 1 KiB on any machine (10 counters).
-        let mut buf = [0u8; 1024];
-        let n = std::fs::File::open("/proc/stat")
-            .and_then(|mut f| f.read(&mut buf))
-            .map_err(|e| src_err("/proc/stat", e))?;
-        let j = parse_cpu_line(&buf[..n])
-            .ok_or_else(|| src_err("/proc/stat", "no aggregate cpu line"))?;
+        // The first line fits in the head on any machine (10 counters).
+        let j = parse_cpu_line(self.stat.read_head()?)
+            .ok_or_else(|| src_err(PATH, "no aggregate cpu line"))?;
         self.cached = Some((Instant::now(), j));
         Ok(j)
+    }
+
+    /// Boot time, epoch seconds (`btime` comes after the per-CPU and
+    /// interrupt lines, so this reads the whole file).
+    pub fn boottime(&mut self) -> Result<u32, CollectError> {
+        let t = parse_btime(self.stat.read()?).ok_or_else(|| src_err(PATH, "no btime line"))?;
+        Ok(t as u32)
     }
 
     /// One CPU metric, in percent.
@@ -151,6 +177,27 @@ mod tests {
     }
 
     #[test]
+    fn btime_after_the_interrupt_lines() {
+        // Captured from a 2-CPU VM (kernel 6.18); intr shortened.
+        let stat = b"cpu  349400 471 69240 2321250 4365 0 1618 211 0 0
+cpu0 169377 197 33722 1168662 1048 0 212 106 0 0
+cpu1 180023 273 35518 1152588 3317 0 1405 105 0 0
+intr 3429788 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 1 14 0 0 0 0 2755
+ctxt 6012345
+btime 1764040000
+processes 32164
+procs_running 2
+procs_blocked 0
+softirq 1890226 0 419027 23 61 56893 0 45 656391 0 757786
+";
+        assert_eq!(parse_btime(stat), Some(1764040000));
+        let j = parse_cpu_line(stat).unwrap();
+        assert_eq!((j.user, j.idle, j.steal), (349400, 2321250, 211));
+        assert_eq!(parse_btime(b"cpu  1 2 3 4\n"), None);
+        assert_eq!(parse_btime(b"btime x\n"), None);
+    }
+
+    #[test]
     fn percentages_are_sane() {
         let mut c = Cpu::default();
         let sum: f32 = [
@@ -166,6 +213,7 @@ mod tests {
         .sum();
         assert!((99.0..=101.0).contains(&sum), "{sum}");
         assert!((0.0..=100.0).contains(&c.collect("cpu_aidle").unwrap()));
+        assert!(c.boottime().unwrap() > 1_000_000_000);
         assert_eq!(pct(5, 0, true), 0.0);
         assert_eq!(pct(150, 100, true), 100.0);
     }

@@ -1,12 +1,14 @@
 //! Collectors for gmond's Linux metric set, computed as
-//! `libmetrics/linux/metrics.c` does (see each module). /proc is parsed with the
-//! `procfs` crate. A failing source gives an error for that metric only.
+//! `libmetrics/linux/metrics.c` does (see each module). Each /proc file stays
+//! open and is re-read into a kept buffer ([`procfile`]) and parsed for just the
+//! lines its metrics need. A failing source gives an error for that metric only.
 
 pub mod cpu;
 pub mod disk;
 pub mod load;
 pub mod mem;
 pub mod net;
+pub mod procfile;
 pub mod system;
 
 use ganglion_proto::xdr::Value;
@@ -49,11 +51,15 @@ pub struct HostFacts {
     pub started: u32,
 }
 
-/// All collectors, with the history their deltas need.
+/// All collectors, with the history their deltas need and their open files.
+#[derive(Debug)]
 pub struct Collector {
     facts: HostFacts,
     cpu: cpu::Cpu,
+    load: load::Load,
+    mem: mem::Mem,
     net: net::Net,
+    disk: disk::Disk,
     system: system::System,
 }
 
@@ -63,7 +69,10 @@ impl Collector {
         Collector {
             facts,
             cpu: cpu::Cpu::default(),
+            load: load::Load::default(),
+            mem: mem::Mem::default(),
             net: net::Net::default(),
+            disk: disk::Disk::default(),
             system: system::System::default(),
         }
     }
@@ -79,24 +88,27 @@ impl Collector {
             n if n.starts_with("cpu_") && n != "cpu_num" && n != "cpu_speed" => {
                 self.cpu.collect(n).map(Value::Float)
             }
-            "cpu_num" => system::cpu_num().map(Value::UShort),
+            "cpu_num" => self.system.cpu_num().map(Value::UShort),
             "cpu_speed" => self.system.cpu_speed().map(Value::UInt),
-            "boottime" => system::boottime().map(Value::UInt),
+            "boottime" => self.cpu.boottime().map(Value::UInt),
             "machine_type" => Ok(Value::Str(system::machine_type().into())),
             "os_name" => Ok(Value::Str("Linux".into())),
             "os_release" => self.system.os_release().map(Value::Str),
             "mtu" => system::mtu().map(Value::UInt),
-            "load_one" | "load_five" | "load_fifteen" => load::load(name).map(Value::Float),
-            "proc_run" | "proc_total" => load::procs(name).map(Value::UInt),
+            "load_one" | "load_five" | "load_fifteen" => self.load.load(name).map(Value::Float),
+            "proc_run" | "proc_total" => self.load.procs(name).map(Value::UInt),
             n if n.starts_with("mem_") || n.starts_with("swap_") => {
-                mem::collect(n).map(Value::Float)
+                self.mem.collect(n).map(Value::Float)
             }
             "bytes_in" | "bytes_out" | "pkts_in" | "pkts_out" => {
                 self.net.collect(name).map(Value::Float)
             }
-            "disk_total" => disk::totals().map(|t| Value::Double(t.total_gb)),
-            "disk_free" => disk::totals().map(|t| Value::Double(t.free_gb)),
-            "part_max_used" => disk::totals().map(|t| Value::Float(t.max_used_pct as f32)),
+            "disk_total" => self.disk.totals().map(|t| Value::Double(t.total_gb)),
+            "disk_free" => self.disk.totals().map(|t| Value::Double(t.free_gb)),
+            "part_max_used" => self
+                .disk
+                .totals()
+                .map(|t| Value::Float(t.max_used_pct as f32)),
             other => Err(CollectError::Unknown(other.into())),
         }
     }

@@ -1,23 +1,30 @@
 //! Host facts: cpu_num (online CPUs, like get_nprocs), cpu_speed (cpu0's
-//! scaling_max_freq/1000, else the first "cpu MHz", cached forever), boottime
-//! (btime), machine_type (the build's architecture), os_release (read once),
-//! mtu (smallest MTU of the interfaces that are up).
+//! scaling_max_freq/1000, else the first "cpu MHz", cached forever),
+//! machine_type (the build's architecture), os_release (read once), mtu
+//! (smallest MTU of the interfaces that are up). boottime is in [`super::cpu`]
+//! (it is a line of /proc/stat).
 
+use super::procfile::ProcFile;
 use super::{CollectError, src_err};
-use procfs::CurrentSI;
+
+const ONLINE: &str = "/sys/devices/system/cpu/online";
 
 /// Cached facts.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct System {
+    online: ProcFile,
     speed: Option<u32>,
     release: Option<String>,
 }
 
-/// Online CPUs from /sys/devices/system/cpu/online ("0-3,5").
-pub fn cpu_num() -> Result<u16, CollectError> {
-    let t = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map_err(|e| src_err("/sys/devices/system/cpu/online", e))?;
-    Ok(parse_cpu_list(&t).max(1))
+impl Default for System {
+    fn default() -> Self {
+        System {
+            online: ProcFile::new(ONLINE),
+            speed: None,
+            release: None,
+        }
+    }
 }
 
 fn parse_cpu_list(t: &str) -> u16 {
@@ -35,6 +42,13 @@ fn parse_cpu_list(t: &str) -> u16 {
 }
 
 impl System {
+    /// Online CPUs from /sys/devices/system/cpu/online ("0-3,5"), re-read each
+    /// time as get_nprocs does (CPUs go on- and offline).
+    pub fn cpu_num(&mut self) -> Result<u16, CollectError> {
+        let t = std::str::from_utf8(self.online.read()?).map_err(|e| src_err(ONLINE, e))?;
+        Ok(parse_cpu_list(t).max(1))
+    }
+
     /// MHz.
     pub fn cpu_speed(&mut self) -> Result<u32, CollectError> {
         if let Some(s) = self.speed {
@@ -67,12 +81,6 @@ impl System {
         self.release = Some(r.clone());
         Ok(r)
     }
-}
-
-/// Boot time, epoch seconds.
-pub fn boottime() -> Result<u32, CollectError> {
-    let ks = procfs::KernelStats::current().map_err(|e| src_err("/proc/stat", e))?;
-    Ok(ks.btime as u32)
 }
 
 /// The architecture this agent was built for ("x86_64", "aarch64", …).
@@ -110,8 +118,9 @@ mod tests {
 
     #[test]
     fn facts_read() {
-        assert!(cpu_num().unwrap() >= 1);
-        assert!(boottime().unwrap() > 1_000_000_000);
-        assert!(!System::default().os_release().unwrap().is_empty());
+        let mut s = System::default();
+        assert!(s.cpu_num().unwrap() >= 1);
+        assert!(s.cpu_num().unwrap() >= 1, "re-read from the open file");
+        assert!(!s.os_release().unwrap().is_empty());
     }
 }
