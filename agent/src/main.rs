@@ -3,9 +3,14 @@
 use clap::{Parser, Subcommand};
 use ganglion_agent::config::{AgentConfig, DEFAULT_GROUPS_TOML};
 use ganglion_agent::gmetric::{self, SendArgs};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Ganglion agent — a drop-in gmond sender; `send` replaces gmetric.
 #[derive(Parser)]
@@ -53,12 +58,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // RUST_LOG takes `level` and `target=level` directives, comma-separated.
+    // Span and field filters (EnvFilter) are not supported: EnvFilter brings a
+    // regex engine, a large share of the binary and so of the daemon's RSS.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
     let config = match load(&cli.config) {
         Ok(c) => c,
@@ -139,33 +149,24 @@ fn main() -> ExitCode {
             }
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    // SIGTERM and SIGINT stop the agent cleanly: blocked, they queue on a
+    // signalfd that the scheduler waits on with its sockets (one thread, no
+    // handler, no async runtime).
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    let signals = match stop
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK))
     {
-        Ok(rt) => rt,
+        Ok(fd) => fd,
         Err(e) => {
-            eprintln!("ganglion-agent: {e}");
+            eprintln!("ganglion-agent: signals: {e}");
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        let sd = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            sd.cancel();
-        });
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        ganglion_agent::run(config, extra, shutdown).await
-    });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let result = ganglion_agent::run(config, extra, signals.as_fd());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

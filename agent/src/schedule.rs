@@ -8,19 +8,28 @@
 use crate::collect::{Collector, HostFacts};
 use crate::config::AgentConfig;
 use crate::metrics::{self, MetricDef};
-use crate::send::{Channels, Identity, resolve};
+use crate::send::{Channels, Identity, resolve, wire_value};
 use anyhow::Context;
 use ganglion_proto::xdr::{self, Message, Value};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::socket::{MsgFlags, recv};
+use nix::sys::time::TimeSpec;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 struct MetricState {
     def: &'static MetricDef,
-    title: String,
     value_threshold: f64,
     last: Option<Value>,
+    // Metadata never changes: encoded once (None if it does not fit in a
+    // datagram, which then counts as a failed send each time, as before).
+    meta: Option<Vec<u8>>,
+    // The value message with host, name and format filled in once; only the
+    // value changes per send, so sending allocates nothing.
+    value_msg: Message,
     meta_sent: Option<Instant>,
     meta_requested: bool,
     warned: bool,
@@ -35,11 +44,22 @@ struct Group {
     metrics: Vec<MetricState>,
 }
 
-/// Runs the agent until `shutdown` is cancelled.
-pub async fn run(
+/// Most metadata requests handled per wakeup: a flood must not delay the
+/// collections (the rest wait in the socket for the next turn).
+const MAX_REQUESTS_PER_WAKE: usize = 64;
+
+/// Runs the agent until `shutdown` becomes readable (the binary passes a
+/// signalfd for SIGTERM and SIGINT).
+///
+/// One thread, no async runtime: it sleeps in `ppoll` on `shutdown` and the
+/// sending sockets (where metadata requests arrive) until the next group is
+/// due, so an idle agent wakes exactly once per due time. (A runtime's timer
+/// wheel woke it three or four times per sleep, and its request thread and
+/// scheduler cost RSS.)
+pub fn run(
     config: AgentConfig,
     extra_dests: Vec<SocketAddr>,
-    shutdown: CancellationToken,
+    shutdown: BorrowedFd<'_>,
 ) -> anyhow::Result<()> {
     let mut dests = extra_dests;
     for (i, s) in config.send.iter().enumerate() {
@@ -55,7 +75,7 @@ pub async fn run(
         !dests.is_empty(),
         "no destination: configure [[send]] or pass --send-to HOST:PORT"
     );
-    let mut ch = Channels::open(dests.clone()).context("opening UDP sockets")?;
+    let ch = Channels::open(dests.clone()).context("opening UDP sockets")?;
     let identity = Identity::new(
         config.override_hostname.as_deref(),
         config.override_ip.as_deref(),
@@ -85,11 +105,14 @@ pub async fn run(
                 .iter()
                 .filter_map(|m| {
                     let def = metrics::find(&m.name)?;
+                    let title = m.title.as_deref().unwrap_or(def.title);
                     Some(MetricState {
                         def,
-                        title: m.title.clone().unwrap_or_else(|| def.title.to_string()),
                         value_threshold: m.value_threshold,
                         last: None,
+                        meta: xdr::encode(&identity.metadata(def, title)).ok(),
+                        // The placeholder value is replaced before every send.
+                        value_msg: identity.value(def, Value::UInt(0)),
                         meta_sent: None,
                         meta_requested: false,
                         warned: false,
@@ -102,32 +125,19 @@ pub async fn run(
         .then(|| Duration::from_secs(u64::from(config.send_metadata_interval_secs)));
     tracing::info!(destinations = ?dests, host = %identity.host, "agent started");
 
-    // Metadata requests come back to our sending sockets: a thread reads them.
-    let (req_tx, mut req_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for s in ch.sockets() {
-        let s = s.try_clone()?;
-        let tx = req_tx.clone();
-        // Blocks in recv (no polling timeout: an idle agent must not wake up
-        // several times a second); the thread ends with the process.
-        std::thread::Builder::new()
-            .name("agent-requests".into())
-            .spawn(move || {
-                let mut buf = [0u8; 1500];
-                loop {
-                    match s.recv_from(&mut buf) {
-                        Ok((n, _)) => {
-                            if let Ok(Message::MetadataRequest(id)) = xdr::decode(&buf[..n])
-                                && tx.send(id.name).is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-            })?;
-    }
-    drop(req_tx);
+    // Metadata requests come back to the sending sockets; these handles of the
+    // same sockets are only read, after ppoll says so, never blocking.
+    let readers = ch
+        .sockets()
+        .map(UdpSocket::try_clone)
+        .collect::<Result<Vec<_>, _>>()
+        .context("cloning UDP sockets")?;
+    let mut fds: Vec<PollFd<'_>> = std::iter::once(shutdown)
+        .chain(readers.iter().map(AsFd::as_fd))
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    let mut out = Vec::with_capacity(xdr::MAX_MESSAGE_LEN);
+    let mut request = [0u8; 1500];
 
     let mut send_failing = false;
     loop {
@@ -172,17 +182,23 @@ pub async fn run(
             if soon >= g.next_send || requested {
                 let mut failures = 0;
                 for m in &mut g.metrics {
-                    let Some(v) = m.last.clone() else { continue };
+                    let Some(v) = &m.last else { continue };
                     let need_meta = m.meta_requested
                         || m.meta_sent.is_none_or(|t| {
                             meta_interval.is_some_and(|i| now.duration_since(t) >= i)
                         });
                     if need_meta {
-                        failures += ch.send(&identity.metadata(m.def, &m.title)).unwrap_or(1);
+                        failures += m.meta.as_deref().map_or(1, |b| ch.send_encoded(b));
                         m.meta_sent = Some(now);
                         m.meta_requested = false;
                     }
-                    failures += ch.send(&identity.value(m.def, v)).unwrap_or(1);
+                    if let Message::Value(vm) = &mut m.value_msg {
+                        vm.value = wire_value(m.def, v.clone());
+                    }
+                    failures += match xdr::encode_into(&m.value_msg, &mut out) {
+                        Ok(()) => ch.send_encoded(&out),
+                        Err(_) => 1,
+                    };
                 }
                 // One line when sending starts failing (e.g. the collector is
                 // down: connected sockets see its ICMP refusals), one when it
@@ -212,19 +228,39 @@ pub async fn run(
             })
             .min()
             .unwrap_or(now + Duration::from_secs(60));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(wake.into()) => {}
-            Some(name) = req_rx.recv() => {
+        let timeout = TimeSpec::from_duration(wake.saturating_duration_since(Instant::now()));
+        match ppoll(&mut fds, Some(timeout), None) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e).context("waiting for the next collection"),
+        }
+        // Unknown event bits (None) count as ready too: the read decides.
+        let ready = |fd: &PollFd<'_>| fd.revents() != Some(PollFlags::empty());
+        if ready(&fds[0]) {
+            break;
+        }
+        for (s, fd) in readers.iter().zip(&fds[1..]) {
+            if !ready(fd) {
+                continue;
+            }
+            for _ in 0..MAX_REQUESTS_PER_WAKE {
+                // Ends on EAGAIN (drained); an error also takes a queued
+                // socket error (an ICMP refusal on a connected socket).
+                let Ok(n) = recv(s.as_raw_fd(), &mut request, MsgFlags::MSG_DONTWAIT) else {
+                    break;
+                };
+                let Ok(Message::MetadataRequest(id)) = xdr::decode(&request[..n]) else {
+                    continue;
+                };
                 let mut hit = false;
                 for m in groups.iter_mut().flat_map(|g| g.metrics.iter_mut()) {
-                    if m.def.name == name {
+                    if m.def.name == id.name {
                         m.meta_requested = true;
                         hit = true;
                     }
                 }
                 if hit {
-                    tracing::debug!(metric = %name, "metadata requested by collector");
+                    tracing::debug!(metric = %id.name, "metadata requested by collector");
                 }
             }
         }
@@ -261,4 +297,24 @@ pub fn collect_all(config: &AgentConfig) -> HashMap<String, Result<Value, String
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_stay_on_their_grid() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(20);
+        // Woken 3 ms late: the next time still counts from the last one.
+        let mut next = t0;
+        advance(&mut next, p, t0 + Duration::from_millis(3));
+        assert_eq!(next, t0 + p);
+        // Far behind (a suspended host): one period from now, no burst.
+        let mut next = t0;
+        let late = t0 + Duration::from_secs(65);
+        advance(&mut next, p, late);
+        assert_eq!(next, late + p);
+    }
 }

@@ -76,20 +76,24 @@ impl Identity {
 
     /// The value message, with the metric's native type id and format.
     pub fn value(&self, def: &MetricDef, value: Value) -> Message {
-        let value = match (def.metric_type, value) {
-            (MetricType::Uint16, v) => Value::UShort(v.as_f64().unwrap_or(0.0) as u16),
-            (MetricType::Uint32, Value::UInt(x)) => Value::UInt(x),
-            (MetricType::Uint32, v) => Value::UInt(v.as_f64().unwrap_or(0.0) as u32),
-            (MetricType::Float, v @ Value::Float(_)) => v,
-            (MetricType::Float, v) => Value::Float(v.as_f64().unwrap_or(0.0) as f32),
-            (MetricType::Double, v) => Value::Double(v.as_f64().unwrap_or(0.0)),
-            (_, v) => v,
-        };
         Message::Value(ValueMsg {
             id: self.id(def.name),
             fmt: def.fmt.to_string(),
-            value,
+            value: wire_value(def, value),
         })
+    }
+}
+
+/// `value` as the metric's native wire type (which decides the message id).
+pub fn wire_value(def: &MetricDef, value: Value) -> Value {
+    match (def.metric_type, value) {
+        (MetricType::Uint16, v) => Value::UShort(v.as_f64().unwrap_or(0.0) as u16),
+        (MetricType::Uint32, Value::UInt(x)) => Value::UInt(x),
+        (MetricType::Uint32, v) => Value::UInt(v.as_f64().unwrap_or(0.0) as u32),
+        (MetricType::Float, v @ Value::Float(_)) => v,
+        (MetricType::Float, v) => Value::Float(v.as_f64().unwrap_or(0.0) as f32),
+        (MetricType::Double, v) => Value::Double(v.as_f64().unwrap_or(0.0)),
+        (_, v) => v,
     }
 }
 
@@ -135,12 +139,13 @@ impl Channels {
     /// Sends one message to every destination; returns how many sends failed.
     pub fn send(&mut self, msg: &Message) -> Result<usize, xdr::EncodeError> {
         xdr::encode_into(msg, &mut self.buf)?;
+        Ok(self.send_encoded(&self.buf))
+    }
+
+    /// Sends an encoded message to every destination; returns how many sends
+    /// failed.
+    pub fn send_encoded(&self, bytes: &[u8]) -> usize {
         // A refused send (nothing listening yet) is counted, not fatal.
-        let failed = self
-            .socks
-            .iter()
-            .filter(|s| s.send(&self.buf).is_err())
-            .count();
-        Ok(failed)
+        self.socks.iter().filter(|s| s.send(bytes).is_err()).count()
     }
 }
