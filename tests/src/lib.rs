@@ -422,3 +422,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     text.split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string())
 }
+
+/// Starts the `ganglion-agent` daemon with `toml` written to `dir/name`,
+/// plus `args` (e.g. `--send-to`). Its log goes nowhere; stopped on drop.
+pub fn start_agent(dir: &Path, name: &str, toml: &str, args: &[&str]) -> ChildGuard {
+    let conf = dir.join(name);
+    std::fs::write(&conf, toml).unwrap();
+    ChildGuard::spawn(
+        "ganglion-agent",
+        Command::new(workspace_bin("ganglion-agent"))
+            .arg("--config")
+            .arg(&conf)
+            .args(args)
+            .stderr(std::process::Stdio::null()),
+    )
+}

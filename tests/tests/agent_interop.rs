@@ -7,7 +7,7 @@ use ganglion_proto::xml::{self, Item, Limits};
 use ganglion_tests::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn recv_n(sock: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
@@ -191,20 +191,13 @@ fn agent_host_looks_like_a_gmond_host_in_real_gmond() {
     let gconf = gmond_conf(dir.path(), "interop", port, Some(gaddr));
     let _gmond = start_gmond(&gconf, port);
 
-    let aconf = dir.path().join("agent.toml");
-    std::fs::write(
-        &aconf,
-        format!(
+    let _agent = start_agent(
+        dir.path(),
+        "agent.toml",
+        &format!(
             "override_hostname = \"agenthost\"\noverride_ip = \"10.99.0.1\"\n[[send]]\nhost = \"127.0.0.1\"\nport = {port}\n"
         ),
-    )
-    .unwrap();
-    let _agent = ChildGuard::spawn(
-        "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent"))
-            .arg("--config")
-            .arg(&aconf)
-            .stderr(Stdio::null()),
+        &[],
     );
 
     // gmond's default metric set (its own host) vs. the agent's host.
@@ -360,15 +353,11 @@ fn metadata_request_makes_the_agent_resend_at_once() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let addr = sock.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let aconf = dir.path().join("agent.toml");
-    std::fs::write(&aconf, "send_metadata_interval_secs = 0\n").unwrap();
-    let _agent = ChildGuard::spawn(
-        "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent"))
-            .arg("--config")
-            .arg(&aconf)
-            .args(["--send-to", &addr.to_string()])
-            .stderr(Stdio::null()),
+    let _agent = start_agent(
+        dir.path(),
+        "agent.toml",
+        "send_metadata_interval_secs = 0\n",
+        &["--send-to", &addr.to_string()],
     );
     // The start-up burst: metadata then value for everything collected.
     let first = recv_n(&sock, 20);

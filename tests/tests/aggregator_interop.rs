@@ -407,24 +407,17 @@ fn slow_xml_clients_do_not_block_others() {
 fn agent_metrics_come_back_right_after_an_aggregator_restart() {
     let first = Aggregator::start("restart", "");
     let udp = first.udp;
-    let conf = first.dir.path().join("agent.toml");
     // Metadata only at start and on request: recovery must come from the request.
-    std::fs::write(
-        &conf,
-        format!(
+    let _agent = start_agent(
+        first.dir.path(),
+        "agent.toml",
+        &format!(
             "send_metadata_interval_secs = 0\n[[send]]\nhost = \"127.0.0.1\"\nport = {}\n\
              [[collection_group]]\ncollect_every_secs = 1\ntime_threshold_secs = 2\n\
              [[collection_group.metric]]\nname = \"load_one\"\n",
             udp.port()
         ),
-    )
-    .unwrap();
-    let _agent = ChildGuard::spawn(
-        "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent"))
-            .arg("--config")
-            .arg(&conf)
-            .stderr(std::process::Stdio::null()),
+        &[],
     );
     wait_for_metric(first.gmond, "load_one");
     // Restart on the same ports: the new aggregator has no metadata.
@@ -1015,14 +1008,11 @@ fn ipv6_receive_xml_and_trusted_hosts() {
         ),
     );
     let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6));
-    let conf = agg.dir.path().join("agent6.toml");
-    std::fs::write(&conf, format!("[[send]]\nhost = \"::1\"\nport = {p6}\n")).unwrap();
-    let _agent = ChildGuard::spawn(
-        "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent"))
-            .arg("--config")
-            .arg(&conf)
-            .stderr(std::process::Stdio::null()),
+    let _agent = start_agent(
+        agg.dir.path(),
+        "agent6.toml",
+        &format!("[[send]]\nhost = \"::1\"\nport = {p6}\n"),
+        &[],
     );
     let st = Command::new(workspace_bin("ganglion-agent"))
         .args(["send", "-n", "v6metric", "-v", "3", "-t", "float"])

@@ -5,7 +5,7 @@
 
 use ganglion_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Chromium, node and the directory of the node scripts (with playwright-core
@@ -28,21 +28,14 @@ fn dashboard_click_through_zoom_and_live_update() {
         "webclust",
         "step_secs = 1\n[storage]\nflush_interval_secs = 1\n",
     );
-    let conf = agg.dir.path().join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
+    let _agent = start_agent(
+        agg.dir.path(),
+        "agent.toml",
+        &format!(
             "[[send]]\nhost = \"127.0.0.1\"\nport = {}\n",
             agg.udp.port()
         ),
-    )
-    .unwrap();
-    let _agent = ChildGuard::spawn(
-        "ganglion-agent",
-        Command::new(workspace_bin("ganglion-agent"))
-            .arg("--config")
-            .arg(&conf)
-            .stderr(Stdio::null()),
+        &[],
     );
     let send = |name: &str, v: &str| {
         let st = Command::new(workspace_bin("ganglion-agent"))
