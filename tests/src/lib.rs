@@ -437,3 +437,51 @@ pub fn start_agent(dir: &Path, name: &str, toml: &str, args: &[&str]) -> ChildGu
             .stderr(std::process::Stdio::null()),
     )
 }
+
+/// A real gmetad started by [`start_gmetad`].
+pub struct Gmetad {
+    /// The process (stopped on drop).
+    pub guard: ChildGuard,
+    /// Its xml_port (8651's role).
+    pub xml: SocketAddr,
+    /// Its interactive_port (8652's role).
+    pub query: SocketAddr,
+    /// Its rrd_rootdir.
+    pub rrds: PathBuf,
+}
+
+/// Starts the real gmetad in the foreground with `body` (data_source,
+/// gridname, …) plus free xml/interactive ports, `rrd_rootdir` at
+/// `dir/<name>-rrds` and `setuid off`; returns once both ports answer.
+pub fn start_gmetad(dir: &Path, name: &str, body: &str) -> Gmetad {
+    let rrds = dir.join(format!("{name}-rrds"));
+    std::fs::create_dir_all(&rrds).unwrap();
+    let (xml_port, query_port) = (free_tcp_port(), free_tcp_port());
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "{body}\nxml_port {xml_port}\ninteractive_port {query_port}\nrrd_rootdir \"{}\"\nsetuid off\n",
+            rrds.display()
+        ),
+    )
+    .unwrap();
+    let guard = ChildGuard::spawn(
+        "gmetad",
+        Command::new(require_binary("gmetad"))
+            .args(["-d", "1", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (xml, query) = (a(xml_port), a(query_port));
+    wait_for_tcp(xml, Duration::from_secs(10));
+    wait_for_tcp(query, Duration::from_secs(10));
+    Gmetad {
+        guard,
+        xml,
+        query,
+        rrds,
+    }
+}

@@ -233,30 +233,15 @@ fn real_gmetad_polls_the_aggregator() {
     wait_for_metric(agg.gmond, "temp_c");
 
     let dir = tempfile::tempdir().unwrap();
-    let rrds = dir.path().join("rrds");
-    std::fs::create_dir(&rrds).unwrap();
-    let (xml_port, q_port) = (free_tcp_port(), free_tcp_port());
-    let mconf = dir.path().join("gmetad.conf");
-    std::fs::write(
-        &mconf,
-        format!(
-            "data_source \"agg\" 15 127.0.0.1:{}\ngridname \"Upper\"\nxml_port {xml_port}\ninteractive_port {q_port}\n\
-             rrd_rootdir \"{}\"\nsetuid off\ncase_sensitive_hostnames 0\n",
-            agg.gmond.port(),
-            rrds.display()
+    let gmetad = start_gmetad(
+        dir.path(),
+        "upper",
+        &format!(
+            "data_source \"agg\" 15 127.0.0.1:{}\ngridname \"Upper\"\ncase_sensitive_hostnames 0",
+            agg.gmond.port()
         ),
-    )
-    .unwrap();
-    let _gmetad = ChildGuard::spawn(
-        "gmetad",
-        Command::new(require_binary("gmetad"))
-            .args(["-d", "1", "-c"])
-            .arg(&mconf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
     );
-    let dump_addr = SocketAddr::from(([127, 0, 0, 1], xml_port));
-    wait_for_tcp(dump_addr, Duration::from_secs(10));
+    let (dump_addr, rrds) = (gmetad.xml, gmetad.rrds.clone());
     // gmetad parses our whole document (one bad byte would drop the poll).
     let doc = wait_for_metric(dump_addr, "temp_c");
     let text = String::from_utf8_lossy(&doc);
@@ -442,39 +427,16 @@ fn agent_metrics_come_back_right_after_an_aggregator_restart() {
     );
 }
 
-fn start_gmetad(
-    dir: &std::path::Path,
-    name: &str,
-    grid: &str,
-    source: SocketAddr,
-) -> (ChildGuard, SocketAddr, SocketAddr) {
-    let rrds = dir.join(format!("{name}-rrds"));
-    std::fs::create_dir_all(&rrds).unwrap();
-    let xml_port = free_tcp_port();
-    let query_port = free_tcp_port();
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "data_source \"src\" 5 {source}\ngridname \"{grid}\"\nauthority \"http://{name}/\"\nxml_port {xml_port}\n\
-             interactive_port {query_port}\nrrd_rootdir \"{}\"\nsetuid off\n",
-            rrds.display()
+/// A gmetad polling `source` as data source "src" every 5 s, grid `grid`,
+/// authority `http://<name>/`.
+fn start_gmetad_for(dir: &std::path::Path, name: &str, grid: &str, source: SocketAddr) -> Gmetad {
+    start_gmetad(
+        dir,
+        name,
+        &format!(
+            "data_source \"src\" 5 {source}\ngridname \"{grid}\"\nauthority \"http://{name}/\""
         ),
     )
-    .unwrap();
-    let g = ChildGuard::spawn(
-        "gmetad",
-        Command::new(require_binary("gmetad"))
-            .args(["-d", "1", "-c"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], xml_port));
-    let query = SocketAddr::from(([127, 0, 0, 1], query_port));
-    wait_for_tcp(addr, Duration::from_secs(10));
-    wait_for_tcp(query, Duration::from_secs(10));
-    (g, addr, query)
 }
 
 #[test]
@@ -488,12 +450,13 @@ fn grid_of_grids_real_gmetad_below_and_above() {
         Some(SocketAddr::from(([127, 0, 0, 1], gport))),
     );
     let _gmond = start_gmond(&gconf, gport);
-    let (_lower, lower_xml, _) = start_gmetad(
+    let lower = start_gmetad_for(
         dir.path(),
         "lower",
         "Lower",
         SocketAddr::from(([127, 0, 0, 1], gport)),
     );
+    let lower_xml = lower.xml;
     wait_for_metric(lower_xml, "load_one");
 
     // The aggregator polls the lower gmetad: it becomes a child grid, summary only.
@@ -533,7 +496,8 @@ fn grid_of_grids_real_gmetad_below_and_above() {
     assert!(String::from_utf8_lossy(&s).contains("<GRID NAME=\"Lower\""));
 
     // A real gmetad above polls our 8651 and sees our grid, without parse errors.
-    let (_upper, upper_xml, _) = start_gmetad(dir.path(), "upper", "Upper", agg.dump);
+    let upper = start_gmetad_for(dir.path(), "upper", "Upper", agg.dump);
+    let upper_xml = upper.xml;
     let up = wait_until(
         "our grid in the upper gmetad",
         Duration::from_secs(30),
@@ -929,7 +893,8 @@ fn interactive_port_answers_like_real_gmetad() {
     };
     wait_for_metric(gmond, "load_one");
 
-    let (_gmetad, _, theirs) = start_gmetad(dir.path(), "test", "TestGrid", gmond);
+    let gmetad = start_gmetad_for(dir.path(), "test", "TestGrid", gmond);
+    let theirs = gmetad.query;
     let agg = Aggregator::start(
         "own-udp",
         &format!("[[data_source]]\nname = \"src\"\npoll_secs = 1\naddresses = [\"{gmond}\"]\n"),

@@ -91,27 +91,14 @@ fn same_gmond_same_tree_as_real_gmetad() {
         &["-n", "const_g", "-v", "42.5", "-t", "float", "-x", "3600"],
     );
 
-    let theirs = dir.path().join("gmetad-rrds");
-    std::fs::create_dir(&theirs).unwrap();
-    let mconf = dir.path().join("gmetad.conf");
-    std::fs::write(
-        &mconf,
-        format!(
-            "data_source \"src\" 15 127.0.0.1:{gport}\ngridname \"G\"\nxml_port {}\ninteractive_port {}\nrrd_rootdir \"{}\"\nsetuid off\ncase_sensitive_hostnames 0\n",
-            free_tcp_port(),
-            free_tcp_port(),
-            theirs.display()
-        ),
-    )
-    .unwrap();
-    let _gmetad = ChildGuard::spawn(
+    let gmetad = start_gmetad(
+        dir.path(),
         "gmetad",
-        Command::new(require_binary("gmetad"))
-            .args(["-d", "1", "-c"])
-            .arg(&mconf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+        &format!(
+            "data_source \"src\" 15 127.0.0.1:{gport}\ngridname \"G\"\ncase_sensitive_hostnames 0"
+        ),
     );
+    let theirs = gmetad.rrds.clone();
 
     let agg = Aggregator::start(
         "unused",
