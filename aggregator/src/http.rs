@@ -429,11 +429,12 @@ async fn series(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
         end: r.end,
         cf: r.cf,
         resolution: r.resolution,
+        window_rows: None,
     };
     let points = r.points;
     let out = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let j = rrd_export::join(&req, |_, _| {}).map_err(|e| e.to_string())?;
-        let (times, step, cols) = j.decimated(points);
+        let mut j = rrd_export::join(&req, |_, _| {}).map_err(|e| e.to_string())?;
+        let (times, step, cols) = j.decimated(points).map_err(|e| e.to_string())?;
         Ok(series_json(&j, &times, step, &cols))
     })
     .await;
@@ -528,6 +529,7 @@ async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Re
         end: r.end,
         cf: r.cf,
         resolution: r.resolution,
+        window_rows: None,
     };
     let opts = rrd_export::Options {
         format,

@@ -15,9 +15,12 @@
 //!   are consolidated into it with the requested CF (AVERAGE/MIN/MAX/LAST over
 //!   the non-NaN values), and a warning says so.
 
+mod reader;
+
+use ganglion_rrd::RrdError;
 use ganglion_rrd::layout::{self, SUMMARY_DIR, Series};
-use ganglion_rrd::{Fetched, RrdError};
 use globset::{Glob, GlobMatcher};
+use reader::Reader;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -361,7 +364,15 @@ pub struct Request {
     pub cf: Cf,
     /// Desired resolution in seconds (RRA choice as `rrdtool fetch -r`).
     pub resolution: Option<u64>,
+    /// Rows of each file held in memory at once; `None` sizes the windows
+    /// so that all files together hold about [`WINDOW_VALUES`] values.
+    pub window_rows: Option<usize>,
 }
+
+/// Default memory bound of an export, in values held (8 bytes each) across
+/// all files: long ranges are read in windows of
+/// `WINDOW_VALUES / files` rows (at least 1024) per file.
+pub const WINDOW_VALUES: usize = 8 << 20;
 
 fn write_value(out: &mut Vec<u8>, v: f64, json: bool, missing: Missing) {
     if v.is_finite() {
@@ -423,7 +434,7 @@ fn json_str(s: &str) -> String {
 
 /// Every source fetched and aligned on one time grid.
 pub struct Joined {
-    fetched: Vec<Fetched>,
+    readers: Vec<Reader>,
     cf: Cf,
     /// Step of the rows.
     pub step: u64,
@@ -439,37 +450,47 @@ pub struct Joined {
 
 impl Joined {
     /// Row timestamps: multiples of the step in (start, end], like rrdtool fetch.
-    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+    pub fn times(&self) -> impl Iterator<Item = i64> + use<> {
+        let (first, step, end) = (self.first, self.step as i64, self.end);
         (0..)
-            .map(move |k| self.first + k * self.step as i64)
-            .take_while(move |t| *t <= self.end)
+            .map(move |k| first + k * step)
+            .take_while(move |t| *t <= end)
     }
 
-    /// Values of every column at row time `t`, appended to `out`.
-    pub fn row(&self, t: i64, out: &mut Vec<f64>) {
+    /// Values of every column at row time `t`, appended to `out`. Rows must
+    /// be asked for in increasing time: files are read forward in windows.
+    pub fn row(&mut self, t: i64, out: &mut Vec<f64>) -> Result<(), ExportError> {
         let s = self.step as i64;
-        for f in &self.fetched {
+        for f in &mut self.readers {
             let n = f.ds_names.len();
-            for d in 0..n {
-                let v = if f.step == self.step {
-                    let idx = (t - f.start) / s - 1;
-                    if idx >= 0 && (idx as usize) < f.rows() {
-                        f.data[idx as usize * n + d]
-                    } else {
-                        f64::NAN
-                    }
+            if f.step == self.step {
+                let idx = (t - f.start) / s - 1;
+                if idx >= 0 && (idx as usize) < f.rows() {
+                    let i = idx as usize;
+                    f.ensure(i, i + 1)?;
+                    out.extend((0..n).map(|d| f.value(i, d)));
                 } else {
-                    // Consolidate the finer rows inside (t - step, t].
-                    let fs = f.step as i64;
-                    let lo = ((t - s - f.start) / fs).max(0);
-                    let hi = ((t - f.start) / fs).min(f.rows() as i64);
-                    consolidate((lo..hi).map(|i| f.data[i as usize * n + d]), self.cf)
-                };
-                out.push(v);
+                    out.extend(std::iter::repeat_n(f64::NAN, n));
+                }
+            } else {
+                // Consolidate the finer rows inside (t - step, t].
+                let fs = f.step as i64;
+                let lo = ((t - s - f.start) / fs).max(0) as usize;
+                let hi = ((t - f.start) / fs).clamp(0, f.rows() as i64) as usize;
+                if lo < hi {
+                    f.ensure(lo, hi)?;
+                }
+                for d in 0..n {
+                    out.push(consolidate((lo..hi).map(|i| f.value(i, d)), self.cf));
+                }
             }
         }
+        Ok(())
     }
 }
+
+/// A decimated table: `(row times, step, columns)`.
+pub type Decimated = (Vec<i64>, u64, Vec<Vec<f64>>);
 
 impl Joined {
     /// The table column by column, with at most `max_rows` rows: when the
@@ -477,20 +498,23 @@ impl Joined {
     /// consolidated with the request's CF (so a graph `max_rows` pixels wide
     /// gets one point per pixel). Each merged row carries the timestamp of its
     /// last member, as an RRA row does. Returns `(times, step, columns)`.
-    pub fn decimated(&self, max_rows: usize) -> (Vec<i64>, u64, Vec<Vec<f64>>) {
+    pub fn decimated(
+        &mut self,
+        max_rows: usize,
+    ) -> Result<Decimated, ExportError> {
         let times: Vec<i64> = self.times().collect();
         let k = times.len().div_ceil(max_rows.max(1)).max(1);
         let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(times.len()); self.columns.len()];
         let mut row = Vec::with_capacity(self.columns.len());
         for t in &times {
             row.clear();
-            self.row(*t, &mut row);
+            self.row(*t, &mut row)?;
             for (c, v) in row.iter().enumerate() {
                 cols[c].push(*v);
             }
         }
         if k == 1 {
-            return (times, self.step, cols);
+            return Ok((times, self.step, cols));
         }
         // Buckets end on multiples of k·step so that refreshes and different
         // ranges merge the same rows (stable graphs while live).
@@ -517,20 +541,26 @@ impl Joined {
                     .collect()
             })
             .collect();
-        (out_times, self.step * k as u64, cols)
+        Ok((out_times, self.step * k as u64, cols))
     }
 }
 
-/// Fetches every source (`progress` is called after each) and aligns them.
+/// Opens every source (`progress` is called after each) and aligns them.
+/// Short ranges are fetched at once; long ones are read in windows while the
+/// rows are walked (see [`Request::window_rows`]).
 pub fn join(req: &Request, mut progress: impl FnMut(usize, usize)) -> Result<Joined, ExportError> {
-    let mut fetched: Vec<Fetched> = Vec::with_capacity(req.sources.len());
+    let window = req
+        .window_rows
+        .unwrap_or_else(|| (WINDOW_VALUES / req.sources.len().max(1)).max(1024));
+    let mut fetched: Vec<Reader> = Vec::with_capacity(req.sources.len());
     for (i, src) in req.sources.iter().enumerate() {
-        fetched.push(ganglion_rrd::fetch(
+        fetched.push(Reader::open(
             &src.path,
-            req.cf.as_str(),
+            req.cf,
             req.start,
             req.end,
-            req.resolution.unwrap_or(1),
+            req.resolution,
+            window,
         )?);
         progress(i + 1, req.sources.len());
     }
@@ -558,7 +588,7 @@ pub fn join(req: &Request, mut progress: impl FnMut(usize, usize)) -> Result<Joi
         }
     }
     Ok(Joined {
-        fetched,
+        readers: fetched,
         cf: req.cf,
         step,
         first,
@@ -576,10 +606,10 @@ pub fn export<W: Write>(
     w: &mut W,
     progress: impl FnMut(usize, usize),
 ) -> Result<Summary, ExportError> {
-    let joined = join(req, progress)?;
+    let mut joined = join(req, progress)?;
     let (step, first, end) = (joined.step, joined.first, joined.end);
     let s = step as i64;
-    let columns = &joined.columns;
+    let columns = &joined.columns.clone();
     let names_json: Vec<String> = columns.iter().map(|c| json_str(&c.name)).collect();
     let mut out = Vec::with_capacity(64 * 1024);
     // Header.
@@ -657,7 +687,7 @@ pub fn export<W: Write>(
             }
         }
         vals.clear();
-        joined.row(t, &mut vals);
+        joined.row(t, &mut vals)?;
         for (col, v) in vals.iter().enumerate() {
             out.push(b',');
             match opts.format {
@@ -749,14 +779,18 @@ mod tests {
         // Ten rows at 10 s: t = 110..=200, values 1..=10, one gap.
         let mut data: Vec<f64> = (1..=10).map(f64::from).collect();
         data[3] = f64::NAN;
-        let j = Joined {
-            fetched: vec![Fetched {
-                start: 100,
-                end: 200,
-                step: 10,
-                ds_names: vec!["sum".into()],
-                data,
-            }],
+        let mut j = Joined {
+            readers: vec![Reader::from_fetched(
+                Path::new("x.rrd"),
+                Cf::Average,
+                ganglion_rrd::Fetched {
+                    start: 100,
+                    end: 200,
+                    step: 10,
+                    ds_names: vec!["sum".into()],
+                    data,
+                },
+            )],
             cf: Cf::Average,
             step: 10,
             first: 110,
@@ -769,11 +803,11 @@ mod tests {
             }],
             warnings: vec![],
         };
-        let (t, step, c) = j.decimated(100);
+        let (t, step, c) = j.decimated(100).unwrap();
         assert_eq!((t.len(), step), (10, 10));
         assert!(c[0][3].is_nan());
         // At most 4 rows: k = 3, buckets end on multiples of 30 s.
-        let (t, step, c) = j.decimated(4);
+        let (t, step, c) = j.decimated(4).unwrap();
         assert_eq!(step, 30);
         assert_eq!(t, vec![120, 150, 180, 200]);
         // (1+2)/2, (3+5)/2 (NaN skipped), (6+7+8)/3, (9+10)/2

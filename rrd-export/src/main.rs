@@ -67,6 +67,10 @@ struct Cli {
     /// Resolution in seconds; the RRA is chosen as `rrdtool fetch -r` does.
     #[arg(short, long)]
     resolution: Option<u64>,
+    /// Rows of each file held in memory at once (default: about 8 M values
+    /// across all files). For tests of the windowed reading.
+    #[arg(long, hide = true)]
+    window_rows: Option<usize>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "csv")]
     format: FormatArg,
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
         end,
         cf,
         resolution: cli.resolution,
+        window_rows: cli.window_rows,
     };
     match &cli.output {
         Some(path) => {

@@ -107,9 +107,15 @@ fn same(ours: f64, theirs: f64) -> bool {
 }
 
 fn compare(file: &Path, cf: &str, start: i64, end: i64, res: Option<u64>) {
+    compare_with(file, cf, start, end, res, &[]);
+}
+
+/// As [`compare`], with extra rrd-export arguments.
+fn compare_with(file: &Path, cf: &str, start: i64, end: i64, res: Option<u64>, extra: &[&str]) {
     let (names, theirs) = fetch(file, cf, start, end, res);
     let (s, e) = (start.to_string(), end.to_string());
     let mut args = vec![file.to_str().unwrap(), "--cf", cf, "-s", &s, "-e", &e];
+    args.extend(extra);
     let r = res.map(|r| r.to_string());
     if let Some(r) = &r {
         args.extend(["--resolution", r]);
@@ -125,7 +131,7 @@ fn compare(file: &Path, cf: &str, start: i64, end: i64, res: Option<u64>) {
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),
-        "{} {cf} timestamps",
+        "{} {cf} {start}..{end} res {res:?} {extra:?}: timestamps",
         file.display()
     );
     for (t, tv) in &theirs {
@@ -133,7 +139,7 @@ fn compare(file: &Path, cf: &str, start: i64, end: i64, res: Option<u64>) {
             let o = ours[t][i];
             assert!(
                 same(o, *v),
-                "{} {cf} res {res:?} t={t} ds={i}: ours {o:e} vs rrdtool {v:e}",
+                "{} {cf} res {res:?} {extra:?} t={t} ds={i}: ours {o:e} vs rrdtool {v:e}",
                 file.display()
             );
         }
@@ -213,6 +219,93 @@ fn values_and_timestamps_equal_rrdtool_fetch() {
         compare(g, cf, T0, T0 + 1200, Some(60));
     }
     compare(&files[1], "AVERAGE", T0, T0 + 500, None);
+}
+
+/// A gmetad-like file (one CF per step, three steps) whose finer RRAs have
+/// wrapped several times, updated `steps` times from T0.
+fn wrapped_file(dir: &Path, steps: i64) -> PathBuf {
+    let f = dir.join("wrapped.rrd");
+    rrdtool(&[
+        "create",
+        f.to_str().unwrap(),
+        "--start",
+        &T0.to_string(),
+        "--step",
+        "10",
+        "DS:sum:GAUGE:80:U:U",
+        "DS:num:GAUGE:80:U:U",
+        "RRA:AVERAGE:0.5:1:100",
+        "RRA:AVERAGE:0.5:5:60",
+        "RRA:MAX:0.5:5:60",
+        "RRA:AVERAGE:0.5:30:40",
+    ]);
+    let ups: Vec<String> = (1..=steps)
+        .filter(|k| k % 97 > 3) // a few gaps
+        .map(|k| format!("{}:{}:{}", T0 + k * 10, (k * 7919) % 1000, k % 13))
+        .collect();
+    for chunk in ups.chunks(500) {
+        let mut a = vec!["update", f.to_str().unwrap()];
+        a.extend(chunk.iter().map(String::as_str));
+        rrdtool(&a);
+    }
+    f
+}
+
+#[test]
+fn long_ranges_read_in_windows_equal_rrdtool_fetch() {
+    // Windows of a few rows make every range below span many windows, so
+    // the per-window RRA choice, the NaN rows older than the RRA and the
+    // widened ends are all exercised against librrd's whole fetch.
+    let dir = tempfile::tempdir().unwrap();
+    let f = wrapped_file(dir.path(), 2000);
+    let last = T0 + 20_000;
+    let ranges = [
+        (T0, last, None),
+        (T0 - 5000, last + 3000, None),
+        (last - 900, last, None),         // the 10 s RRA covers it
+        (last - 990, last - 7, Some(10)), // unaligned end
+        (last - 3000, last, None),        // only 50 s and 300 s cover it
+        (last - 3000, last, Some(300)),
+        (T0 + 3, last + 1, Some(1)), // partial cover: widest wins
+        (last - 2995, last - 1005, Some(50)), // unaligned start
+    ];
+    for (start, end, res) in ranges {
+        for w in ["3", "17", "1000"] {
+            compare_with(&f, "AVERAGE", start, end, res, &["--window-rows", w]);
+        }
+    }
+    // MAX: the 50 s MAX RRA, or the 10 s AVERAGE one (one PDP per row serves
+    // any simple CF).
+    compare_with(&f, "MAX", last - 2000, last, None, &["--window-rows", "5"]);
+    compare_with(&f, "MAX", last - 500, last, None, &["--window-rows", "5"]);
+    // Same-step RRAs of other CFs (gauge.rrd) are read whole: still equal.
+    let g = &fixtures(dir.path())[0];
+    for cf in ["AVERAGE", "MIN", "MAX", "LAST"] {
+        compare_with(g, cf, T0, T0 + 1200, Some(60), &["--window-rows", "4"]);
+    }
+}
+
+#[test]
+fn windowed_join_of_mixed_steps_equals_whole_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = wrapped_file(dir.path(), 2000);
+    let files = fixtures(dir.path());
+    let (f, g) = (f.to_str().unwrap(), files[0].to_str().unwrap());
+    let (s, e) = ((T0 - 600).to_string(), (T0 + 20_000).to_string());
+    for fmt in ["csv", "json"] {
+        let args = [f, g, "-s", &s, "-e", &e, "--format", fmt];
+        let whole = export(&args);
+        assert!(whole.status.success());
+        let mut windowed = args.to_vec();
+        windowed.extend(["--window-rows", "7"]);
+        let windowed = export(&windowed);
+        assert!(windowed.status.success());
+        assert!(whole.stdout.len() > 1000);
+        assert_eq!(
+            String::from_utf8(windowed.stdout).unwrap(),
+            String::from_utf8(whole.stdout).unwrap()
+        );
+    }
 }
 
 #[test]

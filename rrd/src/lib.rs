@@ -12,6 +12,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 pub mod layout;
+pub mod plan;
 pub mod rrdcached;
 
 use std::ffi::{CStr, CString, c_char, c_ulong};
