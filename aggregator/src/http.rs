@@ -114,7 +114,7 @@ fn host_brief(h: &HostSnap) -> Value {
     let num = |n: &str| {
         h.metrics
             .iter()
-            .find(|m| m.name == n)
+            .find(|m| *m.name == *n)
             .and_then(|m| m.number)
     };
     json!({
@@ -167,7 +167,7 @@ async fn cluster(
         .iter()
         .flat_map(|h| h.metrics.iter())
         .filter(|m| m.metric_type.is_numeric())
-        .map(|m| m.name.as_str())
+        .map(|m| &*m.name)
         .collect();
     metrics.sort_unstable();
     metrics.dedup();
@@ -181,7 +181,7 @@ async fn cluster(
                 b["value"] = h
                     .metrics
                     .iter()
-                    .find(|x| &x.name == m)
+                    .find(|x| *x.name == **m)
                     .and_then(|x| x.number)
                     .filter(|x| x.is_finite())
                     .into();
@@ -234,7 +234,7 @@ async fn host(
             json!({
                 "name": m.name, "val": m.val, "value": m.number, "type": m.metric_type.as_str(),
                 "units": m.units, "slope": m.slope.as_str(), "tn": m.tn, "tmax": m.tmax, "dmax": m.dmax,
-                "group": m.extra("GROUP").unwrap_or("other"), "title": m.extra("TITLE").unwrap_or(&m.name),
+                "group": m.extra("GROUP").unwrap_or("other"), "title": m.extra("TITLE").unwrap_or(&*m.name),
                 "desc": m.extra("DESC").unwrap_or(""), "numeric": m.metric_type.is_numeric(),
             })
         })

@@ -9,7 +9,7 @@ use crate::telemetry::Counters;
 use ganglion_proto::format::render;
 use ganglion_proto::model::{MetricMeta, MetricType, Slope, special};
 use ganglion_proto::xdr::{Message, MetricId, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,10 +52,103 @@ pub struct Limits {
     pub max_string_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
+/// A metric description as many hosts share it. Every text in it is interned,
+/// and the description itself is interned as a whole: the thousand hosts of a
+/// cluster that send the same `load_one` metadata point at one `Meta`. The
+/// per-host SPOOF_HOST extra is kept out of it (in [`MetricEntry`]) so that
+/// spoofed hosts share descriptions too.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Meta {
+    type_name: Arc<str>,
+    units: Arc<str>,
+    slope: u32,
+    tmax: u32,
+    dmax: u32,
+    /// Extra data in print order (gmond prints reverse arrival order),
+    /// SPOOF_HOST left out.
+    extras: Box<[(Arc<str>, Arc<str>)]>,
+    /// Where the first SPOOF_HOST stood in print order.
+    spoof_at: Option<u16>,
+}
+
+/// Deduplicates the texts and descriptions held by the state. Entries nobody
+/// else references any more are swept by the periodic cleanup.
+#[derive(Debug, Default)]
+struct Interner {
+    strings: HashSet<Arc<str>>,
+    metas: HashSet<Arc<Meta>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
+    }
+
+    /// Interns a metadata message's description; returns it and the
+    /// SPOOF_HOST value it carried.
+    fn meta(&mut self, m: MetricMeta) -> (Arc<Meta>, Option<Arc<str>>) {
+        let mut spoof = None;
+        let mut spoof_at = None;
+        let mut extras = Vec::with_capacity(m.extra.len());
+        for (k, v) in m.extra.into_iter().rev() {
+            if spoof_at.is_none() && k == "SPOOF_HOST" {
+                spoof_at = u16::try_from(extras.len()).ok();
+                spoof = Some(self.str(&v));
+                continue;
+            }
+            extras.push((self.str(&k), self.str(&v)));
+        }
+        let meta = Meta {
+            type_name: self.str(&m.type_name),
+            units: self.str(&cut(m.units, 255)),
+            slope: m.slope,
+            tmax: m.tmax,
+            dmax: m.dmax,
+            extras: extras.into_boxed_slice(),
+            spoof_at,
+        };
+        let meta = match self.metas.get(&meta) {
+            Some(a) => a.clone(),
+            None => {
+                let a = Arc::new(meta);
+                self.metas.insert(a.clone());
+                a
+            }
+        };
+        (meta, spoof)
+    }
+
+    /// Forgets what only the interner still holds.
+    fn sweep(&mut self) {
+        self.metas.retain(|m| Arc::strong_count(m) > 1);
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+#[derive(Debug)]
 struct MetricEntry {
-    meta: Option<(MetricMeta, u64)>,
+    name: Arc<str>,
+    /// The description and when it last arrived (dmax is measured from it).
+    meta: Option<(Arc<Meta>, u64)>,
+    /// SPOOF_HOST of the last metadata, when it had one.
+    spoof_host: Option<Arc<str>>,
     value: Option<StoredValue>,
+}
+
+impl MetricEntry {
+    fn new(name: Arc<str>) -> MetricEntry {
+        MetricEntry {
+            name,
+            meta: None,
+            spoof_host: None,
+            value: None,
+        }
+    }
 }
 
 /// The value as received: rendering with the sender's format is deferred to
@@ -63,20 +156,11 @@ struct MetricEntry {
 #[derive(Debug, Clone)]
 struct StoredValue {
     value: Value,
-    fmt: String,
+    fmt: Arc<str>,
     at: u64,
 }
 
-impl StoredValue {
-    fn render(&self) -> String {
-        match &self.value {
-            Value::Str(s) => s.clone(),
-            v => render(&self.fmt, v),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct HostEntry {
     name: String,
     ip: String,
@@ -91,7 +175,15 @@ struct HostEntry {
     /// takes a summary's precision from the first host in that order, so
     /// polled clusters are summarised and listed in it.
     order: usize,
-    metrics: HashMap<String, MetricEntry>,
+    /// Sorted by name: one small allocation per host instead of a hash
+    /// table, lookups by binary search, and snapshots come out sorted.
+    metrics: Vec<MetricEntry>,
+}
+
+impl HostEntry {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.metrics.binary_search_by(|e| (*e.name).cmp(name))
+    }
 }
 
 #[derive(Debug)]
@@ -130,6 +222,7 @@ pub struct State {
 struct Inner {
     clusters: Vec<ClusterEntry>,
     grids: Vec<GridSnap>,
+    interner: Interner,
 }
 
 /// A whole-grid view at one instant.
@@ -191,6 +284,8 @@ pub struct HostSnap {
     pub gmond_started: u64,
     /// TN < 4 × TMAX
     pub alive: bool,
+    /// Position in a polled source's document (0 for UDP hosts).
+    pub order: usize,
     /// Metrics with both metadata and a value, sorted by name.
     pub metrics: Vec<MetricSnap>,
 }
@@ -199,7 +294,7 @@ pub struct HostSnap {
 #[derive(Debug, Clone)]
 pub struct MetricSnap {
     /// `NAME`
-    pub name: String,
+    pub name: Arc<str>,
     /// `VAL` as rendered with the sender's format
     pub val: String,
     /// The value as a number, for numeric types.
@@ -207,7 +302,7 @@ pub struct MetricSnap {
     /// `TYPE`
     pub metric_type: MetricType,
     /// `UNITS`
-    pub units: String,
+    pub units: Arc<str>,
     /// `SLOPE`
     pub slope: Slope,
     /// `TN`
@@ -216,17 +311,36 @@ pub struct MetricSnap {
     pub tmax: u32,
     /// `DMAX`
     pub dmax: u32,
-    /// Extra data as gmond prints it (reverse arrival order).
-    pub extras: Vec<(String, String)>,
+    meta: Arc<Meta>,
+    spoof_host: Option<Arc<str>>,
+    /// Kept until the value is rendered outside the state lock.
+    raw: Option<(Value, Arc<str>)>,
 }
 
 impl MetricSnap {
+    /// Extra data as gmond prints it (reverse arrival order).
+    pub fn extras(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let spoof = self
+            .meta
+            .spoof_at
+            .map(usize::from)
+            .zip(self.spoof_host.as_deref());
+        let at = move |i: usize| {
+            spoof
+                .filter(|(a, _)| *a == i)
+                .map(|(_, v)| ("SPOOF_HOST", v))
+        };
+        self.meta
+            .extras
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, (k, v))| at(i).into_iter().chain([(&**k, &**v)]))
+            .chain(at(self.meta.extras.len()))
+    }
+
     /// The first value of an extra-data key (GROUP, TITLE, DESC…).
     pub fn extra(&self, key: &str) -> Option<&str> {
-        self.extras
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.extras().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
@@ -285,7 +399,10 @@ pub struct GridSnap {
 }
 
 impl Summary {
-    fn add_host(&mut self, h: &HostSnap, acc: &mut HashMap<String, usize>) {
+    /// Adds one host. `acc` maps a metric name to its line and the last
+    /// description whose extras were merged into it: hosts mostly share
+    /// descriptions, so the union is only recomputed when one differs.
+    fn add_host(&mut self, h: &HostSnap, acc: &mut HashMap<Arc<str>, (usize, *const Meta)>) {
         if !h.alive {
             self.hosts_down += 1;
             return;
@@ -295,25 +412,29 @@ impl Summary {
             let (Some(x), true) = (m.number, m.metric_type.is_numeric()) else {
                 continue;
             };
-            let i = *acc.entry(m.name.clone()).or_insert_with(|| {
+            let (i, seen) = acc.entry(m.name.clone()).or_insert_with(|| {
                 self.metrics.push(SummaryMetric {
-                    name: m.name.clone(),
+                    name: m.name.to_string(),
                     sum: 0.0,
                     num: 0,
                     metric_type: m.metric_type,
-                    units: m.units.clone(),
+                    units: m.units.to_string(),
                     slope: m.slope,
                     precision_from: m.val.clone(),
                     extras: Vec::new(),
                 });
-                self.metrics.len() - 1
+                (self.metrics.len() - 1, std::ptr::null())
             });
-            let s = &mut self.metrics[i];
+            let s = &mut self.metrics[*i];
             s.sum += x;
             s.num += 1;
-            for (k, v) in &m.extras {
+            if std::ptr::eq(*seen, Arc::as_ptr(&m.meta)) {
+                continue;
+            }
+            *seen = Arc::as_ptr(&m.meta);
+            for (k, v) in m.extras() {
                 if k != "SPOOF_HOST" && !s.extras.iter().any(|(a, b)| a == k && b == v) {
-                    s.extras.push((k.clone(), v.clone()));
+                    s.extras.push((k.to_string(), v.to_string()));
                 }
             }
         }
@@ -367,6 +488,7 @@ impl State {
                     })
                     .collect(),
                 grids: Vec::new(),
+                interner: Interner::default(),
             }),
             limits,
             counters,
@@ -397,7 +519,8 @@ impl State {
     ) -> ApplyOutcome {
         let c = &self.counters;
         let id = msg.metric_id();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let trust = inner
             .clusters
             .get(cluster)
@@ -449,7 +572,7 @@ impl State {
                     gmond_started: 0,
                     polled_limits: None,
                     order: 0,
-                    metrics: HashMap::new(),
+                    metrics: Vec::new(),
                 })
             }
         };
@@ -471,20 +594,25 @@ impl State {
                 ApplyOutcome::default()
             }
             Message::Metadata(m) => {
-                if !host.metrics.contains_key(&metric_name) && nmetrics >= self.limits.max_metrics {
-                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
-                    return ApplyOutcome::default();
-                }
-                let mut meta = m.meta;
-                if MetricType::parse(&meta.type_name).is_none() {
+                let i = match host.find(&metric_name) {
+                    Ok(i) => i,
+                    Err(_) if nmetrics >= self.limits.max_metrics => {
+                        c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                        return ApplyOutcome::default();
+                    }
+                    Err(p) => {
+                        let name = inner.interner.str(&metric_name);
+                        host.metrics.insert(p, MetricEntry::new(name));
+                        p
+                    }
+                };
+                if MetricType::parse(&m.meta.type_name).is_none() {
                     c.unknown_types.fetch_add(1, Ordering::Relaxed);
                 }
-                meta.units = cut(meta.units, 255);
-                let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
-                    meta: None,
-                    value: None,
-                });
+                let (meta, spoof) = inner.interner.meta(m.meta);
+                let e = &mut host.metrics[i];
                 e.meta = Some((meta, now));
+                e.spoof_host = spoof;
                 c.metadata_received.fetch_add(1, Ordering::Relaxed);
                 ApplyOutcome::default()
             }
@@ -500,24 +628,33 @@ impl State {
                 {
                     host.location = cut(s.clone(), 255);
                 }
-                if !host.metrics.contains_key(&metric_name) && nmetrics >= self.limits.max_metrics {
-                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
-                    return ApplyOutcome::default();
-                }
+                let i = match host.find(&metric_name) {
+                    Ok(i) => i,
+                    Err(_) if nmetrics >= self.limits.max_metrics => {
+                        c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                        return ApplyOutcome::default();
+                    }
+                    Err(p) => {
+                        let name = inner.interner.str(&metric_name);
+                        host.metrics.insert(p, MetricEntry::new(name));
+                        p
+                    }
+                };
                 let value = match v.value {
                     Value::Str(s) => Value::Str(cut(s, self.limits.max_string_bytes)),
                     other => other,
                 };
-                let stored = StoredValue {
-                    value,
-                    fmt: v.fmt,
-                    at: now,
+                let e = &mut host.metrics[i];
+                // Senders repeat the same format: keep the shared copy.
+                let fmt = match &e.value {
+                    Some(old) if *old.fmt == *v.fmt => old.fmt.clone(),
+                    _ => inner.interner.str(&v.fmt),
                 };
-                let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
-                    meta: None,
-                    value: None,
+                e.value = Some(StoredValue {
+                    value,
+                    fmt,
+                    at: now,
                 });
-                e.value = Some(stored);
                 if e.meta.is_none() {
                     ApplyOutcome {
                         request_metadata: Some(MetricId {
@@ -562,7 +699,7 @@ impl State {
             hosts += before - c.hosts.len();
             for h in c.hosts.values_mut() {
                 let before = h.metrics.len();
-                h.metrics.retain(|_, m| match &m.meta {
+                h.metrics.retain(|m| match &m.meta {
                     Some((meta, at)) => {
                         meta.dmax == 0 || now.saturating_sub(*at) <= u64::from(meta.dmax)
                     }
@@ -574,43 +711,55 @@ impl State {
                 metrics += before - h.metrics.len();
             }
         }
+        inner.interner.sweep();
         (hosts, metrics)
     }
 
     /// Replaces a polled cluster's content (gmond source, or a gmetad's cluster
     /// in authority mode). Creates the cluster on first sight.
     pub fn replace_polled_cluster(&self, cluster: &ganglion_proto::xml::Cluster, now: u64) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut hosts = HashMap::new();
         for (order, h) in cluster.hosts.iter().enumerate() {
-            let mut metrics = HashMap::new();
+            let mut metrics: Vec<MetricEntry> = Vec::with_capacity(h.metrics.len());
             for m in &h.metrics {
                 if m.dmax != 0 && m.tn > u64::from(m.dmax) {
                     continue; // gmetad drops metrics past their dmax at ingest
                 }
-                let meta = MetricMeta {
+                let (meta, spoof_host) = inner.interner.meta(MetricMeta {
                     type_name: m.metric_type.as_str().to_string(),
-                    name: m.name.clone(),
+                    name: String::new(),
                     units: m.units.clone(),
                     slope: m.slope.to_wire(),
                     tmax: m.tmax,
                     dmax: m.dmax,
-                    // Stored in wire order; the snapshot reverses them back.
+                    // The document has them in print order; metadata
+                    // messages carry them in arrival order.
                     extra: m.extras.iter().rev().cloned().collect(),
-                };
+                });
                 let at = now.saturating_sub(m.tn);
                 // Polled VALs are already rendered: keep them verbatim.
-                metrics.insert(
-                    m.name.clone(),
-                    MetricEntry {
-                        meta: Some((meta, at)),
-                        value: Some(StoredValue {
-                            value: Value::Str(m.val.clone()),
-                            fmt: String::new(),
-                            at,
-                        }),
-                    },
-                );
+                metrics.push(MetricEntry {
+                    name: inner.interner.str(&m.name),
+                    meta: Some((meta, at)),
+                    spoof_host,
+                    value: Some(StoredValue {
+                        value: Value::Str(m.val.clone()),
+                        fmt: inner.interner.str(""),
+                        at,
+                    }),
+                });
             }
+            metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            // A name twice in one host: the last one wins, as a map would have it.
+            metrics.dedup_by(|later, earlier| {
+                let same = later.name == earlier.name;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
             hosts.insert(
                 h.name.clone(),
                 HostEntry {
@@ -632,7 +781,6 @@ impl State {
             stale: false,
             polled_at: now,
         };
-        let mut inner = self.lock();
         match inner
             .clusters
             .iter_mut()
@@ -689,18 +837,17 @@ impl State {
 
     /// An immutable view of everything, for readers.
     pub fn snapshot(&self, now: u64) -> Arc<Snapshot> {
-        // Copy under the lock; sort and summarise after releasing it.
+        // Under the lock only reference counts and a few host strings are
+        // copied; values are rendered, hosts sorted and summaries computed
+        // after releasing it.
         let (raw, grids) = {
             let inner = self.lock();
-            let raw: Vec<(ClusterInfo, Option<RemoteMeta>, Vec<HostEntry>)> = inner
+            let raw: Vec<(ClusterInfo, Option<RemoteMeta>, Vec<HostSnap>)> = inner
                 .clusters
                 .iter()
                 .map(|c| {
-                    (
-                        c.info.clone(),
-                        c.remote.clone(),
-                        c.hosts.values().cloned().collect(),
-                    )
+                    let hosts = c.hosts.values().map(|h| host_snap(&c.info, h, now));
+                    (c.info.clone(), c.remote.clone(), hosts.collect())
                 })
                 .collect();
             (raw, inner.grids.clone())
@@ -719,67 +866,77 @@ impl State {
     }
 }
 
+/// A host as readers see it, with values not yet rendered (see
+/// [`build_cluster`]).
+fn host_snap(info: &ClusterInfo, h: &HostEntry, now: u64) -> HostSnap {
+    let tn = now.saturating_sub(h.reported);
+    let (tmax, dmax) = h.polled_limits.unwrap_or((info.host_tmax, info.host_dmax));
+    let metrics = h
+        .metrics
+        .iter()
+        .filter(|e| *e.name != *special::HEARTBEAT && *e.name != *special::LOCATION)
+        .filter_map(|e| {
+            let (meta, _) = e.meta.as_ref()?;
+            let v = e.value.as_ref()?;
+            let metric_type = MetricType::parse(&meta.type_name).unwrap_or(MetricType::String);
+            Some(MetricSnap {
+                name: e.name.clone(),
+                val: String::new(),
+                number: if metric_type.is_numeric() {
+                    v.value.as_f64()
+                } else {
+                    None
+                },
+                metric_type,
+                units: meta.units.clone(),
+                slope: Slope::from_wire(meta.slope),
+                tn: now.saturating_sub(v.at),
+                tmax: meta.tmax,
+                dmax: meta.dmax,
+                meta: meta.clone(),
+                spoof_host: e.spoof_host.clone(),
+                raw: Some((v.value.clone(), v.fmt.clone())),
+            })
+        })
+        .filter(|m| m.dmax == 0 || m.tn <= u64::from(m.dmax))
+        .collect();
+    HostSnap {
+        alive: tn < 4 * u64::from(tmax.max(1)),
+        name: h.name.clone(),
+        ip: h.ip.clone(),
+        tags: h.tags.clone(),
+        location: h.location.clone(),
+        reported: h.reported,
+        tn,
+        tmax,
+        dmax,
+        gmond_started: h.gmond_started,
+        order: h.order,
+        metrics,
+    }
+}
+
 fn build_cluster(
     info: ClusterInfo,
     remote: Option<RemoteMeta>,
-    hosts: Vec<HostEntry>,
+    mut hosts: Vec<HostSnap>,
     now: u64,
 ) -> ClusterSnap {
-    let mut hosts = hosts;
     // Source order for polled hosts, then by name (our UDP hosts are all 0).
     hosts.sort_by(|a, b| (a.order, &a.name, &a.ip).cmp(&(b.order, &b.name, &b.ip)));
-    let out: Vec<HostSnap> = hosts
-        .into_iter()
-        .map(|h| {
-            let tn = now.saturating_sub(h.reported);
-            let (tmax, dmax) = h.polled_limits.unwrap_or((info.host_tmax, info.host_dmax));
-            let mut metrics: Vec<MetricSnap> = h
-                .metrics
-                .into_iter()
-                .filter(|(name, _)| name != special::HEARTBEAT && name != special::LOCATION)
-                .filter_map(|(name, e)| {
-                    let (meta, _) = e.meta?;
-                    let v = e.value?;
-                    let metric_type = meta.metric_type().unwrap_or(MetricType::String);
-                    Some(MetricSnap {
-                        name,
-                        number: if metric_type.is_numeric() {
-                            v.value.as_f64()
-                        } else {
-                            None
-                        },
-                        val: v.render(),
-                        metric_type,
-                        slope: meta.slope(),
-                        units: meta.units,
-                        tn: now.saturating_sub(v.at),
-                        tmax: meta.tmax,
-                        dmax: meta.dmax,
-                        // gmond prints EXTRA_ELEMENTs in reverse arrival order.
-                        extras: meta.extra.into_iter().rev().collect(),
-                    })
-                })
-                .filter(|m| m.dmax == 0 || m.tn <= u64::from(m.dmax))
-                .collect();
-            metrics.sort_by(|a, b| a.name.cmp(&b.name));
-            HostSnap {
-                alive: tn < 4 * u64::from(tmax.max(1)),
-                name: h.name,
-                ip: h.ip,
-                tags: h.tags,
-                location: h.location,
-                reported: h.reported,
-                tn,
-                tmax,
-                dmax,
-                gmond_started: h.gmond_started,
-                metrics,
+    for h in &mut hosts {
+        for m in &mut h.metrics {
+            if let Some((v, fmt)) = m.raw.take() {
+                m.val = match v {
+                    Value::Str(s) => s,
+                    v => render(&fmt, &v),
+                };
             }
-        })
-        .collect();
+        }
+    }
     let mut summary = Summary::default();
     let mut acc = HashMap::new();
-    for h in &out {
+    for h in &hosts {
         summary.add_host(h, &mut acc);
     }
     summary.metrics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -793,7 +950,7 @@ fn build_cluster(
             .map(|r| r.localtime + now.saturating_sub(r.polled_at))
             .unwrap_or(now),
         stale: remote.is_some_and(|r| r.stale),
-        hosts: out,
+        hosts,
         summary,
     }
 }
@@ -831,6 +988,10 @@ mod tests {
     use ganglion_proto::xdr::{MetadataMsg, ValueMsg};
 
     fn state() -> State {
+        state_with(2)
+    }
+
+    fn state_with(max_hosts: usize) -> State {
         State::new(
             "g".into(),
             "http://x/".into(),
@@ -844,7 +1005,7 @@ mod tests {
                 trust_packet_hostname: false,
             }],
             Limits {
-                max_hosts: 2,
+                max_hosts,
                 max_metrics: 3,
                 max_string_bytes: 8,
             },
@@ -902,7 +1063,75 @@ mod tests {
         let snap = s.snapshot(102);
         let m = &snap.clusters[0].hosts[0].metrics[0];
         assert_eq!((m.val.as_str(), m.tn, m.number), ("1.50", 2, Some(1.5)));
-        assert_eq!(m.extras[0].0, "TITLE", "reverse arrival order");
+        assert_eq!(
+            m.extras().next().unwrap().0,
+            "TITLE",
+            "reverse arrival order"
+        );
+    }
+
+    #[test]
+    fn spoofed_hosts_share_one_description_and_keep_their_spoof_host() {
+        let s = state_with(3);
+        let src: SocketAddr = SRC.parse().unwrap();
+        let sends = [
+            ("10.0.0.7:a", 0),
+            ("10.0.0.8:b", 1),
+            ("10.0.0.7:a", 2),
+            ("10.0.0.9:c", 2),
+        ];
+        for (h, at) in sends {
+            // SPOOF_HOST first, in the middle, last: printed in reverse.
+            let mut extra: Vec<(String, String)> =
+                vec![("GROUP".into(), "g".into()), ("TITLE".into(), "T".into())];
+            extra.insert(at, ("SPOOF_HOST".into(), h.into()));
+            let m = MetadataMsg {
+                id: id(h, "load", true),
+                meta: MetricMeta {
+                    type_name: "float".into(),
+                    name: "load".into(),
+                    units: "u".into(),
+                    slope: 3,
+                    tmax: 60,
+                    dmax: 0,
+                    extra,
+                },
+            };
+            s.apply(0, src, None, Message::Metadata(m), 100);
+            let v = ValueMsg {
+                id: id(h, "load", true),
+                fmt: "%.1f".into(),
+                value: Value::Float(2.0),
+            };
+            s.apply(0, src, None, Message::Value(v), 100);
+            let snap = s.snapshot(100);
+            let host = snap.clusters[0]
+                .hosts
+                .iter()
+                .find(|x| h.ends_with(x.name.as_str()))
+                .unwrap();
+            let got: Vec<(&str, &str)> = host.metrics[0].extras().collect();
+            let mut want = vec![("GROUP", "g"), ("TITLE", "T")];
+            want.insert(at, ("SPOOF_HOST", h));
+            want.reverse();
+            assert_eq!(got, want);
+            assert_eq!(host.metrics[0].extra("SPOOF_HOST"), Some(h));
+        }
+        let snap = s.snapshot(100);
+        let hs = &snap.clusters[0].hosts;
+        let names: Vec<&str> = hs.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // a and c sent the same description (SPOOF_HOST at the same place):
+        // one copy. b's differs in where SPOOF_HOST stands.
+        assert!(Arc::ptr_eq(&hs[0].metrics[0].meta, &hs[2].metrics[0].meta));
+        assert!(!Arc::ptr_eq(&hs[0].metrics[0].meta, &hs[1].metrics[0].meta));
+        assert!(Arc::ptr_eq(&hs[0].metrics[0].name, &hs[1].metrics[0].name));
+        // Nothing references a's first description any more.
+        drop(snap);
+        let mut inner = s.lock();
+        let before = inner.interner.metas.len();
+        inner.interner.sweep();
+        assert_eq!((before, inner.interner.metas.len()), (3, 2));
     }
 
     #[test]
@@ -980,7 +1209,7 @@ mod tests {
             .find(|h| h.ip == "10.0.0.1")
             .unwrap();
         assert_eq!(
-            h.metrics.iter().find(|m| m.name == "a").unwrap().val,
+            h.metrics.iter().find(|m| &*m.name == "a").unwrap().val,
             "01234567"
         );
     }

@@ -113,7 +113,7 @@ pub fn samples(snap: &Snapshot, step: u32) -> Vec<Sample> {
                     series: Series::Host {
                         cluster: c.name.clone(),
                         host: h.name.clone(),
-                        metric: m.name.clone(),
+                        metric: m.name.to_string(),
                     },
                     ds_type: m.slope.rrd_ds_type(),
                     step,

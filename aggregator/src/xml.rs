@@ -13,7 +13,7 @@ use ganglion_proto::xml::{
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -107,14 +107,14 @@ async fn handle(
         .counters()
         .xml_requests
         .fetch_add(1, Ordering::Relaxed);
-    let body = match service {
+    match service {
         Service::Gmond(cluster) => {
             let snap = ctx.state.snapshot(now_secs());
-            render_blocking(move |w| render_gmond(&snap, &cluster, w)).await?
+            render_and_write(&mut sock, move |w| render_gmond(&snap, &cluster, w)).await?;
         }
         Service::Dump => {
             let snap = ctx.state.snapshot(now_secs());
-            render_blocking(move |w| render_dump(&snap, w)).await?
+            render_and_write(&mut sock, move |w| render_dump(&snap, w)).await?;
         }
         Service::Query => {
             let (rd, _) = sock.split();
@@ -135,35 +135,47 @@ async fn handle(
                     "HTTP/1.0 200 OK\r\nServer: ganglion/{}\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{json}",
                     env!("CARGO_PKG_VERSION")
                 )?;
-                out
+                sock.write_all(&out).await?;
             } else {
                 let snap = ctx.state.snapshot(now_secs());
-                render_blocking(move |w| {
+                render_and_write(&mut sock, move |w| {
                     if req.http {
                         // gmetad's exact header, including its one bare \n.
                         Write::write_all(w, b"HTTP/1.0 200 OK\r\nServer: gmetad/3.7.2-1\r\nAccess-Control-Allow-Origin: *\nContent-Type: application/xml\r\nConnection: close\r\n\r\n")?;
                     }
                     render_query(&snap, &req, w)
                 })
-                .await?
+                .await?;
             }
         }
-    };
-    sock.write_all(&body).await?;
+    }
     sock.shutdown().await
 }
 
-async fn render_blocking(
-    f: impl FnOnce(&mut Vec<u8>) -> io::Result<()> + Send + 'static,
-) -> io::Result<Vec<u8>> {
-    tokio::task::spawn_blocking(move || {
-        let mut v = Vec::with_capacity(64 * 1024);
-        f(&mut v)?;
-        Ok(v)
+/// Renders on a blocking thread into one buffer, then writes it. Streaming in
+/// chunks was measured slower under full ingest on two cores (the renderer and
+/// the socket task kept trading the core with the receive thread: dumps of
+/// 1000 hosts took 0.048–0.067 s instead of 0.034–0.051 s); the buffer is
+/// transient and sized from the previous document, so it grows without
+/// copying.
+async fn render_and_write(
+    sock: &mut TcpStream,
+    render: impl FnOnce(&mut Vec<u8>) -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    let hint = LAST_SIZE.load(Ordering::Relaxed);
+    let body = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::with_capacity(hint + hint / 8 + 4096);
+        render(&mut v)?;
+        LAST_SIZE.store(v.len(), Ordering::Relaxed);
+        Ok::<_, io::Error>(v)
     })
     .await
-    .map_err(io::Error::other)?
+    .map_err(io::Error::other)??;
+    sock.write_all(&body).await
 }
+
+/// Size of the last document rendered (any port): the next buffer's guess.
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(64 * 1024);
 
 fn cluster_attrs(c: &ClusterSnap) -> ClusterAttrs<'_> {
     ClusterAttrs {
@@ -192,7 +204,7 @@ fn write_host<W: Write>(
         gmond_started: h.gmond_started,
     })?;
     for m in &h.metrics {
-        if only_metric.is_some_and(|n| n != m.name) {
+        if only_metric.is_some_and(|n| n != &*m.name) {
             continue;
         }
         write_metric(w, m)?;
@@ -212,7 +224,7 @@ fn write_metric<W: Write>(w: &mut XmlWriter<W>, m: &MetricSnap) -> io::Result<()
             dmax: m.dmax,
             slope: m.slope,
         },
-        m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        m.extras(),
     )
 }
 
@@ -422,7 +434,7 @@ fn write_cluster<W: Write>(
             }
             for h in found {
                 let m = metric.filter(|m| !(req.http && *m == "*"));
-                let known = m.is_none_or(|m| h.metrics.iter().any(|x| x.name == m));
+                let known = m.is_none_or(|m| h.metrics.iter().any(|x| &*x.name == m));
                 if known || req.http {
                     write_host(w, h, m)?;
                 } else {
