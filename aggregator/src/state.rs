@@ -92,23 +92,40 @@ impl Interner {
     /// Interns a metadata message's description; returns it and the
     /// SPOOF_HOST value it carried.
     fn meta(&mut self, m: MetricMeta) -> (Arc<Meta>, Option<Arc<str>>) {
+        let units = cut(m.units, 255);
+        let extras = m.extra.iter().rev().map(|(k, v)| (k.as_str(), v.as_str()));
+        self.meta_parts(&m.type_name, &units, m.slope, m.tmax, m.dmax, extras)
+    }
+
+    /// As [`Interner::meta`], from borrowed parts with the extras already in
+    /// print order (a polled document has them so): nothing is allocated
+    /// when the description is known.
+    fn meta_parts<'a>(
+        &mut self,
+        type_name: &str,
+        units: &str,
+        slope: u32,
+        tmax: u32,
+        dmax: u32,
+        extras_printed: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> (Arc<Meta>, Option<Arc<str>>) {
         let mut spoof = None;
         let mut spoof_at = None;
-        let mut extras = Vec::with_capacity(m.extra.len());
-        for (k, v) in m.extra.into_iter().rev() {
+        let mut extras = Vec::new();
+        for (k, v) in extras_printed {
             if spoof_at.is_none() && k == "SPOOF_HOST" {
                 spoof_at = u16::try_from(extras.len()).ok();
-                spoof = Some(self.str(&v));
+                spoof = Some(self.str(v));
                 continue;
             }
-            extras.push((self.str(&k), self.str(&v)));
+            extras.push((self.str(k), self.str(v)));
         }
         let meta = Meta {
-            type_name: self.str(&m.type_name),
-            units: self.str(&cut(m.units, 255)),
-            slope: m.slope,
-            tmax: m.tmax,
-            dmax: m.dmax,
+            type_name: self.str(type_name),
+            units: self.str(units),
+            slope,
+            tmax,
+            dmax,
             extras: extras.into_boxed_slice(),
             spoof_at,
         };
@@ -727,17 +744,14 @@ impl State {
                 if m.dmax != 0 && m.tn > u64::from(m.dmax) {
                     continue; // gmetad drops metrics past their dmax at ingest
                 }
-                let (meta, spoof_host) = inner.interner.meta(MetricMeta {
-                    type_name: m.metric_type.as_str().to_string(),
-                    name: String::new(),
-                    units: m.units.clone(),
-                    slope: m.slope.to_wire(),
-                    tmax: m.tmax,
-                    dmax: m.dmax,
-                    // The document has them in print order; metadata
-                    // messages carry them in arrival order.
-                    extra: m.extras.iter().rev().cloned().collect(),
-                });
+                let (meta, spoof_host) = inner.interner.meta_parts(
+                    m.metric_type.as_str(),
+                    &m.units,
+                    m.slope.to_wire(),
+                    m.tmax,
+                    m.dmax,
+                    m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
                 let at = now.saturating_sub(m.tn);
                 // Polled VALs are already rendered: keep them verbatim.
                 metrics.push(MetricEntry {
