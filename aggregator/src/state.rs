@@ -201,6 +201,19 @@ impl HostEntry {
     fn find(&self, name: &str) -> Result<usize, usize> {
         self.metrics.binary_search_by(|e| (*e.name).cmp(name))
     }
+
+    /// Index of metric `name`, added when new and the host has room for it;
+    /// `None` when refused by the `max` metrics per host.
+    fn slot(&mut self, name: &str, max: usize, interner: &mut Interner) -> Option<usize> {
+        match self.find(name) {
+            Ok(i) => Some(i),
+            Err(_) if self.metrics.len() >= max => None,
+            Err(p) => {
+                self.metrics.insert(p, MetricEntry::new(interner.str(name)));
+                Some(p)
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -604,24 +617,16 @@ impl State {
         }
         // Any decoded packet refreshes REPORTED (drives TN and liveness).
         host.reported = now;
-        let nmetrics = host.metrics.len();
         match msg {
             Message::MetadataRequest(_) => {
                 c.metadata_requests_received.fetch_add(1, Ordering::Relaxed);
                 ApplyOutcome::default()
             }
             Message::Metadata(m) => {
-                let i = match host.find(&metric_name) {
-                    Ok(i) => i,
-                    Err(_) if nmetrics >= self.limits.max_metrics => {
-                        c.refused_metrics.fetch_add(1, Ordering::Relaxed);
-                        return ApplyOutcome::default();
-                    }
-                    Err(p) => {
-                        let name = inner.interner.str(&metric_name);
-                        host.metrics.insert(p, MetricEntry::new(name));
-                        p
-                    }
+                let max = self.limits.max_metrics;
+                let Some(i) = host.slot(&metric_name, max, &mut inner.interner) else {
+                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
                 };
                 if MetricType::parse(&m.meta.type_name).is_none() {
                     c.unknown_types.fetch_add(1, Ordering::Relaxed);
@@ -645,17 +650,10 @@ impl State {
                 {
                     host.location = cut(s.clone(), 255);
                 }
-                let i = match host.find(&metric_name) {
-                    Ok(i) => i,
-                    Err(_) if nmetrics >= self.limits.max_metrics => {
-                        c.refused_metrics.fetch_add(1, Ordering::Relaxed);
-                        return ApplyOutcome::default();
-                    }
-                    Err(p) => {
-                        let name = inner.interner.str(&metric_name);
-                        host.metrics.insert(p, MetricEntry::new(name));
-                        p
-                    }
+                let max = self.limits.max_metrics;
+                let Some(i) = host.slot(&metric_name, max, &mut inner.interner) else {
+                    c.refused_metrics.fetch_add(1, Ordering::Relaxed);
+                    return ApplyOutcome::default();
                 };
                 let value = match v.value {
                     Value::Str(s) => Value::Str(cut(s, self.limits.max_string_bytes)),
