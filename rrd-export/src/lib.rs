@@ -498,10 +498,7 @@ impl Joined {
     /// consolidated with the request's CF (so a graph `max_rows` pixels wide
     /// gets one point per pixel). Each merged row carries the timestamp of its
     /// last member, as an RRA row does. Returns `(times, step, columns)`.
-    pub fn decimated(
-        &mut self,
-        max_rows: usize,
-    ) -> Result<Decimated, ExportError> {
+    pub fn decimated(&mut self, max_rows: usize) -> Result<Decimated, ExportError> {
         let times: Vec<i64> = self.times().collect();
         let k = times.len().div_ceil(max_rows.max(1)).max(1);
         let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(times.len()); self.columns.len()];
