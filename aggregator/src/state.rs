@@ -115,6 +115,22 @@ struct RemoteMeta {
 pub struct ApplyOutcome {
     /// Ask the sender for this metric's metadata (gmond's 136 request).
     pub request_metadata: Option<MetricId>,
+    /// The metadata turned a numeric metric into a string or back (worth a
+    /// log line: its RRD file stops or resumes getting samples).
+    pub type_change: Option<TypeChange>,
+}
+
+/// A metric whose metadata moved it between numeric and string types.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TypeChange {
+    /// Host name.
+    pub host: String,
+    /// Metric name.
+    pub metric: String,
+    /// The type it had.
+    pub from: String,
+    /// The type it has now.
+    pub to: String,
 }
 
 /// The aggregator's cluster state: one per process, shared by receivers,
@@ -480,13 +496,32 @@ impl State {
                     c.unknown_types.fetch_add(1, Ordering::Relaxed);
                 }
                 meta.units = cut(meta.units, 255);
+                // Only the numeric/string divide matters downstream (RRD
+                // samples are taken of numeric metrics only).
+                let numeric = |m: &MetricMeta| m.metric_type().is_some_and(MetricType::is_numeric);
+                let type_change = match host.metrics.get(&metric_name).and_then(|e| e.meta.as_ref())
+                {
+                    Some((old, _)) if numeric(old) != numeric(&meta) => {
+                        c.metric_type_changes.fetch_add(1, Ordering::Relaxed);
+                        Some(TypeChange {
+                            host: host.name.clone(),
+                            metric: metric_name.clone(),
+                            from: old.type_name.clone(),
+                            to: meta.type_name.clone(),
+                        })
+                    }
+                    _ => None,
+                };
                 let e = host.metrics.entry(metric_name).or_insert(MetricEntry {
                     meta: None,
                     value: None,
                 });
                 e.meta = Some((meta, now));
                 c.metadata_received.fetch_add(1, Ordering::Relaxed);
-                ApplyOutcome::default()
+                ApplyOutcome {
+                    request_metadata: None,
+                    type_change,
+                }
             }
             Message::Value(v) => {
                 c.values_received.fetch_add(1, Ordering::Relaxed);
@@ -520,6 +555,7 @@ impl State {
                 e.value = Some(stored);
                 if e.meta.is_none() {
                     ApplyOutcome {
+                        type_change: None,
                         request_metadata: Some(MetricId {
                             host: if v.id.spoof {
                                 v.id.host
@@ -903,6 +939,23 @@ mod tests {
         let m = &snap.clusters[0].hosts[0].metrics[0];
         assert_eq!((m.val.as_str(), m.tn, m.number), ("1.50", 2, Some(1.5)));
         assert_eq!(m.extras[0].0, "TITLE", "reverse arrival order");
+    }
+
+    #[test]
+    fn numeric_to_string_and_back_is_reported() {
+        let s = state();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let change = |t: &str, now| s.apply(0, src, Some("n"), meta("m", t, 0), now).type_change;
+        assert_eq!(change("float", 100), None, "first metadata");
+        assert_eq!(change("double", 101), None, "still numeric");
+        let tc = change("string", 102).unwrap();
+        assert_eq!(
+            (tc.metric.as_str(), tc.from.as_str(), tc.to.as_str()),
+            ("m", "double", "string")
+        );
+        assert_eq!(change("string", 103), None, "resent, unchanged");
+        assert!(change("uint32", 104).is_some());
+        assert_eq!(s.counters().metric_type_changes.load(Ordering::Relaxed), 2);
     }
 
     #[test]
