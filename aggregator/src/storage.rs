@@ -406,7 +406,8 @@ fn update_time(u: &str) -> u64 {
 /// What a log line is about, for the once-per-10-minutes limit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LogKey {
-    /// The disk: one line for all files failing the same way.
+    /// The disk (or the rrdcached connection): one line for all files
+    /// failing the same way.
     Disk(Cause),
     /// One file.
     File(Cause, PathBuf),
@@ -513,8 +514,8 @@ fn open_journal(root: &Path) -> std::io::Result<BufWriter<std::fs::File>> {
 
 impl Writer {
     /// Counts a failed write and logs it, once per 10 minutes per file — or
-    /// per cause when the disk is at fault, so a full disk is one line however
-    /// many files it stops.
+    /// per cause when the disk (or the rrdcached connection) is at fault, so a
+    /// full disk is one line however many files it stops.
     fn failed(&mut self, path: &Path, error: &WriteError) -> Cause {
         let mut cause = error.cause();
         if cause == Cause::Other
@@ -531,27 +532,28 @@ impl Writer {
             .write_errors
             .counter(cause)
             .fetch_add(1, Ordering::Relaxed);
-        let (key, what) = match cause {
-            Cause::NoSpace => (
-                LogKey::Disk(cause),
+        let shared = matches!(cause, Cause::NoSpace | Cause::ReadOnly)
+            || matches!(error, WriteError::Cached(_));
+        let key = if shared {
+            LogKey::Disk(cause)
+        } else {
+            LogKey::File(cause, path.to_path_buf())
+        };
+        let what = match cause {
+            Cause::NoSpace => {
                 "cannot write RRD files: no space left on the device; their samples stay cached \
-                 and are retried at every flush (within retry_window_secs)",
-            ),
-            Cause::ReadOnly => (
-                LogKey::Disk(cause),
+                 and are retried at every flush (within retry_window_secs)"
+            }
+            Cause::ReadOnly => {
                 "cannot write RRD files: read-only file system or no permission; their samples \
-                 stay cached and are retried at every flush (within retry_window_secs)",
-            ),
-            Cause::BadFile => (
-                LogKey::File(cause, path.to_path_buf()),
+                 stay cached and are retried at every flush (within retry_window_secs)"
+            }
+            Cause::BadFile => {
                 "not an RRD file this aggregator can update (foreign, truncated or corrupt, or \
                  other data sources); it is left untouched and its samples are discarded until \
-                 it is repaired or removed",
-            ),
-            Cause::Other => (
-                LogKey::File(cause, path.to_path_buf()),
-                "RRD write failed; the samples of this write are discarded",
-            ),
+                 it is repaired or removed"
+            }
+            Cause::Other => "RRD write failed; the samples of this write are discarded",
         };
         if matches!(cause, Cause::NoSpace | Cause::ReadOnly) {
             self.outages.insert(cause);
@@ -807,7 +809,8 @@ impl Writer {
         };
         let kept = self.pending.values().any(|p| !p.updates.is_empty());
         if !kept {
-            // Everything it holds, written or still buffered, is in the files.
+            // Everything it holds, written or still buffered, is in the files
+            // or was given up.
             let (file, _) = j.into_parts();
             if let Err(e) = file.set_len(0).and_then(|()| file.sync_data()) {
                 self.journal_failed(&e);
