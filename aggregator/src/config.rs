@@ -483,6 +483,26 @@ mod tests {
         let d = Config::from_toml(DEFAULT_CONFIG_TOML).unwrap();
         assert_eq!(d.step_secs, 15);
         assert_eq!(d.cluster[0].udp_listen, ["0.0.0.0:8649"]);
+        // The example shows every key with its default.
+        let s = crate::storage::StorageConfig::default();
+        assert_eq!(
+            (
+                d.storage.flush_interval_secs,
+                d.storage.max_file_writes_per_sec,
+                d.storage.queue_max_batches,
+                d.storage.journal,
+                d.storage.journal_commit_interval_ms,
+                d.storage.retry_window_secs,
+            ),
+            (
+                s.flush_interval_secs,
+                s.max_file_writes_per_sec,
+                s.queue_max_batches,
+                s.journal,
+                s.journal_commit_interval_ms,
+                s.retry_window_secs,
+            )
+        );
         let l = Config::from_toml(LOCAL_CONFIG_TOML).unwrap();
         assert!(l.cluster[0].udp_listen[0].starts_with("127.0.0.1:"));
     }

@@ -625,46 +625,10 @@ async fn graph_png(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) ->
 
 async fn metrics(AxState(app): AxState<AppState>, headers: axum::http::HeaderMap) -> Response {
     let mut counters = app.state.counters().list();
+    let mut labelled = Vec::new();
     if let Some(s) = &app.storage {
-        let c = &s.counters;
-        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        counters.extend([
-            (
-                "ganglion_rrd_samples_total",
-                "Samples accepted for RRD storage",
-                g(&c.samples),
-            ),
-            (
-                "ganglion_rrd_dropped_batches_total",
-                "Sample batches dropped (writer queue full)",
-                g(&c.dropped_batches),
-            ),
-            (
-                "ganglion_rrd_files_created_total",
-                "RRD files created",
-                g(&c.files_created),
-            ),
-            (
-                "ganglion_rrd_file_writes_total",
-                "RRD file writes (many samples each)",
-                g(&c.file_writes),
-            ),
-            (
-                "ganglion_rrd_samples_written_total",
-                "Samples written to RRD files",
-                g(&c.samples_written),
-            ),
-            (
-                "ganglion_rrd_write_errors_total",
-                "RRD create/update failures",
-                g(&c.write_errors),
-            ),
-            (
-                "ganglion_rrd_journal_replayed_total",
-                "Samples replayed from the journal at start",
-                g(&c.replayed),
-            ),
-        ]);
+        counters.extend(s.counters.list());
+        labelled.extend(s.counters.labelled());
     }
     let snap = app.state.snapshot(now_secs());
     let per_cluster = |f: &dyn Fn(&ClusterSnap) -> usize| {
@@ -696,7 +660,12 @@ async fn metrics(AxState(app): AxState<AppState>, headers: axum::http::HeaderMap
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let text = crate::telemetry::Exposition { counters, gauges }.render(openmetrics);
+    let text = crate::telemetry::Exposition {
+        counters,
+        labelled,
+        gauges,
+    }
+    .render(openmetrics);
     let ctype = if openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {

@@ -11,6 +11,7 @@
 
 use crate::state::{State, canonical_ip, now_secs};
 use crate::telemetry::LogLimiter;
+use ganglion_proto::model::MetricType;
 use ganglion_proto::xdr::{self, DecodeError, MAX_RECV_LEN, Message};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -241,6 +242,17 @@ impl Receiver {
         let outcome = self
             .state
             .apply(self.cluster, src, name.as_deref(), msg, now);
+        if let Some(tc) = outcome.type_change
+            && s.limiter.allow(src.ip())
+        {
+            let effect = if MetricType::parse(&tc.to).is_some_and(MetricType::is_numeric) {
+                "its RRD file gets samples again"
+            } else {
+                "its RRD file keeps its data but gets no new samples while it is not numeric, as in gmetad"
+            };
+            tracing::warn!(%src, host = %tc.host, metric = %tc.metric, from = %tc.from, to = %tc.to,
+                "metric changed between numeric and string types; {effect} (logged once a minute per sender)");
+        }
         if let Some(req) = outcome.request_metadata {
             // At most one request per sender and metric every 10 s.
             let key = (src, req.name.clone());

@@ -237,6 +237,22 @@ struct RemoteMeta {
 pub struct ApplyOutcome {
     /// Ask the sender for this metric's metadata (gmond's 136 request).
     pub request_metadata: Option<MetricId>,
+    /// The metadata turned a numeric metric into a string or back (worth a
+    /// log line: its RRD file stops or resumes getting samples).
+    pub type_change: Option<TypeChange>,
+}
+
+/// A metric whose metadata moved it between numeric and string types.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TypeChange {
+    /// Host name.
+    pub host: String,
+    /// Metric name.
+    pub metric: String,
+    /// The type it had.
+    pub from: String,
+    /// The type it has now.
+    pub to: String,
 }
 
 /// The aggregator's cluster state: one per process, shared by receivers,
@@ -632,11 +648,30 @@ impl State {
                     c.unknown_types.fetch_add(1, Ordering::Relaxed);
                 }
                 let (meta, spoof) = inner.interner.meta(m.meta);
+                // Only the numeric/string divide matters downstream (RRD
+                // samples are taken of numeric metrics only).
+                let numeric =
+                    |m: &Meta| MetricType::parse(&m.type_name).is_some_and(MetricType::is_numeric);
                 let e = &mut host.metrics[i];
+                let type_change = match &e.meta {
+                    Some((old, _)) if numeric(old) != numeric(&meta) => {
+                        c.metric_type_changes.fetch_add(1, Ordering::Relaxed);
+                        Some(TypeChange {
+                            host: host.name.clone(),
+                            metric: metric_name.clone(),
+                            from: old.type_name.to_string(),
+                            to: meta.type_name.to_string(),
+                        })
+                    }
+                    _ => None,
+                };
                 e.meta = Some((meta, now));
                 e.spoof_host = spoof;
                 c.metadata_received.fetch_add(1, Ordering::Relaxed);
-                ApplyOutcome::default()
+                ApplyOutcome {
+                    request_metadata: None,
+                    type_change,
+                }
             }
             Message::Value(v) => {
                 c.values_received.fetch_add(1, Ordering::Relaxed);
@@ -672,6 +707,7 @@ impl State {
                 });
                 if e.meta.is_none() {
                     ApplyOutcome {
+                        type_change: None,
                         request_metadata: Some(MetricId {
                             host: if v.id.spoof {
                                 v.id.host
@@ -1144,6 +1180,23 @@ mod tests {
         let before = inner.interner.metas.len();
         inner.interner.sweep();
         assert_eq!((before, inner.interner.metas.len()), (3, 2));
+    }
+
+    #[test]
+    fn numeric_to_string_and_back_is_reported() {
+        let s = state();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let change = |t: &str, now| s.apply(0, src, Some("n"), meta("m", t, 0), now).type_change;
+        assert_eq!(change("float", 100), None, "first metadata");
+        assert_eq!(change("double", 101), None, "still numeric");
+        let tc = change("string", 102).unwrap();
+        assert_eq!(
+            (tc.metric.as_str(), tc.from.as_str(), tc.to.as_str()),
+            ("m", "double", "string")
+        );
+        assert_eq!(change("string", 103), None, "resent, unchanged");
+        assert!(change("uint32", 104).is_some());
+        assert_eq!(s.counters().metric_type_changes.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `prometheus-client`).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,8 @@ pub struct Counters {
     pub refused_metrics: AtomicU64,
     /// Metadata whose type is not a Ganglia type (shown as `string`).
     pub unknown_types: AtomicU64,
+    /// Metadata that turned a numeric metric into a string or back.
+    pub metric_type_changes: AtomicU64,
     /// XML requests served (all ports).
     pub xml_requests: AtomicU64,
     /// XML connections refused by `trusted_hosts`.
@@ -108,6 +111,11 @@ impl Counters {
                 g(&self.unknown_types),
             ),
             (
+                "ganglion_metric_type_changes_total",
+                "Metadata that turned a numeric metric into a string or back",
+                g(&self.metric_type_changes),
+            ),
+            (
                 "ganglion_xml_requests_total",
                 "XML requests served",
                 g(&self.xml_requests),
@@ -144,11 +152,22 @@ impl Counters {
 /// A per-cluster gauge: `(name, help, [(cluster, value)])`.
 pub type ClusterGauge = (&'static str, &'static str, Vec<(String, i64)>);
 
-/// What `/metrics` shows: counters (`name` ends in `_total`) and per-cluster
-/// gauges, rendered with `prometheus-client`.
+/// A counter with one label: `(name, help, label, [(label value, count)])`,
+/// e.g. failed RRD writes by `reason`.
+pub type LabelledCounter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, u64)>,
+);
+
+/// What `/metrics` shows: counters (`name` ends in `_total`), counters with
+/// a label, and per-cluster gauges, rendered with `prometheus-client`.
 pub struct Exposition {
     /// `(name, help, value)`.
     pub counters: Vec<(&'static str, &'static str, u64)>,
+    /// Counters split by one label.
+    pub labelled: Vec<LabelledCounter>,
     /// Gauges labelled by cluster.
     pub gauges: Vec<ClusterGauge>,
 }
@@ -173,6 +192,13 @@ impl Exposition {
             // The encoder appends `_total` itself.
             reg.register(name.trim_end_matches("_total"), *help, c);
         }
+        for (name, help, label, values) in &self.labelled {
+            let f = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+            for (v, n) in values {
+                f.get_or_create(&vec![(*label, *v)]).inc_by(*n);
+            }
+            reg.register(name.trim_end_matches("_total"), *help, f);
+        }
         for (name, help, values) in &self.gauges {
             let f = Family::<ClusterLabel, Gauge>::default();
             for (cluster, v) in values {
@@ -194,7 +220,9 @@ impl Exposition {
         let bases: std::collections::HashSet<&str> = self
             .counters
             .iter()
-            .map(|(n, ..)| n.trim_end_matches("_total"))
+            .map(|(n, ..)| *n)
+            .chain(self.labelled.iter().map(|(n, ..)| *n))
+            .map(|n| n.trim_end_matches("_total"))
             .collect();
         let mut legacy = String::with_capacity(out.len());
         for line in out.lines().filter(|l| *l != "# EOF") {
@@ -213,15 +241,16 @@ impl Exposition {
     }
 }
 
-/// Lets a warning through at most once per interval per source, so a flood of
-/// bad packets from one sender is one log line, not a million.
-pub struct LogLimiter {
-    last: Mutex<HashMap<IpAddr, Instant>>,
+/// Lets a warning through at most once per interval per key (a sender, a
+/// file, a kind of failure), so a flood of bad packets from one sender or a
+/// full disk is one log line, not a million.
+pub struct LogLimiter<K = IpAddr> {
+    last: Mutex<HashMap<K, Instant>>,
     every: Duration,
 }
 
-impl LogLimiter {
-    /// Allows one message per source per `every`.
+impl<K: Hash + Eq> LogLimiter<K> {
+    /// Allows one message per key per `every`.
     pub fn new(every: Duration) -> Self {
         LogLimiter {
             last: Mutex::new(HashMap::new()),
@@ -229,20 +258,70 @@ impl LogLimiter {
         }
     }
 
-    /// True when a message about `src` may be logged now.
-    pub fn allow(&self, src: IpAddr) -> bool {
+    /// True when a message about `key` may be logged now.
+    pub fn allow(&self, key: K) -> bool {
         let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if m.len() > 10_000 {
             // Bounded memory under a spoofed-source flood.
             m.retain(|_, t| now.duration_since(*t) < self.every);
         }
-        match m.get(&src) {
+        match m.get(&key) {
             Some(t) if now.duration_since(*t) < self.every => false,
             _ => {
-                m.insert(src, now);
+                m.insert(key, now);
                 true
             }
         }
+    }
+
+    /// Forgets `key`, so the next message about it is logged at once (the
+    /// condition ended; a new one deserves its own line).
+    pub fn reset(&self, key: &K) {
+        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_counters_in_both_formats() {
+        let e = Exposition {
+            counters: vec![("ganglion_a_total", "A", 2)],
+            labelled: vec![(
+                "ganglion_b_total",
+                "B by reason",
+                "reason",
+                vec![("x", 3), ("y", 0)],
+            )],
+            gauges: Vec::new(),
+        };
+        let text = e.render(false);
+        assert!(text.contains("# TYPE ganglion_b_total counter\n"), "{text}");
+        assert!(
+            text.contains("\nganglion_b_total{reason=\"x\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nganglion_b_total{reason=\"y\"} 0\n"),
+            "{text}"
+        );
+        let om = e.render(true);
+        assert!(om.contains("# TYPE ganglion_b counter\n"), "{om}");
+        assert!(om.contains("\nganglion_b_total{reason=\"x\"} 3\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+    }
+
+    #[test]
+    fn log_limiter_per_key_and_reset() {
+        let l: LogLimiter<&str> = LogLimiter::new(Duration::from_secs(600));
+        assert!(l.allow("disk"));
+        assert!(!l.allow("disk"));
+        assert!(l.allow("file"));
+        l.reset(&"disk");
+        assert!(l.allow("disk"));
     }
 }

@@ -51,6 +51,76 @@ pub enum RrdError {
     },
 }
 
+impl RrdError {
+    /// What this failure says about the disk or the file (see [`Cause`]).
+    pub fn cause(&self) -> Cause {
+        match self {
+            RrdError::Librrd { message, .. } => Cause::of_message(message),
+            RrdError::InvalidArgument { .. } | RrdError::Time { .. } => Cause::Other,
+        }
+    }
+}
+
+/// Why a create or update failed, as far as the error tells.
+///
+/// librrd reports failures only as text: its own phrases, plus `strerror` for
+/// system errors. Our processes never call `setlocale`, so that text is the C
+/// locale's English and these phrases are stable. rrdcached relays librrd's
+/// messages, so its refusals classify the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// The file system is full or the quota is used up (`ENOSPC`, `EDQUOT`).
+    NoSpace,
+    /// Writing is refused: a read-only file system, permissions, an
+    /// immutable file (`EROFS`, `EACCES`, `EPERM`).
+    ReadOnly,
+    /// The file is not one librrd can update: not an RRD at all, truncated,
+    /// corrupt, from another architecture or version, or with other data
+    /// sources than the update carries.
+    BadFile,
+    /// Anything else (a value that is not a number, a time that goes back, a
+    /// lock held by another process, an rrdcached connection…).
+    Other,
+}
+
+impl Cause {
+    /// Classifies a librrd (or rrdcached) error message.
+    pub fn of_message(message: &str) -> Cause {
+        const NO_SPACE: [&str; 2] = ["No space left on device", "Disk quota exceeded"];
+        const READ_ONLY: [&str; 3] = [
+            "Read-only file system",
+            "Permission denied",
+            "Operation not permitted",
+        ];
+        // librrd 1.7's phrases for a file it cannot read as an RRD, or whose
+        // data sources do not match the update.
+        const BAD_FILE: [&str; 7] = [
+            "is not an RRD file",
+            "is too small (should be",
+            "reached EOF while loading header",
+            "created on another architecture",
+            "handle RRD file version",
+            "data source readings",
+            "found extra data on update argument",
+        ];
+        let has = |phrases: &[&str]| phrases.iter().any(|p| message.contains(p));
+        // System errors first: "opening 'x': Read-only file system" is about
+        // the disk, not the file.
+        if has(&NO_SPACE) {
+            Cause::NoSpace
+        } else if has(&READ_ONLY) {
+            Cause::ReadOnly
+        } else if has(&BAD_FILE)
+            // An empty file: mmap of length 0 is EINVAL.
+            || (message.contains("mmaping file") && message.contains("Invalid argument"))
+        {
+            Cause::BadFile
+        } else {
+            Cause::Other
+        }
+    }
+}
+
 fn cstring(op: &'static str, s: &str) -> Result<CString, RrdError> {
     CString::new(s).map_err(|_| RrdError::InvalidArgument {
         op,
@@ -66,6 +136,8 @@ fn path_cstring(op: &'static str, p: &Path) -> Result<CString, RrdError> {
     cstring(op, s)
 }
 
+const UNKNOWN: &str = "unknown librrd error";
+
 /// Reads and clears librrd's per-thread error.
 fn take_error() -> String {
     // SAFETY: rrd_get_error returns a pointer into the calling thread's librrd
@@ -79,11 +151,7 @@ fn take_error() -> String {
             CStr::from_ptr(p).to_string_lossy().into_owned()
         };
         rrd_sys::rrd_clear_error();
-        if msg.is_empty() {
-            "unknown librrd error".into()
-        } else {
-            msg
-        }
+        if msg.is_empty() { UNKNOWN.into() } else { msg }
     }
 }
 
@@ -116,11 +184,24 @@ pub fn create(path: &Path, step: u64, start: i64, defs: &[String]) -> Result<(),
             argv.as_mut_ptr(),
         )
     };
-    if rc != 0 {
-        Err(err("create", path))
-    } else {
-        Ok(())
+    // librrd 1.7 writes a new file under a temporary name and renames it;
+    // when that write fails (a full disk) it removes the temporary file and
+    // returns with no message, or even reports success. Say what happened
+    // rather than fail later with "No such file".
+    let created = path.exists();
+    if rc == 0 && created {
+        return Ok(());
     }
+    let message = take_error();
+    Err(RrdError::Librrd {
+        op: "create",
+        path: path.display().to_string(),
+        message: if rc != 0 && message != UNKNOWN {
+            message
+        } else {
+            "librrd could not write the new file and gave no reason".into()
+        },
+    })
 }
 
 /// Applies many `T:v[:v…]` updates to one file in one call (`rrd_updatex_r`).
@@ -409,6 +490,56 @@ mod tests {
             update(Path::new("a\0b"), &["1:1".into()]),
             Err(RrdError::InvalidArgument { .. })
         ));
+    }
+
+    #[test]
+    fn causes_from_librrd_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.rrd");
+        let defs = [
+            "DS:sum:GAUGE:120:U:U".to_string(),
+            "RRA:AVERAGE:0.5:1:100".to_string(),
+        ];
+        create(&good, 15, 1005, &defs).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let cause_of = |name: &str, content: &[u8], update: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            update_cause(&p, update)
+        };
+        fn update_cause(p: &Path, u: &str) -> (Cause, String) {
+            let e = update(p, &[u.to_string()]).unwrap_err();
+            (e.cause(), e.to_string())
+        }
+        // Files librrd cannot use, each with its own message.
+        for (name, content) in [
+            ("text.rrd", b"this is not an RRD file, just text".repeat(20)),
+            ("short.rrd", bytes[..bytes.len() / 2].to_vec()),
+            ("header.rrd", bytes[..10].to_vec()),
+            ("empty.rrd", Vec::new()),
+        ] {
+            let (c, msg) = cause_of(name, &content, "1020:1");
+            assert_eq!(c, Cause::BadFile, "{name}: {msg}");
+        }
+        // An RRD with other data sources than the update carries.
+        let (c, msg) = update_cause(&good, "1020:1:2");
+        assert_eq!(c, Cause::BadFile, "{msg}");
+        // Problems of the sample, not of the file.
+        let (c, msg) = update_cause(&good, "1020:abc");
+        assert_eq!(c, Cause::Other, "{msg}");
+        let (c, msg) = update_cause(&good, "1000:1");
+        assert_eq!(c, Cause::Other, "{msg}");
+        // System errors as librrd words them (strerror in the C locale).
+        for (msg, want) in [
+            ("opening 'a.rrd': No space left on device", Cause::NoSpace),
+            ("opening 'a.rrd': Disk quota exceeded", Cause::NoSpace),
+            ("opening 'a.rrd': Read-only file system", Cause::ReadOnly),
+            ("opening 'a.rrd': Permission denied", Cause::ReadOnly),
+            ("opening 'a.rrd': Operation not permitted", Cause::ReadOnly),
+            ("Cannot create temporary file", Cause::Other),
+        ] {
+            assert_eq!(Cause::of_message(msg), want, "{msg}");
+        }
     }
 
     #[test]

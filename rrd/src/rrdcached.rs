@@ -2,6 +2,7 @@
 //! (`FLUSH`, `UPDATE`, `BATCH`), over a unix socket (`unix:/path` or a path) or
 //! TCP (`host:port`).
 
+use crate::Cause;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -30,6 +31,17 @@ pub enum CachedError {
         /// Its message.
         message: String,
     },
+}
+
+impl CachedError {
+    /// What the failure says about the disk or the file: the daemon relays
+    /// librrd's messages; a connection problem is [`Cause::Other`].
+    pub fn cause(&self) -> Cause {
+        match self {
+            CachedError::Io { .. } => Cause::Other,
+            CachedError::Refused { message, .. } => Cause::of_message(message),
+        }
+    }
 }
 
 trait Stream: std::io::Read + Write + Send {}

@@ -207,8 +207,12 @@ pub struct Aggregator {
     pub query: SocketAddr,
     /// HTTP.
     pub http: SocketAddr,
+    /// The RRD tree (`dir/rrds` unless given to [`Aggregator::start_at`]).
+    pub rrd_root: PathBuf,
     /// Temp dir holding config and data.
     pub dir: tempfile::TempDir,
+    /// Where its log goes, when captured.
+    log: Option<PathBuf>,
 }
 
 impl Aggregator {
@@ -221,6 +225,31 @@ impl Aggregator {
     /// As [`Aggregator::start`], with `cluster_keys` (TOML lines) in the
     /// `[[cluster]]` table instead of the default `reverse_dns = false`.
     pub fn start_with(cluster: &str, cluster_keys: &str, extra: &str) -> Aggregator {
+        Aggregator::launch(None, cluster, cluster_keys, extra)
+    }
+
+    /// As [`Aggregator::start_with`], with the RRD tree at `rrd_root` (which
+    /// the caller owns and may, say, mount a file system on), and the log
+    /// (warnings and errors, no colours) captured for [`Aggregator::log`].
+    pub fn start_at(rrd_root: &Path, cluster: &str, cluster_keys: &str, extra: &str) -> Aggregator {
+        Aggregator::launch(Some(rrd_root), cluster, cluster_keys, extra)
+    }
+
+    /// What the aggregator has logged so far (empty unless started with
+    /// [`Aggregator::start_at`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    fn launch(
+        rrd_root: Option<&Path>,
+        cluster: &str,
+        cluster_keys: &str,
+        extra: &str,
+    ) -> Aggregator {
         let split = if extra.starts_with('[') {
             0
         } else {
@@ -228,6 +257,7 @@ impl Aggregator {
         };
         let (top, extra) = extra.split_at(split);
         let dir = tempfile::tempdir().unwrap();
+        let root = rrd_root.map_or_else(|| dir.path().join("rrds"), Path::to_path_buf);
         let port = free_port_pair();
         let (dump, query, http) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
         let cfg = format!(
@@ -236,17 +266,18 @@ impl Aggregator {
              xml_listen = \"127.0.0.1:{port}\"\n{cluster_keys}\
              [xml]\ndump_listen = \"127.0.0.1:{dump}\"\nquery_listen = \"127.0.0.1:{query}\"\n\
              client_timeout_secs = 5\n[http]\nlisten = \"127.0.0.1:{http}\"\n{extra}",
-            root = dir.path().join("rrds").display()
+            root = root.display()
         );
         let path = dir.path().join("aggregator.toml");
         std::fs::write(&path, cfg).unwrap();
-        let guard = ChildGuard::spawn(
-            "ganglion-aggregator",
-            Command::new(workspace_bin("ganglion-aggregator"))
-                .arg("--config")
-                .arg(&path)
-                .env("RUST_LOG", "warn"),
-        );
+        let mut cmd = Command::new(workspace_bin("ganglion-aggregator"));
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
+        let log = rrd_root.map(|_| dir.path().join("aggregator.log"));
+        if let Some(l) = &log {
+            cmd.env("NO_COLOR", "1")
+                .stderr(std::fs::File::create(l).expect("create log file"));
+        }
+        let guard = ChildGuard::spawn("ganglion-aggregator", &mut cmd);
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let agg = Aggregator {
             guard,
@@ -255,9 +286,28 @@ impl Aggregator {
             dump: a(dump),
             query: a(query),
             http: a(http),
+            rrd_root: root,
             dir,
+            log,
         };
-        wait_for_tcp(agg.http, Duration::from_secs(10));
+        let mut agg = agg;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&agg.http, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(st)) = agg.guard.child.try_wait() {
+                panic!(
+                    "ganglion-aggregator exited ({st}) before listening:\n{}",
+                    agg.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "ganglion-aggregator not listening on {} after 10 s:\n{}",
+                    agg.http,
+                    agg.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         agg
     }
 }
@@ -410,6 +460,67 @@ pub fn send_synthetic_hosts(
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Sends one metric as gmetric does (metadata, then the value), spoofed as
+/// `host` (`IP:name`), with the given Ganglia type name and slope.
+pub fn send_metric(
+    to: SocketAddr,
+    host: &str,
+    name: &str,
+    type_name: &str,
+    slope: u32,
+    value: ganglion_proto::xdr::Value,
+) {
+    use ganglion_proto::model::MetricMeta;
+    use ganglion_proto::xdr::{self, Message, MetadataMsg, MetricId, ValueMsg};
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let id = MetricId {
+        host: host.to_string(),
+        name: name.to_string(),
+        spoof: true,
+    };
+    let fmt = match &value {
+        xdr::Value::Str(_) => "%s",
+        xdr::Value::Float(_) | xdr::Value::Double(_) => "%f",
+        xdr::Value::Int(_) | xdr::Value::Short(_) => "%d",
+        xdr::Value::UInt(_) | xdr::Value::UShort(_) => "%u",
+    };
+    let meta = Message::Metadata(MetadataMsg {
+        id: id.clone(),
+        meta: MetricMeta {
+            type_name: type_name.into(),
+            name: name.to_string(),
+            units: " ".into(),
+            slope,
+            tmax: 60,
+            dmax: 0,
+            extra: vec![("SPOOF_HOST".into(), host.to_string())],
+        },
+    });
+    let val = Message::Value(ValueMsg {
+        id,
+        fmt: fmt.into(),
+        value,
+    });
+    for msg in [meta, val] {
+        sock.send_to(&xdr::encode(&msg).unwrap(), to).unwrap();
+    }
+}
+
+/// One sample of the aggregator's `/metrics`, e.g. `ganglion_rrd_samples_total`
+/// or `ganglion_rrd_write_errors_total{reason="no_space"}`; 0 when absent.
+pub fn metrics_value(http: SocketAddr, sample: &str) -> u64 {
+    http_get(http, "/metrics")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// The body of `GET path` on an HTTP/1.0 server at `addr` (headers stripped).
