@@ -55,10 +55,10 @@ pub struct Limits {
 /// A metric description as many hosts share it. Every text in it is interned,
 /// and the description itself is interned as a whole: the thousand hosts of a
 /// cluster that send the same `load_one` metadata point at one `Meta`. The
-/// per-host SPOOF_HOST extra is kept out of it (in [`MetricEntry`]) so that
+/// per-host SPOOF_HOST extra is kept out of it (in the host's entry) so that
 /// spoofed hosts share descriptions too.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct Meta {
+struct Meta {
     type_name: Arc<str>,
     units: Arc<str>,
     slope: u32,
