@@ -51,31 +51,52 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the race is acceptable in tests).
+/// Test ports come from below the kernel's ephemeral range (32768+ on
+/// Linux): a port picked by binding port 0 and releasing it can be handed out
+/// again as the source port of any outgoing connection (chromium, node, curl
+/// in a parallel test), and the daemon that was meant to listen on it then
+/// fails with "address in use". Ports below the range are only ever taken by
+/// an explicit bind, so a per-process sequence that skips taken ports is
+/// enough. The start is spread by process id so test binaries run one after
+/// another rarely meet ports still in TIME_WAIT.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+fn next_test_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        // `i < span` and span fits a u16, so the sum stays below TEST_PORTS.end.
+        let p = TEST_PORTS.start + i as u16;
+        if free(p) {
+            return p;
+        }
+    }
+    panic!("no free test port in {TEST_PORTS:?}");
+}
+
+/// A free TCP port on 127.0.0.1 (checked free now; see [`TEST_PORTS`]).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    next_test_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    next_test_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// A port free for both TCP and UDP (gmond uses 8649 for both).
 pub fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let p = free_tcp_port();
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
+    next_test_port(|p| {
+        TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+    })
 }
 
 /// Waits until a TCP connect to `addr` succeeds.
@@ -211,8 +232,8 @@ pub struct Aggregator {
     pub rrd_root: PathBuf,
     /// Temp dir holding config and data.
     pub dir: tempfile::TempDir,
-    /// Where its log goes, when captured.
-    log: Option<PathBuf>,
+    /// Where its stderr goes.
+    log: PathBuf,
 }
 
 impl Aggregator {
@@ -229,19 +250,14 @@ impl Aggregator {
     }
 
     /// As [`Aggregator::start_with`], with the RRD tree at `rrd_root` (which
-    /// the caller owns and may, say, mount a file system on), and the log
-    /// (warnings and errors, no colours) captured for [`Aggregator::log`].
+    /// the caller owns and may, say, mount a file system on).
     pub fn start_at(rrd_root: &Path, cluster: &str, cluster_keys: &str, extra: &str) -> Aggregator {
         Aggregator::launch(Some(rrd_root), cluster, cluster_keys, extra)
     }
 
-    /// What the aggregator has logged so far (empty unless started with
-    /// [`Aggregator::start_at`]).
+    /// What the aggregator has logged so far (warnings and errors).
     pub fn log(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn launch(
@@ -272,11 +288,11 @@ impl Aggregator {
         std::fs::write(&path, cfg).unwrap();
         let mut cmd = Command::new(workspace_bin("ganglion-aggregator"));
         cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
-        let log = rrd_root.map(|_| dir.path().join("aggregator.log"));
-        if let Some(l) = &log {
-            cmd.env("NO_COLOR", "1")
-                .stderr(std::fs::File::create(l).expect("create log file"));
-        }
+        // Always captured: a daemon that exits at start (say, a port taken
+        // by another process) then says why in the test's panic message.
+        let log = dir.path().join("aggregator.log");
+        cmd.env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&log).expect("create log file"));
         let guard = ChildGuard::spawn("ganglion-aggregator", &mut cmd);
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let agg = Aggregator {
@@ -309,6 +325,19 @@ impl Aggregator {
             std::thread::sleep(Duration::from_millis(50));
         }
         agg
+    }
+}
+
+impl Drop for Aggregator {
+    /// A failing test shows what the aggregator logged (its stderr goes to a
+    /// file, see [`Aggregator::log`]).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            if !log.is_empty() {
+                eprintln!("--- ganglion-aggregator log ---\n{log}--- end of log ---");
+            }
+        }
     }
 }
 
