@@ -106,82 +106,160 @@ pub struct StorageParams {
     pub rrdcached: Option<RrdcachedConfig>,
 }
 
+/// Which file a sample belongs to. Names are shared (`Arc`) with the
+/// snapshot they come from, so a sample copies no strings; the writer maps
+/// each key to its file once ([`layout::path`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SeriesKey {
+    /// One host's metric.
+    Host {
+        /// Cluster.
+        cluster: Arc<str>,
+        /// Host.
+        host: Arc<str>,
+        /// Metric.
+        metric: Arc<str>,
+    },
+    /// A cluster's or child grid's summary.
+    Summary {
+        /// Cluster or grid.
+        source: Arc<str>,
+        /// Metric.
+        metric: Arc<str>,
+    },
+    /// This grid's own summary.
+    Root {
+        /// Metric.
+        metric: Arc<str>,
+    },
+}
+
+impl SeriesKey {
+    /// The layout's view of the same series.
+    pub fn to_series(&self) -> Series {
+        match self {
+            SeriesKey::Host {
+                cluster,
+                host,
+                metric,
+            } => Series::Host {
+                cluster: cluster.to_string(),
+                host: host.to_string(),
+                metric: metric.to_string(),
+            },
+            SeriesKey::Summary { source, metric } => Series::Summary {
+                source: source.to_string(),
+                metric: metric.to_string(),
+            },
+            SeriesKey::Root { metric } => Series::Root {
+                metric: metric.to_string(),
+            },
+        }
+    }
+
+    fn metric(&self) -> &str {
+        match self {
+            SeriesKey::Host { metric, .. }
+            | SeriesKey::Summary { metric, .. }
+            | SeriesKey::Root { metric } => metric,
+        }
+    }
+}
+
 /// One value (or sum/num pair) for one file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Which file.
-    pub series: Series,
+    pub series: SeriesKey,
     /// RRD DS type (GAUGE, COUNTER, DERIVE).
     pub ds_type: &'static str,
     /// Step of the file.
     pub step: u32,
     /// Timestamp (epoch).
     pub time: u64,
-    /// `sum` value text, and `num` for summaries.
-    pub values: Vec<String>,
+    /// The update's values as librrd takes them: `sum`, or `sum:num` for
+    /// summaries.
+    pub values: String,
+    /// How many values (1 for hosts, 2 for summaries): the file's DS count.
+    pub dss: u8,
 }
 
-/// gmetad's samples for one snapshot.
-pub fn samples(snap: &Snapshot, step: u32) -> Vec<Sample> {
+/// gmetad's samples for one snapshot (consumed: its strings move into the
+/// samples).
+pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
+    let grid = snap.grid_summary();
     let mut out = Vec::new();
-    for c in snap.clusters.iter().filter(|c| !c.stale) {
-        for h in c.hosts.iter().filter(|h| h.alive) {
+    for c in snap.clusters.into_iter().filter(|c| !c.stale) {
+        let cluster: Arc<str> = c.name.into();
+        let time = c.localtime;
+        for h in c.hosts.into_iter().filter(|h| h.alive) {
+            let host: Arc<str> = h.name.into();
             // A numeric type with a value that is not a number (a confused
             // sender) would make librrd reject the whole batch from there on.
             for m in h
                 .metrics
-                .iter()
+                .into_iter()
                 .filter(|m| m.metric_type.is_numeric() && m.number.is_some())
             {
+                let ds_type = m.slope.rrd_ds_type();
+                let mut values = m.val;
+                if values.trim().len() != values.len() {
+                    values = values.trim().to_string();
+                }
                 out.push(Sample {
-                    series: Series::Host {
-                        cluster: c.name.clone(),
-                        host: h.name.clone(),
-                        metric: m.name.to_string(),
+                    series: SeriesKey::Host {
+                        cluster: cluster.clone(),
+                        host: host.clone(),
+                        metric: m.name,
                     },
-                    ds_type: m.slope.rrd_ds_type(),
+                    ds_type,
                     step,
-                    time: c.localtime,
-                    values: vec![m.val.trim().to_string()],
+                    time,
+                    values,
+                    dss: 1,
                 });
             }
         }
         for m in &c.summary.metrics {
             out.push(Sample {
-                series: Series::Summary {
-                    source: c.name.clone(),
-                    metric: m.name.clone(),
+                series: SeriesKey::Summary {
+                    source: cluster.clone(),
+                    metric: m.name.as_str().into(),
                 },
                 ds_type: m.slope.rrd_ds_type(),
                 step,
-                time: c.localtime,
-                values: vec![m.sum_text(), m.num.to_string()],
+                time,
+                values: format!("{}:{}", m.sum_text(), m.num),
+                dss: 2,
             });
         }
     }
     for g in snap.grids.iter().filter(|g| !g.stale) {
+        let source: Arc<str> = g.name.as_str().into();
         for m in &g.summary.metrics {
             out.push(Sample {
-                series: Series::Summary {
-                    source: g.name.clone(),
-                    metric: m.name.clone(),
+                series: SeriesKey::Summary {
+                    source: source.clone(),
+                    metric: m.name.as_str().into(),
                 },
                 ds_type: m.slope.rrd_ds_type(),
                 step,
                 time: g.localtime,
-                values: vec![m.sum_text(), m.num.to_string()],
+                values: format!("{}:{}", m.sum_text(), m.num),
+                dss: 2,
             });
         }
     }
-    for m in snap.grid_summary().metrics {
+    for m in grid.metrics {
         out.push(Sample {
-            series: Series::Root {
-                metric: m.name.clone(),
+            series: SeriesKey::Root {
+                metric: m.name.as_str().into(),
             },
             ds_type: "GAUGE",
             step: 15,
             time: snap.localtime,
-            values: vec![format!("{:.5}", m.sum), m.num.to_string()],
+            values: format!("{:.5}:{}", m.sum, m.num),
+            dss: 2,
         });
     }
     out
@@ -395,14 +473,6 @@ fn file_size_estimate(rras: &[String], dss: usize) -> u64 {
     rows * dss as u64 * 8 + 4096
 }
 
-/// Time of a `T:v[:v]` update.
-fn update_time(u: &str) -> u64 {
-    u.split(':')
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0)
-}
-
 /// What a log line is about, for the once-per-10-minutes limit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LogKey {
@@ -470,26 +540,103 @@ impl StorageHandle {
     }
 }
 
-struct Pending {
+/// One RRD file the writer knows. Slots are never removed: a series that
+/// stops keeps its few bytes here, as gmetad keeps its files.
+struct Slot {
+    path: Arc<Path>,
     /// DS type the file is (or will be) created with: the first one seen.
     ds_type: &'static str,
     /// DS type of the latest sample (a change is counted once, not per sample).
     seen_type: &'static str,
     step: u32,
-    dss: usize,
+    dss: u8,
+    /// Newest sample accepted; later ones must be newer.
     last_time: u64,
-    updates: Vec<String>,
+    /// Updates not yet written, each `T:v[:v]` and a NUL, as librrd takes
+    /// them ([`ganglion_rrd::update_packed`]): no string per sample.
+    pending: Vec<u8>,
+    /// The file's last update as of our last write to it, so steady-state
+    /// writes need not ask librrd (`rrd_last` opens the file as an update
+    /// does). `None` until known, and again after any failure.
+    on_disk: Option<u64>,
     /// Why the last write of this file failed, until one works again.
     failing: Option<Cause>,
+    /// The journal generation whose definition line names this slot.
+    journal_gen: u64,
+}
+
+/// The packed updates in `buf` (see [`Slot::pending`]).
+fn entries(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buf.split(|&b| b == 0).filter(|e| !e.is_empty())
+}
+
+/// Time of one packed `T:v[:v]` update.
+fn entry_time(e: &[u8]) -> u64 {
+    let t = e.split(|&b| b == b':').next().unwrap_or(b"");
+    std::str::from_utf8(t)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Journal lines name files by path; these characters would break a line.
+fn escape_path(p: &str) -> std::borrow::Cow<'_, str> {
+    if !p.contains(['\\', '\t', '\n', '\r']) {
+        return p.into();
+    }
+    let mut out = String::with_capacity(p.len() + 8);
+    for c in p.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+fn unescape_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(c) => out.push(c),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn parse_ds_type(t: &str) -> &'static str {
+    match t {
+        "COUNTER" => "COUNTER",
+        "DERIVE" => "DERIVE",
+        _ => "GAUGE",
+    }
 }
 
 struct Writer {
     params: Arc<StorageParams>,
     counters: Arc<StorageCounters>,
-    pending: HashMap<PathBuf, Pending>,
-    last_written: HashMap<PathBuf, u64>,
+    slots: Vec<Slot>,
+    /// Series → slot, filled as series first arrive.
+    index: HashMap<SeriesKey, u32>,
+    /// File → slot: readers flush by path, the journal names paths.
+    by_path: HashMap<Arc<Path>, u32>,
     journal: Option<BufWriter<std::fs::File>>,
     journal_dirty: bool,
+    /// Bumped whenever the journal starts over; a slot's definition line is
+    /// written once per generation, its samples then name it by number.
+    journal_gen: u64,
     cached: Option<ganglion_rrd::rrdcached::Client>,
     log: LogLimiter<LogKey>,
     /// Disk-wide causes logged as failing and not yet seen to recover.
@@ -512,11 +659,83 @@ fn open_journal(root: &Path) -> std::io::Result<BufWriter<std::fs::File>> {
     Ok(journal_writer(f))
 }
 
+/// A slot's definition line: `S`, number, DS type, step, DS count, path.
+fn write_definition(w: &mut impl Write, id: u32, slot: &Slot) -> std::io::Result<()> {
+    let path = slot.path.to_str().unwrap_or_default();
+    writeln!(
+        w,
+        "S\t{id}\t{}\t{}\t{}\t{}",
+        slot.ds_type,
+        slot.step,
+        slot.dss,
+        escape_path(path)
+    )
+}
+
 impl Writer {
+    fn new(
+        params: Arc<StorageParams>,
+        counters: Arc<StorageCounters>,
+        journal: Option<BufWriter<std::fs::File>>,
+        cached: Option<ganglion_rrd::rrdcached::Client>,
+    ) -> Writer {
+        Writer {
+            params,
+            counters,
+            slots: Vec::new(),
+            index: HashMap::new(),
+            by_path: HashMap::new(),
+            journal,
+            journal_dirty: false,
+            journal_gen: 1,
+            cached,
+            log: LogLimiter::new(Duration::from_secs(600)),
+            outages: HashSet::new(),
+        }
+    }
+
+    /// The slot of a file, made on first sight.
+    fn slot_for_path(&mut self, path: PathBuf, ds_type: &'static str, step: u32, dss: u8) -> u32 {
+        if let Some(&id) = self.by_path.get(path.as_path()) {
+            return id;
+        }
+        let path: Arc<Path> = path.into();
+        let id = self.slots.len() as u32;
+        self.slots.push(Slot {
+            path: path.clone(),
+            ds_type,
+            seen_type: ds_type,
+            step,
+            dss,
+            last_time: 0,
+            pending: Vec::new(),
+            on_disk: None,
+            failing: None,
+            journal_gen: 0,
+        });
+        self.by_path.insert(path, id);
+        id
+    }
+
+    /// The slot of a series (its path is worked out once per run).
+    fn slot_for(&mut self, s: &Sample) -> u32 {
+        if let Some(&id) = self.index.get(&s.series) {
+            return id;
+        }
+        let path = layout::path(
+            &self.params.rrd_root,
+            &s.series.to_series(),
+            self.params.case_sensitive_hostnames,
+        );
+        let id = self.slot_for_path(path, s.ds_type, s.step, s.dss);
+        self.index.insert(s.series.clone(), id);
+        id
+    }
+
     /// Counts a failed write and logs it, once per 10 minutes per file — or
     /// per cause when the disk (or the rrdcached connection) is at fault, so a
     /// full disk is one line however many files it stops.
-    fn failed(&mut self, path: &Path, error: &WriteError) -> Cause {
+    fn failed(&mut self, path: &Path, dss: u8, error: &WriteError) -> Cause {
         let mut cause = error.cause();
         if cause == Cause::Other
             && matches!(
@@ -525,8 +744,8 @@ impl Writer {
             )
             && let Some(dir) = path.parent()
         {
-            let dss = self.pending.get(path).map_or(1, |p| p.dss);
-            cause = diagnose_dir(dir, file_size_estimate(&self.params.rras, dss)).unwrap_or(cause);
+            cause = diagnose_dir(dir, file_size_estimate(&self.params.rras, dss.into()))
+                .unwrap_or(cause);
         }
         self.counters
             .write_errors
@@ -581,50 +800,55 @@ impl Writer {
         }
     }
 
+    /// Caches one update of a slot, unless it is not newer than the last.
+    fn push_update(slot: &mut Slot, time: u64, values: &str) -> bool {
+        // RRD updates must move forward in time (gmetad logs "minimum one
+        // second step" floods here; we skip quietly).
+        if time <= slot.last_time {
+            return false;
+        }
+        slot.last_time = time;
+        // Writing into a Vec cannot fail.
+        let _ = write!(slot.pending, "{time}:{values}\0");
+        true
+    }
+
     fn accept(&mut self, s: Sample, journal: bool) {
-        let path = layout::path(
-            &self.params.rrd_root,
-            &s.series,
-            self.params.case_sensitive_hostnames,
-        );
+        // Values go into librrd's argument list and the journal verbatim: a
+        // control character or a stray `:` would corrupt both.
+        let colons = s.values.bytes().filter(|&b| b == b':').count();
+        if colons + 1 != usize::from(s.dss) || s.values.bytes().any(|b| b < b' ') {
+            self.counters
+                .samples_discarded
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let id = self.slot_for(&s);
         if journal && let Some(j) = &mut self.journal {
-            let line = format!(
-                "{}\t{}\t{}\t{}\t{}\n",
-                path.display(),
-                s.ds_type,
-                s.step,
-                s.time,
-                s.values.join(":")
-            );
+            let slot = &mut self.slots[id as usize];
+            let mut r = Ok(());
+            if slot.journal_gen != self.journal_gen {
+                r = write_definition(j, id, slot);
+                if r.is_ok() {
+                    slot.journal_gen = self.journal_gen;
+                }
+            }
             // A full buffer is written out here; if that fails the line is
             // lost from the journal (only), and the failure is counted.
-            match j.write_all(line.as_bytes()) {
+            match r.and_then(|()| writeln!(j, "{id}\t{}\t{}", s.time, s.values)) {
                 Ok(()) => self.journal_dirty = true,
                 Err(e) => self.journal_failed(&e),
             }
         }
-        let known_last = self.last_written.get(&path).copied().unwrap_or(0);
-        let p = self.pending.entry(path).or_insert(Pending {
-            ds_type: s.ds_type,
-            seen_type: s.ds_type,
-            step: s.step,
-            dss: s.values.len(),
-            last_time: known_last,
-            updates: Vec::new(),
-            failing: None,
-        });
-        if s.ds_type != p.seen_type {
+        let slot = &mut self.slots[id as usize];
+        if s.ds_type != slot.seen_type {
             // gmetad keeps the file it has; so do we (a COUNTER file fed a
             // gauge's values, or the reverse, is the sender's choice to undo).
-            p.seen_type = s.ds_type;
-            let file_type = p.ds_type;
+            slot.seen_type = s.ds_type;
+            let file_type = slot.ds_type;
             self.counters.type_changes.fetch_add(1, Ordering::Relaxed);
-            let metric = match &s.series {
-                Series::Host { metric, .. }
-                | Series::Summary { metric, .. }
-                | Series::Root { metric } => metric.clone(),
-            };
-            if s.ds_type != file_type && self.log.allow(LogKey::TypeChange(metric.clone())) {
+            let metric = s.series.metric();
+            if s.ds_type != file_type && self.log.allow(LogKey::TypeChange(metric.to_string())) {
                 tracing::warn!(
                     %metric,
                     file_type,
@@ -635,97 +859,118 @@ impl Writer {
                 );
             }
         }
-        // RRD updates must move forward in time (gmetad logs "minimum one
-        // second step" floods here; we skip quietly).
-        if s.time <= p.last_time || s.values.len() != p.dss {
-            return;
+        let slot = &mut self.slots[id as usize];
+        if s.dss == slot.dss {
+            Self::push_update(slot, s.time, &s.values);
         }
-        p.last_time = s.time;
-        p.updates.push(format!("{}:{}", s.time, s.values.join(":")));
     }
 
-    fn create(&mut self, path: &Path, p: &Pending, first: u64) -> Result<(), WriteError> {
-        if let Some(dir) = path.parent() {
+    fn create(&mut self, id: u32, first: u64) -> Result<(), WriteError> {
+        let slot = &self.slots[id as usize];
+        if let Some(dir) = slot.path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| WriteError::Dir {
                 dir: dir.to_path_buf(),
                 source,
             })?;
         }
-        let hb = 8 * p.step;
-        let mut defs = vec![format!("DS:sum:{}:{hb}:U:U", p.ds_type)];
-        if p.dss > 1 {
-            defs.push(format!("DS:num:{}:{hb}:U:U", p.ds_type));
+        let hb = 8 * slot.step;
+        let mut defs = vec![format!("DS:sum:{}:{hb}:U:U", slot.ds_type)];
+        if slot.dss > 1 {
+            defs.push(format!("DS:num:{}:{hb}:U:U", slot.ds_type));
         }
         defs.extend(self.params.rras.iter().cloned());
-        ganglion_rrd::create(path, u64::from(p.step), first as i64 - 1, &defs)?;
+        ganglion_rrd::create(&slot.path, u64::from(slot.step), first as i64 - 1, &defs)?;
         self.counters.files_created.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Sends `updates` to an existing file (librrd or rrdcached).
-    fn update(&mut self, path: &Path, updates: &[String]) -> Result<(), WriteError> {
+    /// Writes `packed` to a slot's file, creating it first if needed. With
+    /// `trust`, what this run knows of the file is believed (no existence
+    /// check, no `rrd_last`); otherwise it is asked again.
+    fn write_packed(&mut self, id: u32, packed: &[u8], trust: bool) -> Result<(), WriteError> {
+        let slot = &self.slots[id as usize];
+        let path = slot.path.clone();
+        let known = if trust { slot.on_disk } else { None };
+        let newest = entries(packed).last().map_or(0, entry_time);
+        let on_disk = match known {
+            Some(t) => t,
+            None if path.exists() => match self.cached {
+                // rrdcached may hold newer updates than the file: it
+                // answers for itself ("illegal attempt to update…" per value).
+                Some(_) => 0,
+                None => ganglion_rrd::last(&path).unwrap_or(0).max(0) as u64,
+            },
+            None => {
+                let first = entries(packed).next().map_or(0, entry_time);
+                self.create(id, first)?;
+                first.saturating_sub(1)
+            }
+        };
+        // Skip what the file already has (journal replay after a crash, or a
+        // retry after part of a batch went in).
+        let fresh: std::borrow::Cow<'_, [u8]> = if entries(packed).all(|e| entry_time(e) > on_disk)
+        {
+            packed.into()
+        } else {
+            let mut v = Vec::with_capacity(packed.len());
+            for e in entries(packed).filter(|e| entry_time(e) > on_disk) {
+                v.extend_from_slice(e);
+                v.push(0);
+            }
+            v.into()
+        };
         match &mut self.cached {
             Some(c) => {
-                let errs = c.batch(&[(path.display().to_string(), updates.to_vec())])?;
-                if errs.is_empty() {
-                    Ok(())
-                } else {
-                    Err(WriteError::CachedRefused {
+                let updates: Vec<String> = entries(&fresh)
+                    .map(|e| String::from_utf8_lossy(e).into_owned())
+                    .collect();
+                let errs = c.batch(&[(path.display().to_string(), updates)])?;
+                if !errs.is_empty() {
+                    return Err(WriteError::CachedRefused {
                         path: path.to_path_buf(),
                         message: errs.join("; "),
-                    })
+                    });
                 }
             }
-            None => {
-                // Skip what the file already has (journal replay after a
-                // crash, or a retry after part of a batch went in).
-                let last = ganglion_rrd::last(path).unwrap_or(0) as u64;
-                let fresh: Vec<String> = updates
-                    .iter()
-                    .filter(|u| update_time(u) > last)
-                    .cloned()
-                    .collect();
-                Ok(ganglion_rrd::update(path, &fresh)?)
-            }
+            None => ganglion_rrd::update_packed(&path, &fresh)?,
         }
+        self.slots[id as usize].on_disk = Some(newest.max(on_disk));
+        Ok(())
     }
 
-    fn write_file(&mut self, path: PathBuf) {
-        let Some(mut p) = self.pending.remove(&path) else {
-            return;
-        };
-        if p.updates.is_empty() {
-            self.pending.insert(path, p);
+    fn write_file(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        if slot.pending.is_empty() {
             return;
         }
-        let updates = std::mem::take(&mut p.updates);
-        let result = if path.exists() {
-            self.update(&path, &updates)
-        } else {
-            let first = update_time(&updates[0]);
-            self.create(&path, &p, first)
-                .and_then(|()| self.update(&path, &updates))
-        };
-        let (last, was_failing) = (p.last_time, p.failing.take());
-        // Put the entry back first: `failed` reads it.
-        self.pending.insert(path.clone(), p);
+        let packed = std::mem::take(&mut slot.pending);
+        let was_failing = slot.failing.take();
+        let trusted = slot.on_disk.is_some();
+        let mut result = self.write_packed(id, &packed, true);
+        if result.is_err() && trusted {
+            // What we knew may be stale (the file was removed or written by
+            // someone else): ask the file system and librrd, once.
+            self.slots[id as usize].on_disk = None;
+            result = self.write_packed(id, &packed, false);
+        }
+        let path = self.slots[id as usize].path.clone();
         match result {
             Ok(()) => {
                 self.counters.file_writes.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .samples_written
-                    .fetch_add(updates.len() as u64, Ordering::Relaxed);
+                    .fetch_add(entries(&packed).count() as u64, Ordering::Relaxed);
                 if let Some(cause) = was_failing {
                     self.recovered(&path, cause);
                 }
-                self.last_written.insert(path, last);
             }
             Err(e) => {
-                let cause = self.failed(&path, &e);
-                if let Some(p) = self.pending.get_mut(&path) {
-                    p.failing = Some(cause);
-                }
-                self.keep_for_retry(&path, cause, updates);
+                let dss = self.slots[id as usize].dss;
+                let cause = self.failed(&path, dss, &e);
+                let slot = &mut self.slots[id as usize];
+                slot.failing = Some(cause);
+                slot.on_disk = None;
+                self.keep_for_retry(id, cause, packed);
             }
         }
     }
@@ -733,26 +978,27 @@ impl Writer {
     /// After a failed write: samples that a freed or remounted disk can take
     /// go back into the cache (the newest `retry_window_secs` of them); the
     /// rest are counted and dropped.
-    fn keep_for_retry(&mut self, path: &Path, cause: Cause, mut updates: Vec<String>) {
+    fn keep_for_retry(&mut self, id: u32, cause: Cause, mut packed: Vec<u8>) {
         let window = u64::from(self.params.config.retry_window_secs);
-        let Some(p) = self.pending.get_mut(path) else {
-            return;
-        };
+        let slot = &mut self.slots[id as usize];
         let retry = matches!(cause, Cause::NoSpace | Cause::ReadOnly) && window > 0;
-        let keep_from = if retry {
-            let oldest = p.last_time.saturating_sub(window);
-            updates.partition_point(|u| update_time(u) < oldest)
-        } else {
-            updates.len()
-        };
+        let oldest = slot.last_time.saturating_sub(window);
+        let (mut keep_from, mut dropped) = (0, 0u64);
+        for e in entries(&packed) {
+            if retry && entry_time(e) >= oldest {
+                break;
+            }
+            keep_from += e.len() + 1;
+            dropped += 1;
+        }
         self.counters
             .samples_discarded
-            .fetch_add(keep_from as u64, Ordering::Relaxed);
-        updates.drain(..keep_from);
+            .fetch_add(dropped, Ordering::Relaxed);
+        packed.drain(..keep_from);
         // Nothing new can have arrived meanwhile (one thread), but keep the
         // order right if it ever does.
-        updates.append(&mut p.updates);
-        p.updates = updates;
+        packed.append(&mut slot.pending);
+        slot.pending = packed;
     }
 
     /// A file that failed was written: say so once per outage (once per
@@ -777,15 +1023,12 @@ impl Writer {
     }
 
     fn flush_all(&mut self) {
-        let paths: Vec<PathBuf> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| !p.updates.is_empty())
-            .map(|(k, _)| k.clone())
+        let ids: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&id| !self.slots[id as usize].pending.is_empty())
             .collect();
         let budget = self.params.config.max_file_writes_per_sec;
         let started = Instant::now();
-        for (i, path) in paths.into_iter().enumerate() {
+        for (i, id) in ids.into_iter().enumerate() {
             if budget > 0 && i > 0 && (i as u32).is_multiple_of(budget) {
                 // Rate limit: spread writes so the disk stays responsive.
                 let due = Duration::from_secs(u64::from(i as u32 / budget));
@@ -793,7 +1036,7 @@ impl Writer {
                     std::thread::sleep(w);
                 }
             }
-            self.write_file(path);
+            self.write_file(id);
         }
         self.restart_journal();
     }
@@ -807,7 +1050,7 @@ impl Writer {
         let Some(j) = self.journal.take() else {
             return;
         };
-        let kept = self.pending.values().any(|p| !p.updates.is_empty());
+        let kept = self.slots.iter().any(|s| !s.pending.is_empty());
         if !kept {
             // Everything it holds, written or still buffered, is in the files
             // or was given up.
@@ -815,10 +1058,12 @@ impl Writer {
             if let Err(e) = file.set_len(0).and_then(|()| file.sync_data()) {
                 self.journal_failed(&e);
             }
+            self.journal_gen += 1;
             self.journal = Some(journal_writer(file));
             self.journal_dirty = false;
             return;
         }
+        self.journal_gen += 1;
         match self.rewrite_journal() {
             Ok(file) => {
                 // The old handle's buffer is superseded: drop it unwritten.
@@ -827,28 +1072,30 @@ impl Writer {
                 self.journal_dirty = false;
             }
             Err(e) => {
-                // The old journal still holds every kept sample.
+                // The old journal still holds every kept sample (slots get
+                // their definition lines again in the new generation).
                 self.journal_failed(&e);
                 self.journal = Some(j);
             }
         }
     }
 
-    fn rewrite_journal(&self) -> std::io::Result<std::fs::File> {
+    fn rewrite_journal(&mut self) -> std::io::Result<std::fs::File> {
         let jp = journal_path(&self.params.rrd_root);
         let tmp = jp.with_extension("new");
+        let generation = self.journal_gen;
         let result = (|| {
             let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-            for (path, p) in &self.pending {
-                for u in &p.updates {
-                    let (time, values) = u.split_once(':').unwrap_or((u, ""));
-                    writeln!(
-                        w,
-                        "{}\t{}\t{}\t{time}\t{values}",
-                        path.display(),
-                        p.ds_type,
-                        p.step
-                    )?;
+            for (id, slot) in self.slots.iter_mut().enumerate() {
+                if slot.pending.is_empty() {
+                    continue;
+                }
+                write_definition(&mut w, id as u32, slot)?;
+                slot.journal_gen = generation;
+                for e in entries(&slot.pending) {
+                    let e = String::from_utf8_lossy(e);
+                    let (time, values) = e.split_once(':').unwrap_or((&e, ""));
+                    writeln!(w, "{id}\t{time}\t{values}")?;
                 }
             }
             w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
@@ -875,44 +1122,71 @@ impl Writer {
         }
     }
 
+    /// A journal path is only believed inside our root.
+    fn journal_path_ok(&self, path: &Path) -> bool {
+        path.starts_with(&self.params.rrd_root)
+            && !path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    }
+
+    /// Replays the journal: definition lines (`S`, number, DS type, step, DS
+    /// count, path) and samples naming them (number, time, values); lines of
+    /// the older one-line-per-sample form (path, DS type, step, time, values)
+    /// are read too, so an upgrade loses nothing.
     fn replay(&mut self) {
         let jp = journal_path(&self.params.rrd_root);
         let Ok(f) = std::fs::File::open(&jp) else {
             return;
         };
+        let mut ids: HashMap<u32, u32> = HashMap::new();
         let mut n = 0u64;
         for line in BufReader::new(f).lines().map_while(Result::ok) {
             let parts: Vec<&str> = line.split('\t').collect();
-            let [path, ds_type, step, time, values] = parts.as_slice() else {
-                continue;
-            };
-            let ds_type: &'static str = match *ds_type {
-                "COUNTER" => "COUNTER",
-                "DERIVE" => "DERIVE",
-                _ => "GAUGE",
-            };
-            let (Ok(step), Ok(time)) = (step.parse::<u32>(), time.parse::<u64>()) else {
-                continue;
-            };
-            let path = PathBuf::from(path);
-            // Only files inside our root, whatever the journal says.
-            if !path.starts_with(&self.params.rrd_root) {
-                continue;
-            }
-            let values: Vec<String> = values.split(':').map(str::to_string).collect();
-            let p = self.pending.entry(path).or_insert(Pending {
-                ds_type,
-                seen_type: ds_type,
-                step,
-                dss: values.len(),
-                last_time: 0,
-                updates: Vec::new(),
-                failing: None,
-            });
-            if time > p.last_time && values.len() == p.dss {
-                p.last_time = time;
-                p.updates.push(format!("{time}:{}", values.join(":")));
-                n += 1;
+            match parts.as_slice() {
+                ["S", jid, ds_type, step, dss, path] => {
+                    let (Ok(jid), Ok(step), Ok(dss)) =
+                        (jid.parse::<u32>(), step.parse::<u32>(), dss.parse::<u8>())
+                    else {
+                        continue;
+                    };
+                    let path = PathBuf::from(unescape_path(path));
+                    if !self.journal_path_ok(&path) || !(1..=2).contains(&dss) {
+                        continue;
+                    }
+                    let id = self.slot_for_path(path, parse_ds_type(ds_type), step, dss);
+                    ids.insert(jid, id);
+                }
+                [jid, time, values] => {
+                    let (Ok(jid), Ok(time)) = (jid.parse::<u32>(), time.parse::<u64>()) else {
+                        continue;
+                    };
+                    let Some(&id) = ids.get(&jid) else {
+                        continue;
+                    };
+                    let slot = &mut self.slots[id as usize];
+                    if values.split(':').count() == usize::from(slot.dss)
+                        && Self::push_update(slot, time, values)
+                    {
+                        n += 1;
+                    }
+                }
+                [path, ds_type, step, time, values] => {
+                    let (Ok(step), Ok(time)) = (step.parse::<u32>(), time.parse::<u64>()) else {
+                        continue;
+                    };
+                    let path = PathBuf::from(path);
+                    let dss = values.split(':').count();
+                    if !self.journal_path_ok(&path) || !(1..=2).contains(&dss) {
+                        continue;
+                    }
+                    let id = self.slot_for_path(path, parse_ds_type(ds_type), step, dss as u8);
+                    let slot = &mut self.slots[id as usize];
+                    if dss == usize::from(slot.dss) && Self::push_update(slot, time, values) {
+                        n += 1;
+                    }
+                }
+                _ => {}
             }
         }
         self.counters.replayed.store(n, Ordering::Relaxed);
@@ -920,6 +1194,15 @@ impl Writer {
             tracing::info!(samples = n, "replaying the RRD journal");
             self.flush_all();
         }
+    }
+
+    /// Files this run has written, for rrdcached FLUSH.
+    fn written_paths(&self) -> Vec<Arc<Path>> {
+        self.slots
+            .iter()
+            .filter(|s| s.on_disk.is_some())
+            .map(|s| s.path.clone())
+            .collect()
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -943,14 +1226,18 @@ impl Writer {
                 }
                 Ok(Command::Flush(paths, ack)) => {
                     self.commit_journal();
-                    let targets: Vec<PathBuf> = if paths.is_empty() {
+                    let targets: Vec<Arc<Path>> = if paths.is_empty() {
                         self.flush_all();
-                        self.last_written.keys().cloned().collect()
+                        self.written_paths()
                     } else {
+                        let mut targets = Vec::with_capacity(paths.len());
                         for p in &paths {
-                            self.write_file(p.clone());
+                            if let Some(&id) = self.by_path.get(p.as_path()) {
+                                self.write_file(id);
+                                targets.push(self.slots[id as usize].path.clone());
+                            }
                         }
-                        paths
+                        targets
                     };
                     // With rrdcached, the daemon holds the values too: FLUSH
                     // them so readers of the files see everything.
@@ -980,11 +1267,14 @@ impl Writer {
         // Shutdown: everything cached goes to disk.
         self.commit_journal();
         self.flush_all();
-        if let (Some(c), Some(cfg)) = (&mut self.cached, &self.params.rrdcached) {
-            for path in self.last_written.keys() {
-                if let Err(e) = c.flush(path) {
-                    tracing::warn!(daemon = %cfg.address, error = %e, "rrdcached FLUSH failed at shutdown");
-                    break;
+        if self.cached.is_some() {
+            let paths = self.written_paths();
+            if let (Some(c), Some(cfg)) = (&mut self.cached, &self.params.rrdcached) {
+                for path in paths {
+                    if let Err(e) = c.flush(&path) {
+                        tracing::warn!(daemon = %cfg.address, error = %e, "rrdcached FLUSH failed at shutdown");
+                        break;
+                    }
                 }
             }
         }
@@ -1017,17 +1307,7 @@ pub fn start(
     };
     let counters = Arc::new(StorageCounters::default());
     let (tx, rx) = mpsc::sync_channel(params.config.queue_max_batches.max(1));
-    let w = Writer {
-        params: params.clone(),
-        counters: counters.clone(),
-        pending: HashMap::new(),
-        last_written: HashMap::new(),
-        journal,
-        journal_dirty: false,
-        cached,
-        log: LogLimiter::new(Duration::from_secs(600)),
-        outages: HashSet::new(),
-    };
+    let w = Writer::new(params.clone(), counters.clone(), journal, cached);
     let t = std::thread::Builder::new()
         .name("rrd-writer".into())
         .spawn(move || w.run(rx))?;
@@ -1054,13 +1334,13 @@ pub async fn run_sampler(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // One last sample so a clean stop loses nothing of the final step.
-                handle.submit(samples(&state.snapshot(now_secs()), step));
+                handle.submit(samples(Arc::unwrap_or_clone(state.snapshot(now_secs())), step));
                 return;
             }
             _ = tick.tick() => {}
         }
         let snap = state.snapshot(now_secs());
-        let batch = tokio::task::spawn_blocking(move || samples(&snap, step))
+        let batch = tokio::task::spawn_blocking(move || samples(Arc::unwrap_or_clone(snap), step))
             .await
             .unwrap_or_default();
         handle.submit(batch);
@@ -1083,31 +1363,42 @@ mod tests {
             },
             rrdcached: None,
         });
-        Writer {
-            journal: Some(open_journal(root).unwrap()),
+        Writer::new(
             params,
-            counters: Arc::new(StorageCounters::default()),
-            pending: HashMap::new(),
-            last_written: HashMap::new(),
-            journal_dirty: false,
-            cached: None,
-            log: LogLimiter::new(Duration::from_secs(600)),
-            outages: HashSet::new(),
+            Arc::new(StorageCounters::default()),
+            Some(open_journal(root).unwrap()),
+            None,
+        )
+    }
+
+    fn key(metric: &str) -> SeriesKey {
+        SeriesKey::Host {
+            cluster: "c".into(),
+            host: "h".into(),
+            metric: metric.into(),
         }
     }
 
     fn sample(metric: &str, ds_type: &'static str, time: u64, value: &str) -> Sample {
         Sample {
-            series: Series::Host {
-                cluster: "c".into(),
-                host: "h".into(),
-                metric: metric.into(),
-            },
+            series: key(metric),
             ds_type,
             step: 15,
             time,
-            values: vec![value.into()],
+            values: value.into(),
+            dss: 1,
         }
+    }
+
+    fn path_of(root: &Path, metric: &str) -> PathBuf {
+        layout::path(root, &key(metric).to_series(), false)
+    }
+
+    fn pending(w: &Writer, path: &Path) -> Vec<String> {
+        let slot = &w.slots[w.by_path[path] as usize];
+        entries(&slot.pending)
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect()
     }
 
     #[test]
@@ -1117,22 +1408,25 @@ mod tests {
         for i in 0..10u64 {
             w.accept(sample("m", "GAUGE", 1000 + 15 * i, &i.to_string()), true);
         }
-        let path = layout::path(dir.path(), &sample("m", "GAUGE", 0, "").series, false);
+        let path = path_of(dir.path(), "m");
         // A failed write the disk may take later: the newest 60 s stay.
-        let updates = std::mem::take(&mut w.pending.get_mut(&path).unwrap().updates);
-        w.keep_for_retry(&path, Cause::NoSpace, updates);
-        let kept = w.pending[&path].updates.clone();
-        assert_eq!(kept, ["1075:5", "1090:6", "1105:7", "1120:8", "1135:9"]);
+        let id = w.by_path[path.as_path()];
+        let packed = std::mem::take(&mut w.slots[id as usize].pending);
+        w.keep_for_retry(id, Cause::NoSpace, packed);
+        assert_eq!(
+            pending(&w, &path),
+            ["1075:5", "1090:6", "1105:7", "1120:8", "1135:9"]
+        );
         assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 5);
 
         // The journal is rewritten to hold exactly what is kept, and a
         // restart replays it.
         w.restart_journal();
         let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
-        assert_eq!(text.lines().count(), 5, "{text}");
-        assert!(text.contains("\tGAUGE\t15\t1135\t9\n"), "{text}");
-        let prefix = format!("{}\t", path.display());
-        assert!(text.lines().all(|l| l.starts_with(&prefix)), "{text}");
+        let def = format!("S\t{id}\tGAUGE\t15\t1\t{}\n", path.display());
+        assert!(text.starts_with(&def), "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text.ends_with(&format!("{id}\t1135\t9\n")), "{text}");
         let mut again = writer(dir.path(), 60);
         again.replay();
         assert_eq!(again.counters.replayed.load(Ordering::Relaxed), 5);
@@ -1141,10 +1435,99 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_names_each_file_once_per_generation_and_replays_old_journals() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rrds");
+        std::fs::create_dir(&root).unwrap();
+        let mut w = writer(&root, 3600);
+        // A hostile host name: the path has a tab and a newline in it.
+        let odd = SeriesKey::Host {
+            cluster: "c".into(),
+            host: "a\tb\nc\\d".into(),
+            metric: "m".into(),
+        };
+        for i in 0..3u64 {
+            w.accept(sample("m", "GAUGE", 1000 + 15 * i, "1.5"), true);
+            let mut s = sample("m", "COUNTER", 1000 + 15 * i, "7");
+            s.series = odd.clone();
+            w.accept(s, true);
+        }
+        w.commit_journal();
+        let text = std::fs::read_to_string(journal_path(&root)).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("S\t")).count(),
+            2,
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 8, "{text}");
+        // Crash: a new writer replays into both files.
+        let mut again = writer(&root, 3600);
+        again.replay();
+        assert_eq!(again.counters.replayed.load(Ordering::Relaxed), 6);
+        let odd_path = layout::path(&root, &odd.to_series(), false);
+        assert_eq!(ganglion_rrd::last(&odd_path).unwrap(), 1030);
+        assert_eq!(ganglion_rrd::last(&path_of(&root, "m")).unwrap(), 1030);
+
+        // A journal in the older one-line-per-sample form (and a line that
+        // tries to leave the root) from before an upgrade.
+        let other = path_of(&root, "old");
+        std::fs::write(
+            journal_path(&root),
+            format!(
+                "{p}\tGAUGE\t15\t2000\t3\n{p}\tGAUGE\t15\t2015\t4\n\
+                 {root}/../x.rrd\tGAUGE\t15\t2000\t1\n",
+                p = other.display(),
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let mut third = writer(&root, 3600);
+        third.replay();
+        assert_eq!(third.counters.replayed.load(Ordering::Relaxed), 2);
+        assert_eq!(ganglion_rrd::last(&other).unwrap(), 2015);
+        assert!(!dir.path().join("x.rrd").exists());
+    }
+
+    #[test]
+    fn a_file_removed_behind_the_writers_back_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 3600);
+        w.accept(sample("m", "GAUGE", 1000, "1"), true);
+        w.flush_all();
+        let path = path_of(dir.path(), "m");
+        std::fs::remove_file(&path).unwrap();
+        w.accept(sample("m", "GAUGE", 1015, "2"), true);
+        w.flush_all();
+        assert_eq!(ganglion_rrd::last(&path).unwrap(), 1015);
+        assert_eq!(w.counters.files_created.load(Ordering::Relaxed), 2);
+        assert_eq!(w.counters.write_errors.get(Cause::Other), 0);
+        // Updated by someone else meanwhile: the writer skips what the file
+        // already has instead of failing the batch.
+        ganglion_rrd::update(&path, &["1030:9".into(), "1045:9".into()]).unwrap();
+        for t in [1030u64, 1045, 1060] {
+            w.accept(sample("m", "GAUGE", t, "3"), true);
+        }
+        w.flush_all();
+        assert_eq!(ganglion_rrd::last(&path).unwrap(), 1060);
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn values_that_would_corrupt_an_update_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 3600);
+        w.accept(sample("m", "GAUGE", 1000, "1:2"), true);
+        w.accept(sample("m", "GAUGE", 1015, "1\n2"), true);
+        w.accept(sample("m", "GAUGE", 1030, "4"), true);
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 2);
+        assert_eq!(pending(&w, &path_of(dir.path(), "m")), ["1030:4"]);
+    }
+
+    #[test]
     fn a_bad_file_loses_its_samples_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(dir.path(), 3600);
-        let bad = layout::path(dir.path(), &sample("bad", "GAUGE", 0, "").series, false);
+        let bad = path_of(dir.path(), "bad");
         std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
         std::fs::write(&bad, b"not an RRD").unwrap();
         for i in 0..3u64 {
@@ -1152,12 +1535,12 @@ mod tests {
             w.accept(sample("good", "GAUGE", 1000 + 15 * i, "2"), true);
         }
         w.flush_all();
-        let good = layout::path(dir.path(), &sample("good", "GAUGE", 0, "").series, false);
+        let good = path_of(dir.path(), "good");
         assert_eq!(ganglion_rrd::last(&good).unwrap(), 1030);
         assert_eq!(std::fs::read(&bad).unwrap(), b"not an RRD");
         assert_eq!(w.counters.write_errors.get(Cause::BadFile), 1);
         assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 3);
-        assert!(w.pending[&bad].updates.is_empty());
+        assert!(pending(&w, &bad).is_empty());
         // Nothing is kept, so the journal starts over.
         assert_eq!(
             std::fs::metadata(journal_path(dir.path())).unwrap().len(),
@@ -1176,7 +1559,7 @@ mod tests {
         }
         assert_eq!(w.counters.type_changes.load(Ordering::Relaxed), 1);
         w.flush_all();
-        let path = layout::path(dir.path(), &sample("m", "GAUGE", 0, "").series, false);
+        let path = path_of(dir.path(), "m");
         assert_eq!(ganglion_rrd::last(&path).unwrap(), 1045);
         let info = ganglion_rrd::info(&path).unwrap();
         assert!(info.contains(&(

@@ -233,6 +233,47 @@ pub fn update(path: &Path, updates: &[String]) -> Result<(), RrdError> {
     }
 }
 
+/// As [`update`], with the updates packed in one buffer, each `T:v[:v]`
+/// followed by a NUL — a writer that batches thousands of files keeps one
+/// buffer per file instead of one string per sample.
+pub fn update_packed(path: &Path, packed: &[u8]) -> Result<(), RrdError> {
+    if packed.is_empty() {
+        return Ok(());
+    }
+    if packed.last() != Some(&0) {
+        return Err(RrdError::InvalidArgument {
+            op: "update",
+            what: "packed updates must end with NUL".into(),
+        });
+    }
+    let file = path_cstring("update", path)?;
+    let mut argv: Vec<*const c_char> = Vec::with_capacity(packed.len() / 8);
+    let mut start = 0;
+    for (i, &b) in packed.iter().enumerate() {
+        if b == 0 {
+            argv.push(packed[start..].as_ptr().cast());
+            start = i + 1;
+        }
+    }
+    // SAFETY: every pointer starts a NUL-terminated string inside `packed`,
+    // which outlives the call; librrd only reads them; argc matches argv.
+    let rc = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_updatex_r(
+            file.as_ptr(),
+            std::ptr::null(),
+            0,
+            argv.len() as i32,
+            argv.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        Err(err("update", path))
+    } else {
+        Ok(())
+    }
+}
+
 /// Time of the last update (`rrd_last_r`).
 pub fn last(path: &Path) -> Result<i64, RrdError> {
     let file = path_cstring("last", path)?;

@@ -17,7 +17,8 @@ use crate::model::{MetricType, Slope};
 use crate::xdr::text_from_wire;
 use flate2::read::GzDecoder;
 use quick_xml::events::{BytesStart, Event};
-use std::io::{BufRead, Read};
+use std::borrow::Cow;
+use std::io::Read;
 use thiserror::Error;
 
 /// A document: `<GANGLIA_XML>` and what it holds.
@@ -289,14 +290,16 @@ enum Frame {
     Other,
 }
 
-struct Attrs(Vec<(Vec<u8>, String)>);
+/// One element's attributes, borrowed from the input where no entity had to
+/// be expanded (the common case: no allocation per attribute).
+struct Attrs<'a>(Vec<(&'a [u8], Cow<'a, str>)>);
 
-impl Attrs {
+impl Attrs<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, _)| k == key.as_bytes())
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| v.as_ref())
     }
     fn text(&self, key: &str) -> String {
         self.get(key).unwrap_or("").to_string()
@@ -305,8 +308,10 @@ impl Attrs {
         self.get(key).unwrap_or(default).to_string()
     }
     fn req(&self, key: &str) -> Result<String, String> {
+        self.req_str(key).map(str::to_string)
+    }
+    fn req_str(&self, key: &str) -> Result<&str, String> {
         self.get(key)
-            .map(str::to_string)
             .ok_or_else(|| format!("missing required attribute {key}"))
     }
     fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
@@ -319,19 +324,20 @@ impl Attrs {
         }
     }
     fn req_num<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
-        let v = self.req(key)?;
+        let v = self.req_str(key)?;
         v.trim()
             .parse()
             .map_err(|_| format!("attribute {key}={v:?} is not a number"))
     }
     fn metric_type(&self) -> Result<MetricType, String> {
-        let t = self.req("TYPE")?;
-        MetricType::parse(&t).ok_or_else(|| format!("unknown TYPE {t:?}"))
+        let t = self.req_str("TYPE")?;
+        MetricType::parse(t).ok_or_else(|| format!("unknown TYPE {t:?}"))
     }
 }
 
-fn read_attrs(e: &BytesStart<'_>, limits: &Limits) -> Result<Attrs, String> {
-    let mut out = Vec::new();
+/// The attributes of `e`, borrowed from it where possible.
+fn read_attrs<'a>(e: &'a BytesStart<'_>, limits: &Limits) -> Result<Attrs<'a>, String> {
+    let mut out = Vec::with_capacity(12);
     for a in e.attributes().with_checks(false) {
         let a = a.map_err(|e| format!("bad attribute: {e}"))?;
         if a.value.len() > limits.max_attr_len {
@@ -340,15 +346,22 @@ fn read_attrs(e: &BytesStart<'_>, limits: &Limits) -> Result<Attrs, String> {
                 limits.max_attr_len
             ));
         }
-        let val = quick_xml::escape::unescape(&a.value)
-            .map_err(|e| format!("bad entity in attribute: {e}"))?
-            .into_owned();
-        out.push((a.key.as_ref().as_bytes().to_vec(), val));
+        let key: &'a [u8] = a.key.0.as_bytes();
+        let val: Cow<'a, str> = match a.value {
+            Cow::Borrowed(raw) => quick_xml::escape::unescape(raw)
+                .map_err(|e| format!("bad entity in attribute: {e}"))?,
+            Cow::Owned(raw) => Cow::Owned(
+                quick_xml::escape::unescape(&raw)
+                    .map_err(|e| format!("bad entity in attribute: {e}"))?
+                    .into_owned(),
+            ),
+        };
+        out.push((key, val));
     }
     Ok(Attrs(out))
 }
 
-fn open(name: &[u8], a: &Attrs, limits: &Limits) -> Result<Frame, String> {
+fn open(name: &[u8], a: &Attrs<'_>, limits: &Limits) -> Result<Frame, String> {
     Ok(match name {
         b"GRID" => Frame::Grid(Grid {
             name: a.req("NAME")?,
@@ -465,8 +478,10 @@ impl Builder {
     }
 }
 
-/// Parses a plain, UTF-8 XML stream (use [`parse_bytes`] for gzip or ISO-8859-1).
-pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
+/// Parses a plain, UTF-8 XML document held in memory (use [`parse_bytes`]
+/// for gzip or ISO-8859-1). Events and attributes borrow from `input`, so
+/// only what the [`Document`] keeps is copied.
+pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
     let mut reader = quick_xml::Reader::from_reader(input);
     let cfg = reader.config_mut();
     cfg.trim_text(true);
@@ -478,15 +493,13 @@ pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
         stack: Vec::new(),
     };
     let mut skipped = Vec::new();
-    let mut buf = Vec::new();
     let mut elements = 0usize;
     let mut skip_depth: Option<usize> = None;
     let mut seen_root = false;
 
     let error = loop {
-        buf.clear();
         let offset = reader.buffer_position();
-        let ev = match reader.read_event_into(&mut buf) {
+        let ev = match reader.read_event() {
             Ok(ev) => ev,
             Err(quick_xml::Error::Io(e)) => break Some(XmlError::Io(e.to_string())),
             Err(e) => {
@@ -551,11 +564,12 @@ pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
                 limit: format!("nesting deeper than {}", limits.max_depth),
             });
         }
-        let name = start.name().as_ref().as_bytes().to_vec();
+        let qname = start.name();
+        let name: &[u8] = qname.as_ref().as_bytes();
         if !seen_root {
             if name != b"GANGLIA_XML" {
                 break Some(XmlError::NotGanglia {
-                    found: String::from_utf8_lossy(&name).into_owned(),
+                    found: String::from_utf8_lossy(name).into_owned(),
                 });
             }
             seen_root = true;
@@ -632,7 +646,7 @@ pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
             }
             continue;
         }
-        let frame = read_attrs(start, limits).and_then(|a| open(&name, &a, limits));
+        let frame = read_attrs(start, limits).and_then(|a| open(name, &a, limits));
         match frame {
             Ok(f) => {
                 if empty {
@@ -654,7 +668,7 @@ pub fn parse<R: BufRead>(input: R, limits: &Limits) -> ParseOutcome {
             }
             Err(reason) => {
                 skipped.push(Skipped {
-                    element: String::from_utf8_lossy(&name).into_owned(),
+                    element: String::from_utf8_lossy(name).into_owned(),
                     offset,
                     reason,
                 });
