@@ -206,17 +206,17 @@ fn grid_snap(g: &xml::Grid, now: u64) -> GridSnap {
 
 /// Applies one parsed document; returns the cluster and grid names it delivered
 /// (complete or not), so a later failure can mark exactly those stale.
-fn apply(state: &State, out: &xml::ParseOutcome, now: u64) -> (Vec<String>, Vec<String>) {
+fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, Vec<String>) {
     let (mut clusters, mut grids, mut stale_c, mut stale_g) = (vec![], vec![], vec![], vec![]);
-    let mut take_cluster = |c: &xml::Cluster| {
+    let mut take_cluster = |c: xml::Cluster| {
         clusters.push(c.name.clone());
         if c.complete {
             state.replace_polled_cluster(c, now);
         } else {
-            stale_c.push(c.name.clone());
+            stale_c.push(c.name);
         }
     };
-    for item in &out.document.items {
+    for item in document.items {
         match item {
             Item::Cluster(c) => take_cluster(c),
             // A gmond source gives clusters (shown in full); a gmetad source
@@ -225,7 +225,7 @@ fn apply(state: &State, out: &xml::ParseOutcome, now: u64) -> (Vec<String>, Vec<
             Item::Grid(g) => {
                 grids.push(g.name.clone());
                 if g.complete {
-                    state.replace_grid(grid_snap(g, now));
+                    state.replace_grid(grid_snap(&g, now));
                 } else {
                     stale_g.push(g.name.clone());
                 }
@@ -257,11 +257,11 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
                 })
                 .await;
                 match parsed {
-                    Ok(out) => {
+                    Ok(mut out) => {
                         counters
                             .poll_skipped_elements
                             .fetch_add(out.skipped.len() as u64, Ordering::Relaxed);
-                        let names = apply(&state, &out, now_secs());
+                        let names = apply(&state, std::mem::take(&mut out.document), now_secs());
                         if let Some(e) = &out.error {
                             counters.polls_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(source = %ds.name, error = %e, "partial poll: complete clusters updated, the rest kept as stale");

@@ -768,13 +768,14 @@ impl State {
 
     /// Replaces a polled cluster's content (gmond source, or a gmetad's cluster
     /// in authority mode). Creates the cluster on first sight.
-    pub fn replace_polled_cluster(&self, cluster: &ganglion_proto::xml::Cluster, now: u64) {
+    pub fn replace_polled_cluster(&self, mut cluster: ganglion_proto::xml::Cluster, now: u64) {
+        let tmax = cluster.hosts.first().map(|h| h.tmax).unwrap_or(20).max(1);
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut hosts = HashMap::new();
-        for (order, h) in cluster.hosts.iter().enumerate() {
+        let mut hosts = HashMap::with_capacity(cluster.hosts.len());
+        for (order, h) in std::mem::take(&mut cluster.hosts).into_iter().enumerate() {
             let mut metrics: Vec<MetricEntry> = Vec::with_capacity(h.metrics.len());
-            for m in &h.metrics {
+            for m in h.metrics {
                 if m.dmax != 0 && m.tn > u64::from(m.dmax) {
                     continue; // gmetad drops metrics past their dmax at ingest
                 }
@@ -793,7 +794,7 @@ impl State {
                     meta: Some((meta, at)),
                     spoof_host,
                     value: Some(StoredValue {
-                        value: Value::Str(m.val.clone()),
+                        value: Value::Str(m.val),
                         fmt: inner.interner.str(""),
                         at,
                     }),
@@ -811,10 +812,10 @@ impl State {
             hosts.insert(
                 h.name.clone(),
                 HostEntry {
-                    name: h.name.clone(),
-                    ip: h.ip.clone(),
-                    location: h.location.clone(),
-                    tags: h.tags.clone(),
+                    name: h.name,
+                    ip: h.ip,
+                    location: h.location,
+                    tags: h.tags,
                     reported: now.saturating_sub(h.tn),
                     gmond_started: h.gmond_started,
                     polled_limits: Some((h.tmax, h.dmax)),
@@ -823,7 +824,6 @@ impl State {
                 },
             );
         }
-        let tmax = cluster.hosts.first().map(|h| h.tmax).unwrap_or(20).max(1);
         let remote = RemoteMeta {
             localtime: cluster.localtime,
             stale: false,
@@ -835,18 +835,21 @@ impl State {
             .find(|c| c.info.name == cluster.name)
         {
             Some(c) => {
-                c.hosts = hosts;
+                let old = std::mem::replace(&mut c.hosts, hosts);
                 c.remote = Some(remote);
-                c.info.owner = cluster.owner.clone();
-                c.info.latlong = cluster.latlong.clone();
-                c.info.url = cluster.url.clone();
+                c.info.owner = cluster.owner;
+                c.info.latlong = cluster.latlong;
+                c.info.url = cluster.url;
+                // Freeing thousands of hosts is done after the lock is released.
+                drop(guard);
+                drop(old);
             }
             None => inner.clusters.push(ClusterEntry {
                 info: ClusterInfo {
-                    name: cluster.name.clone(),
-                    owner: cluster.owner.clone(),
-                    latlong: cluster.latlong.clone(),
-                    url: cluster.url.clone(),
+                    name: cluster.name,
+                    owner: cluster.owner,
+                    latlong: cluster.latlong,
+                    url: cluster.url,
                     host_tmax: tmax,
                     host_dmax: 0,
                     trust_packet_hostname: false,

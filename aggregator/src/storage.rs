@@ -634,6 +634,8 @@ struct Writer {
     by_path: HashMap<Arc<Path>, u32>,
     journal: Option<BufWriter<std::fs::File>>,
     journal_dirty: bool,
+    /// Scratch space for one journal line.
+    line: Vec<u8>,
     /// Bumped whenever the journal starts over; a slot's definition line is
     /// written once per generation, its samples then name it by number.
     journal_gen: u64,
@@ -687,6 +689,7 @@ impl Writer {
             by_path: HashMap::new(),
             journal,
             journal_dirty: false,
+            line: Vec::with_capacity(64),
             journal_gen: 1,
             cached,
             log: LogLimiter::new(Duration::from_secs(600)),
@@ -808,8 +811,11 @@ impl Writer {
             return false;
         }
         slot.last_time = time;
-        // Writing into a Vec cannot fail.
-        let _ = write!(slot.pending, "{time}:{values}\0");
+        let mut t = itoa::Buffer::new();
+        slot.pending.extend_from_slice(t.format(time).as_bytes());
+        slot.pending.push(b':');
+        slot.pending.extend_from_slice(values.as_bytes());
+        slot.pending.push(0);
         true
     }
 
@@ -835,7 +841,17 @@ impl Writer {
             }
             // A full buffer is written out here; if that fails the line is
             // lost from the journal (only), and the failure is counted.
-            match r.and_then(|()| writeln!(j, "{id}\t{}\t{}", s.time, s.values)) {
+            // One line built in a kept buffer and written whole (a failed
+            // write leaves no partial line behind).
+            let line = &mut self.line;
+            line.clear();
+            line.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(itoa::Buffer::new().format(s.time).as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(s.values.as_bytes());
+            line.push(b'\n');
+            match r.and_then(|()| j.write_all(line)) {
                 Ok(()) => self.journal_dirty = true,
                 Err(e) => self.journal_failed(&e),
             }

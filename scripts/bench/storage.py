@@ -5,7 +5,12 @@ changing) with the same step and RRAs, for the same wall time. Reported per
 daemon: CPU seconds per step, write syscalls (syscw) and bytes written
 (write_bytes) per step from /proc/PID/io, RRD files and samples stored.
 
-Usage: python3 scripts/bench/storage.py [--hosts 200] [--step 5] [--warm 30] [--secs 300]
+Usage: python3 scripts/bench/storage.py [--hosts 200] [--step 15] [--warm 30] [--secs 300]
+
+Both daemons have created every file before the window starts (gmetad at its
+first poll, the aggregator through POST /api/flush after the warm-up). With the
+aggregator's default 300 s flush interval, a 300 s window holds one timed flush,
+which is its steady-state rate.
 Needs a release build (cargo build --release) and gmetad/rrdtool installed.
 Uses small RRAs (RRA:AVERAGE:0.5:1:244 etc.) so thousands of files fit anywhere.
 """
@@ -85,11 +90,15 @@ def count(root):
     return n
 
 
-def run(name, argv, root, warm, secs, file_writes):
-    """Steady state: deltas over `secs` after `warm` seconds (files created)."""
+def run(name, argv, root, warm, secs, file_writes, settle=None):
+    """Steady state: deltas over `secs` after `warm` seconds and `settle()`
+    (which must leave every file created: creating 6,000 files is a one-time
+    cost that does not belong in a per-step figure)."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(warm)
+        if settle:
+            settle()
         cpu0, syscw0, wb0 = proc_stats(p.pid)
         fw0 = file_writes()
         time.sleep(secs)
@@ -122,10 +131,28 @@ def agg_file_writes(port):
     return read
 
 
+def agg_flush(port):
+    """POST /api/flush: the aggregator writes (and so creates) every file now.
+    gmetad creates its files at its first poll, inside the warm-up; ours would
+    otherwise create them at the first timed flush, inside the window."""
+    def settle():
+        s = socket.create_connection(("127.0.0.1", port), timeout=120)
+        s.sendall(b"POST /api/flush HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        reply = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            reply += b
+        if b" 200 " not in reply.split(b"\r\n", 1)[0]:
+            raise SystemExit("aggregator flush failed: %r" % reply[:200])
+    return settle
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=200)
-    ap.add_argument("--step", type=int, default=5)
+    ap.add_argument("--step", type=int, default=15)
     ap.add_argument("--secs", type=int, default=300, help="measured window (after warm-up)")
     ap.add_argument("--warm", type=int, default=30)
     a = ap.parse_args()
@@ -155,7 +182,7 @@ def main():
             f.write('[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = "127.0.0.1:%d"\n' % hport)
         agg = os.path.join(ROOT, "target/release/ganglion-aggregator")
         results.append(run("ganglion-aggregator", [agg, "--config", aconf], o_root, a.warm, a.secs,
-                           agg_file_writes(hport)))
+                           agg_file_writes(hport), agg_flush(hport)))
     stop.set()
     steps = a.secs / a.step
     print("%d hosts x 30 metrics (%d host files + summaries), step %d s, %d s each, small RRAs"
