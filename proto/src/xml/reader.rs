@@ -17,6 +17,7 @@ use crate::model::{MetricType, Slope};
 use crate::xdr::text_from_wire;
 use flate2::read::GzDecoder;
 use quick_xml::events::{BytesStart, Event};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::io::Read;
 use thiserror::Error;
@@ -291,8 +292,9 @@ enum Frame {
 }
 
 /// One element's attributes, borrowed from the input where no entity had to
-/// be expanded (the common case: no allocation per attribute).
-struct Attrs<'a>(Vec<(&'a [u8], Cow<'a, str>)>);
+/// be expanded (the common case: no allocation per attribute). A METRIC has
+/// ten, so they live on the stack.
+struct Attrs<'a>(SmallVec<[(&'a [u8], Cow<'a, str>); 12]>);
 
 impl Attrs<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -337,7 +339,7 @@ impl Attrs<'_> {
 
 /// The attributes of `e`, borrowed from it where possible.
 fn read_attrs<'a>(e: &'a BytesStart<'_>, limits: &Limits) -> Result<Attrs<'a>, String> {
-    let mut out = Vec::with_capacity(12);
+    let mut out = SmallVec::new();
     for a in e.attributes().with_checks(false) {
         let a = a.map_err(|e| format!("bad attribute: {e}"))?;
         if a.value.len() > limits.max_attr_len {
