@@ -363,7 +363,16 @@ fn read_attrs<'a>(e: &'a BytesStart<'_>, limits: &Limits) -> Result<Attrs<'a>, S
     Ok(Attrs(out))
 }
 
-fn open(name: &[u8], a: &Attrs<'_>, limits: &Limits) -> Result<Frame, String> {
+/// Opens a frame. `sizes` are the previous host's metric count and cluster's
+/// host count: hosts of one source are alike, so their vectors start at the
+/// right size instead of growing (and moving) step by step. Capped, so a
+/// hostile document cannot make the next element reserve gigabytes.
+fn open(
+    name: &[u8],
+    a: &Attrs<'_>,
+    limits: &Limits,
+    sizes: (usize, usize),
+) -> Result<Frame, String> {
     Ok(match name {
         b"GRID" => Frame::Grid(Grid {
             name: a.req("NAME")?,
@@ -380,6 +389,7 @@ fn open(name: &[u8], a: &Attrs<'_>, limits: &Limits) -> Result<Frame, String> {
             owner: a.text_or("OWNER", "unspecified"),
             latlong: a.text_or("LATLONG", "unspecified"),
             url: a.text_or("URL", "unspecified"),
+            hosts: Vec::with_capacity(sizes.1.min(4096)),
             ..Cluster::default()
         }),
         b"HOST" => Frame::Host(Host {
@@ -394,7 +404,7 @@ fn open(name: &[u8], a: &Attrs<'_>, limits: &Limits) -> Result<Frame, String> {
             // gmond prints the 32-bit heartbeat signed: "-462061456" is
             // 3832905840, not an error.
             gmond_started: u64::from(a.num::<i64>("GMOND_STARTED", 0)? as u32),
-            metrics: Vec::new(),
+            metrics: Vec::with_capacity(sizes.0.min(4096)),
         }),
         b"METRIC" => Frame::Metric(Metric {
             name: a.req("NAME")?,
@@ -440,6 +450,8 @@ fn frame_name(f: &Frame) -> &'static str {
 struct Builder {
     doc: Document,
     stack: Vec<Frame>,
+    /// Metrics of the last host closed, hosts of the last cluster closed.
+    sizes: (usize, usize),
 }
 
 impl Builder {
@@ -449,9 +461,15 @@ impl Builder {
         match (frame, parent) {
             (Frame::Grid(g), Some(Frame::Grid(p))) => p.grids.push(g),
             (Frame::Grid(g), Some(Frame::Root)) => self.doc.items.push(Item::Grid(g)),
-            (Frame::Cluster(c), Some(Frame::Grid(p))) => p.clusters.push(c),
+            (Frame::Cluster(c), Some(Frame::Grid(p))) => {
+                self.sizes.1 = c.hosts.len();
+                p.clusters.push(c);
+            }
             (Frame::Cluster(c), Some(Frame::Root)) => self.doc.items.push(Item::Cluster(c)),
-            (Frame::Host(h), Some(Frame::Cluster(p))) => p.hosts.push(h),
+            (Frame::Host(h), Some(Frame::Cluster(p))) => {
+                self.sizes.0 = h.metrics.len();
+                p.hosts.push(h);
+            }
             (Frame::Host(h), Some(Frame::Root)) => self.doc.items.push(Item::Host(h)),
             (Frame::Metric(m), Some(Frame::Host(p))) => p.metrics.push(m),
             (Frame::Summary(s), Some(Frame::Grid(p))) => p.metrics.push(s),
@@ -493,6 +511,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
     let mut b = Builder {
         doc: Document::default(),
         stack: Vec::new(),
+        sizes: (0, 0),
     };
     let mut skipped = Vec::new();
     let mut elements = 0usize;
@@ -648,7 +667,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
             }
             continue;
         }
-        let frame = read_attrs(start, limits).and_then(|a| open(name, &a, limits));
+        let frame = read_attrs(start, limits).and_then(|a| open(name, &a, limits, b.sizes));
         match frame {
             Ok(f) => {
                 if empty {
