@@ -35,8 +35,31 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<U
         s.set_only_v6(true)?;
     }
     if recv_buffer_bytes > 0 {
-        // The kernel caps this at net.core.rmem_max; a smaller buffer is not fatal.
-        let _ = s.set_recv_buffer_size(recv_buffer_bytes);
+        // The kernel caps a plain request at net.core.rmem_max; with
+        // CAP_NET_ADMIN SO_RCVBUFFORCE may pass it. A smaller buffer is not
+        // fatal, but it is said once: bursts beyond it are dropped by the
+        // kernel before we see them.
+        let forced = nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &recv_buffer_bytes,
+        )
+        .is_ok();
+        if !forced {
+            let _ = s.set_recv_buffer_size(recv_buffer_bytes);
+        }
+        // Linux reports twice what it grants (its bookkeeping overhead).
+        let granted = s.recv_buffer_size().unwrap_or(0) / 2;
+        if granted < recv_buffer_bytes {
+            tracing::warn!(
+                %addr,
+                requested = recv_buffer_bytes,
+                granted,
+                "UDP receive buffer smaller than recv_buffer_bytes: raise net.core.rmem_max \
+                 (or give the aggregator CAP_NET_ADMIN); bursts beyond it are dropped by the \
+                 kernel (the drops column of /proc/net/udp)"
+            );
+        }
     }
     s.bind(&addr.into())?;
     let s: UdpSocket = s.into();

@@ -291,6 +291,9 @@ pub struct StorageCounters {
     pub journal_errors: AtomicU64,
     /// Samples replayed from the journal at start.
     pub replayed: AtomicU64,
+    /// Samples not newer than their file's previous one (a source whose
+    /// clock stood still): skipped, as librrd would refuse them.
+    pub samples_not_newer: AtomicU64,
 }
 
 /// Failed file writes by [`Cause`].
@@ -379,6 +382,11 @@ impl StorageCounters {
                 "ganglion_rrd_journal_errors_total",
                 "Failed journal writes",
                 g(&self.journal_errors),
+            ),
+            (
+                "ganglion_rrd_samples_not_newer_total",
+                "Samples skipped because they were not newer than their file's previous sample",
+                g(&self.samples_not_newer),
             ),
             (
                 "ganglion_rrd_journal_replayed_total",
@@ -876,8 +884,10 @@ impl Writer {
             }
         }
         let slot = &mut self.slots[id as usize];
-        if s.dss == slot.dss {
-            Self::push_update(slot, s.time, &s.values);
+        if s.dss == slot.dss && !Self::push_update(slot, s.time, &s.values) {
+            self.counters
+                .samples_not_newer
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1277,7 +1287,10 @@ impl Writer {
             }
             if now >= next_flush {
                 self.flush_all();
-                next_flush = Instant::now() + flush_every;
+                // Start to start: a pass over a million files takes a
+                // minute, and counting the interval from its end would
+                // let the cache (and the journal) grow by that much.
+                next_flush = (next_flush + flush_every).max(Instant::now());
             }
         }
         // Shutdown: everything cached goes to disk.
