@@ -82,7 +82,8 @@ fn next_test_port(free: impl Fn(u16) -> bool) -> u16 {
     panic!("no free test port in {TEST_PORTS:?}");
 }
 
-/// A free TCP port on 127.0.0.1 (checked free now; see [`TEST_PORTS`]).
+/// A free TCP port on 127.0.0.1 (checked free now; drawn from this process's
+/// share of the test port range).
 pub fn free_tcp_port() -> u16 {
     next_test_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
