@@ -90,7 +90,7 @@ def count(root):
     return n
 
 
-def run(name, argv, root, warm, secs, file_writes, settle=None):
+def run(name, argv, root, warm, secs, file_writes, settle=None, perf=None):
     """Steady state: deltas over `secs` after `warm` seconds and `settle()`
     (which must leave every file created: creating 6,000 files is a one-time
     cost that does not belong in a per-step figure)."""
@@ -101,7 +101,16 @@ def run(name, argv, root, warm, secs, file_writes, settle=None):
             settle()
         cpu0, syscw0, wb0 = proc_stats(p.pid)
         fw0 = file_writes()
+        # Optional profile of the window (perf's own cost lands in the
+        # figures too, so a profiled run is for reading, not for the table).
+        prof = None
+        if perf:
+            prof = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", perf, "-p", str(p.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(secs)
+        if prof:
+            prof.send_signal(2)
+            prof.wait(120)
         cpu1, syscw1, wb1 = proc_stats(p.pid)
         fw1 = file_writes()
     finally:
@@ -155,6 +164,8 @@ def main():
     ap.add_argument("--step", type=int, default=15)
     ap.add_argument("--secs", type=int, default=300, help="measured window (after warm-up)")
     ap.add_argument("--warm", type=int, default=30)
+    ap.add_argument("--only", choices=["gmetad", "ours"], help="run one daemon (no ratio line)")
+    ap.add_argument("--perf", metavar="FILE", help="perf record the aggregator over the window into FILE")
     a = ap.parse_args()
     stop = threading.Event()
     src = free_port()
@@ -169,8 +180,9 @@ def main():
             f.write("xml_port %d\ninteractive_port %d\n" % (free_port(), free_port()))
             f.write('rrd_rootdir "%s"\nsetuid off\nRRAs %s\n' % (g_root, " ".join('"%s"' % r for r in RRAS)))
         # gmetad writes every file once per poll: count polls from the source side.
-        results.append(run("gmetad 3.7.2", ["gmetad", "-d", "1", "-c", conf], g_root, a.warm, a.secs,
-                           lambda: SERVED[0] * (a.hosts * 30 + 60)))
+        if a.only != "ours":
+            results.append(run("gmetad 3.7.2", ["gmetad", "-d", "1", "-c", conf], g_root, a.warm, a.secs,
+                               lambda: SERVED[0] * (a.hosts * 30 + 60)))
 
         o_root = os.path.join(tmp, "ours")
         aconf = os.path.join(tmp, "agg.toml")
@@ -181,8 +193,9 @@ def main():
             hport = free_port()
             f.write('[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = "127.0.0.1:%d"\n' % hport)
         agg = os.path.join(ROOT, "target/release/ganglion-aggregator")
-        results.append(run("ganglion-aggregator", [agg, "--config", aconf], o_root, a.warm, a.secs,
-                           agg_file_writes(hport), agg_flush(hport)))
+        if a.only != "gmetad":
+            results.append(run("ganglion-aggregator", [agg, "--config", aconf], o_root, a.warm, a.secs,
+                               agg_file_writes(hport), agg_flush(hport), a.perf))
     stop.set()
     steps = a.secs / a.step
     print("%d hosts x 30 metrics (%d host files + summaries), step %d s, %d s each, small RRAs"
@@ -192,6 +205,8 @@ def main():
     for r in results:
         print("| %s | %d | %.3f | %.0f | %.0f | %.0f |" % (r["name"], r["files"], r["cpu"] / steps, r["file_writes"] / steps,
               r["syscw"] / steps, r["wbytes"] / steps))
+    if len(results) < 2:
+        return
     g, o = results
     print("\ngmetad / ganglion: CPU %.1fx, RRD file writes %.1fx, bytes written %.1fx"
           % (g["cpu"] / max(o["cpu"], 1e-9), g["file_writes"] / max(o["file_writes"], 1), g["wbytes"] / max(o["wbytes"], 1)))
