@@ -52,12 +52,16 @@ pub fn router(app: AppState) -> Router {
         .route("/api/series", get(series))
         .route("/api/export", get(export))
         .route("/api/graph.png", get(graph_png))
-        .route("/api/flush", post(flush))
         .route("/metrics", get(metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        // Added after the 30 s layer, so outside it: a full pass over a
+        // million files takes a minute or two, and the caller (a script
+        // about to read the tree) needs the answer, not a timeout while the
+        // pass goes on. It has its own, longer limit.
+        .route("/api/flush", post(flush))
         .with_state(app)
 }
 
@@ -674,8 +678,12 @@ async fn metrics(AxState(app): AxState<AppState>, headers: axum::http::HeaderMap
     ([(header::CONTENT_TYPE, ctype)], text).into_response()
 }
 
+/// How long `POST /api/flush` waits for the writer's pass over every file.
+const FULL_FLUSH_WAIT: Duration = Duration::from_secs(600);
+
 /// `POST /api/flush`: write every cached sample to disk now (what readers such as
-/// `rrd-export` call before reading the tree of a live aggregator).
+/// `rrd-export` call before reading the tree of a live aggregator). Answers
+/// when the pass is done (up to [`FULL_FLUSH_WAIT`]).
 async fn flush(AxState(app): AxState<AppState>) -> Response {
     let Some(s) = app.storage.clone() else {
         return error(
@@ -683,7 +691,7 @@ async fn flush(AxState(app): AxState<AppState>) -> Response {
             "RRD storage is off (write_rrds = false)",
         );
     };
-    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), Duration::from_secs(25)))
+    let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), FULL_FLUSH_WAIT))
         .await
         .unwrap_or(false);
     if ok {
@@ -691,7 +699,7 @@ async fn flush(AxState(app): AxState<AppState>) -> Response {
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the RRD writer did not finish in time",
+            "the RRD writer did not finish within 600 s; the pass goes on in the background",
         )
     }
 }

@@ -54,7 +54,14 @@ fn with_default_port(a: &str) -> String {
     }
 }
 
-async fn fetch(ds: &DataSourceConfig, last_good: &mut usize) -> Result<Vec<u8>, PollError> {
+/// One poll's document. `size_hint` is the previous document's size: the
+/// buffer starts there, so a multi-megabyte document is not regrown (and
+/// copied) a dozen times per poll.
+async fn fetch(
+    ds: &DataSourceConfig,
+    last_good: &mut usize,
+    size_hint: usize,
+) -> Result<Vec<u8>, PollError> {
     let timeout = Duration::from_secs(u64::from(ds.timeout_secs));
     let n = ds.addresses.len();
     let mut errors = Vec::new();
@@ -73,16 +80,23 @@ async fn fetch(ds: &DataSourceConfig, last_good: &mut usize) -> Result<Vec<u8>, 
             }
         };
         *last_good = i;
-        return read_all(stream, &addr, timeout).await;
+        return read_all(stream, &addr, timeout, size_hint).await;
     }
     Err(PollError::Connect(errors.join("; ")))
 }
 
-async fn read_all(mut s: TcpStream, addr: &str, timeout: Duration) -> Result<Vec<u8>, PollError> {
-    let mut out = Vec::with_capacity(128 * 1024);
-    let mut buf = vec![0u8; 64 * 1024];
+async fn read_all(
+    mut s: TcpStream,
+    addr: &str,
+    timeout: Duration,
+    size_hint: usize,
+) -> Result<Vec<u8>, PollError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut out = Vec::with_capacity((size_hint + size_hint / 8 + CHUNK).min(MAX_DOCUMENT_BYTES));
     loop {
-        let n = match tokio::time::timeout(timeout, s.read(&mut buf)).await {
+        // Read straight into the document's spare capacity.
+        out.reserve(CHUNK);
+        let n = match tokio::time::timeout(timeout, s.read_buf(&mut out)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 return Err(PollError::Read {
@@ -100,10 +114,9 @@ async fn read_all(mut s: TcpStream, addr: &str, timeout: Duration) -> Result<Vec
         if n == 0 {
             return Ok(out);
         }
-        if out.len() + n > MAX_DOCUMENT_BYTES {
+        if out.len() > MAX_DOCUMENT_BYTES {
             return Err(PollError::TooLarge(addr.into()));
         }
-        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -240,6 +253,7 @@ fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, Vec<
 /// Polls one source until shutdown.
 pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: CancellationToken) {
     let mut last_good = 0usize;
+    let mut last_size = 0usize;
     let mut seen: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut warned_at: Option<Instant> = None;
     let mut jitter = (now_secs() as u32).wrapping_mul(2654435761);
@@ -247,11 +261,12 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
         let started = Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = fetch(&ds, &mut last_good) => r,
+            r = fetch(&ds, &mut last_good, last_size) => r,
         };
         let counters = state.counters().clone();
         match result {
             Ok(bytes) => {
+                last_size = bytes.len();
                 let parsed = tokio::task::spawn_blocking(move || {
                     xml::parse_bytes(&bytes, &Limits::default())
                 })

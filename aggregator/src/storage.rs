@@ -36,7 +36,9 @@ use crate::telemetry::{Counters, LabelledCounter, LogLimiter};
 pub use ganglion_rrd::Cause;
 use ganglion_rrd::layout::{self, Series};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+// Keys are sender-chosen names, so the hasher is seeded per process;
+// foldhash is that and several times cheaper than SipHash on these short keys.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
