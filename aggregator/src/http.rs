@@ -4,7 +4,8 @@
 //!
 //! Only this module knows the JSON shapes. Handlers read an immutable snapshot
 //! or RRD files (after flushing the write-back cache for the files they read),
-//! never the live state under a lock, and every request has a timeout — a
+//! never the live state under a lock, and every request has a timeout (30 s;
+//! `POST /api/flush`, which waits for a pass over every file, 600 s) — a
 //! client can never slow ingest. API reference: `web/API.md`.
 
 use crate::state::{ClusterSnap, HostSnap, Snapshot, State, now_secs};
