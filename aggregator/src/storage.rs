@@ -39,6 +39,7 @@ use serde::Deserialize;
 // Keys are sender-chosen names, so the hasher is seeded per process;
 // foldhash is that and several times cheaper than SipHash on these short keys.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -653,6 +654,13 @@ struct Writer {
     log: LogLimiter<LogKey>,
     /// Disk-wide causes logged as failing and not yet seen to recover.
     outages: HashSet<Cause>,
+    /// The command queue, once `run` owns the writer: a flush pass drains it
+    /// between files (see [`Writer::absorb`]).
+    inbox: Option<Receiver<Command>>,
+    /// Flush requests that arrived during a pass, answered after it.
+    deferred: VecDeque<(Vec<PathBuf>, mpsc::Sender<()>)>,
+    commit_every: Duration,
+    next_commit: Instant,
 }
 
 fn journal_path(root: &Path) -> PathBuf {
@@ -691,6 +699,8 @@ impl Writer {
         journal: Option<BufWriter<std::fs::File>>,
         cached: Option<ganglion_rrd::rrdcached::Client>,
     ) -> Writer {
+        let commit_every =
+            Duration::from_millis(u64::from(params.config.journal_commit_interval_ms.max(10)));
         Writer {
             params,
             counters,
@@ -704,6 +714,10 @@ impl Writer {
             cached,
             log: LogLimiter::new(Duration::from_secs(600)),
             outages: HashSet::new(),
+            inbox: None,
+            deferred: VecDeque::new(),
+            commit_every,
+            next_commit: Instant::now() + commit_every,
         }
     }
 
@@ -1065,8 +1079,69 @@ impl Writer {
                 }
             }
             self.write_file(id);
+            if i % 64 == 63 && Instant::now() >= self.next_commit {
+                self.absorb();
+            }
         }
         self.restart_journal();
+    }
+
+    /// During a flush pass (a minute or more at a million files), samples
+    /// keep arriving: take them in and commit the journal on the usual
+    /// cadence, so a crash mid-pass loses no more than one commit interval.
+    /// Flush requests wait until the pass is over.
+    fn absorb(&mut self) {
+        if let Some(rx) = self.inbox.take() {
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Command::Samples(batch) => {
+                        for s in batch {
+                            self.accept(s, true);
+                        }
+                    }
+                    Command::Flush(paths, ack) => self.deferred.push_back((paths, ack)),
+                }
+            }
+            self.inbox = Some(rx);
+        }
+        self.commit_journal();
+        self.next_commit = Instant::now() + self.commit_every;
+    }
+
+    /// Writes what `paths` (every file when empty) have cached, then acks.
+    fn handle_flush(&mut self, paths: Vec<PathBuf>, ack: mpsc::Sender<()>) {
+        self.commit_journal();
+        let targets: Vec<Arc<Path>> = if paths.is_empty() {
+            self.flush_all();
+            self.written_paths()
+        } else {
+            let mut targets = Vec::with_capacity(paths.len());
+            for p in &paths {
+                if let Some(&id) = self.by_path.get(p.as_path()) {
+                    self.write_file(id);
+                    targets.push(self.slots[id as usize].path.clone());
+                }
+            }
+            targets
+        };
+        // With rrdcached, the daemon holds the values too: FLUSH them so
+        // readers of the files see everything.
+        if let Some(c) = &mut self.cached {
+            for p in targets.iter().filter(|p| p.exists()) {
+                if let Err(e) = c.flush(p) {
+                    tracing::warn!(error = %e, "rrdcached FLUSH failed");
+                    break;
+                }
+            }
+        }
+        let _ = ack.send(());
+    }
+
+    /// Answers the flush requests that came in during a pass.
+    fn run_deferred(&mut self) {
+        while let Some((paths, ack)) = self.deferred.pop_front() {
+            self.handle_flush(paths, ack);
+        }
     }
 
     /// After a flush pass the journal only needs what is still cached: when
@@ -1235,60 +1310,36 @@ impl Writer {
 
     fn run(mut self, rx: Receiver<Command>) {
         self.replay();
+        self.inbox = Some(rx);
         let flush_every =
             Duration::from_secs(u64::from(self.params.config.flush_interval_secs.max(1)));
-        let commit_every = Duration::from_millis(u64::from(
-            self.params.config.journal_commit_interval_ms.max(10),
-        ));
         let mut next_flush = Instant::now() + flush_every;
-        let mut next_commit = Instant::now() + commit_every;
+        self.next_commit = Instant::now() + self.commit_every;
         loop {
-            let wait = next_commit
+            let wait = self
+                .next_commit
                 .min(next_flush)
                 .saturating_duration_since(Instant::now());
+            let Some(rx) = &self.inbox else { break };
             match rx.recv_timeout(wait) {
                 Ok(Command::Samples(batch)) => {
                     for s in batch {
                         self.accept(s, true);
                     }
                 }
-                Ok(Command::Flush(paths, ack)) => {
-                    self.commit_journal();
-                    let targets: Vec<Arc<Path>> = if paths.is_empty() {
-                        self.flush_all();
-                        self.written_paths()
-                    } else {
-                        let mut targets = Vec::with_capacity(paths.len());
-                        for p in &paths {
-                            if let Some(&id) = self.by_path.get(p.as_path()) {
-                                self.write_file(id);
-                                targets.push(self.slots[id as usize].path.clone());
-                            }
-                        }
-                        targets
-                    };
-                    // With rrdcached, the daemon holds the values too: FLUSH
-                    // them so readers of the files see everything.
-                    if let Some(c) = &mut self.cached {
-                        for p in targets.iter().filter(|p| p.exists()) {
-                            if let Err(e) = c.flush(p) {
-                                tracing::warn!(error = %e, "rrdcached FLUSH failed");
-                                break;
-                            }
-                        }
-                    }
-                    let _ = ack.send(());
-                }
+                Ok(Command::Flush(paths, ack)) => self.handle_flush(paths, ack),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            self.run_deferred();
             let now = Instant::now();
-            if now >= next_commit {
+            if now >= self.next_commit {
                 self.commit_journal();
-                next_commit = now + commit_every;
+                self.next_commit = now + self.commit_every;
             }
             if now >= next_flush {
                 self.flush_all();
+                self.run_deferred();
                 // Start to start: a pass over a million files takes a
                 // minute, and counting the interval from its end would
                 // let the cache (and the journal) grow by that much.
@@ -1298,6 +1349,7 @@ impl Writer {
         // Shutdown: everything cached goes to disk.
         self.commit_journal();
         self.flush_all();
+        self.run_deferred();
         if self.cached.is_some() {
             let paths = self.written_paths();
             if let (Some(c), Some(cfg)) = (&mut self.cached, &self.params.rrdcached) {
@@ -1430,6 +1482,52 @@ mod tests {
         entries(&slot.pending)
             .map(|e| String::from_utf8_lossy(e).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn samples_arriving_during_a_flush_pass_are_journaled_before_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 60);
+        let names: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+        for n in &names {
+            w.accept(sample(n, "GAUGE", 1000, "1"), true);
+        }
+        // What queues while the pass runs: the next step, and a reader's flush.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let next: Vec<Sample> = names
+            .iter()
+            .map(|n| sample(n, "GAUGE", 1015, "2"))
+            .collect();
+        tx.send(Command::Samples(next)).unwrap();
+        let (ack, acked) = mpsc::channel();
+        tx.send(Command::Flush(Vec::new(), ack)).unwrap();
+        w.inbox = Some(rx);
+        w.next_commit = Instant::now(); // a commit is due at once
+        w.flush_all();
+
+        // Taken in mid-pass: the first 64 files were written before, so their
+        // new sample waits in the cache and in the (rewritten) journal; the
+        // rest went to disk in the same pass.
+        let first = path_of(dir.path(), &names[0]);
+        let last = path_of(dir.path(), &names[99]);
+        assert_eq!(pending(&w, &first), ["1015:2"]);
+        assert!(pending(&w, &last).is_empty());
+        assert_eq!(ganglion_rrd::last(&first).unwrap(), 1000);
+        assert_eq!(ganglion_rrd::last(&last).unwrap(), 1015);
+        let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| l.ends_with("\t1015\t2")).count(),
+            64,
+            "{text}"
+        );
+
+        // The flush request was held until the pass ended, then answered
+        // after writing what it found.
+        assert!(acked.try_recv().is_err());
+        w.run_deferred();
+        assert!(acked.try_recv().is_ok());
+        assert!(pending(&w, &first).is_empty());
+        assert_eq!(ganglion_rrd::last(&first).unwrap(), 1015);
     }
 
     #[test]

@@ -164,6 +164,8 @@ def main():
     ap.add_argument("--step", type=int, default=15)
     ap.add_argument("--secs", type=int, default=300, help="measured window (after warm-up)")
     ap.add_argument("--warm", type=int, default=30)
+    ap.add_argument("--flush", type=int, help="aggregator's flush_interval_secs (default: its own, 300); "
+                    "choose --secs as a multiple of it")
     ap.add_argument("--only", choices=["gmetad", "ours"], help="run one daemon (no ratio line)")
     ap.add_argument("--perf", metavar="FILE", help="perf record the aggregator over the window into FILE")
     a = ap.parse_args()
@@ -189,6 +191,8 @@ def main():
         with open(aconf, "w") as f:
             f.write('rrd_root = "%s"\nstep_secs = %d\nrras = [%s]\n' % (o_root, a.step, ", ".join('"%s"' % r for r in RRAS)))
             f.write('[storage]\n')  # defaults: flush every 300 s, journal on
+            if a.flush:
+                f.write('flush_interval_secs = %d\n' % a.flush)
             f.write('[[data_source]]\nname = "bench"\npoll_secs = %d\naddresses = ["127.0.0.1:%d"]\n' % (a.step, src))
             hport = free_port()
             f.write('[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = "127.0.0.1:%d"\n' % hport)
