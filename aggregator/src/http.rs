@@ -8,7 +8,7 @@
 //! `POST /api/flush`, which waits for a pass over every file, 600 s) — a
 //! client can never slow ingest. API reference: `web/API.md`.
 
-use crate::state::{ClusterSnap, HostSnap, Snapshot, State, now_secs};
+use crate::state::{Census, ClusterSnap, HostSnap, Snapshot, State, now_secs};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
@@ -635,28 +635,28 @@ async fn metrics(AxState(app): AxState<AppState>, headers: axum::http::HeaderMap
         counters.extend(s.counters.list());
         labelled.extend(s.counters.labelled());
     }
-    let snap = app.state.snapshot(now_secs());
-    let per_cluster = |f: &dyn Fn(&ClusterSnap) -> usize| {
-        snap.clusters
+    let census = app.state.census(now_secs());
+    let per_cluster = |f: &dyn Fn(&Census) -> usize| {
+        census
             .iter()
-            .map(|c| (c.name.clone(), f(c) as i64))
+            .map(|c| (c.cluster.clone(), f(c) as i64))
             .collect::<Vec<_>>()
     };
     let gauges = vec![
         (
             "ganglion_hosts_up",
             "Hosts alive (TN < 4 x TMAX) per cluster",
-            per_cluster(&|c| c.summary.hosts_up as usize),
+            per_cluster(&|c| c.hosts_up as usize),
         ),
         (
             "ganglion_hosts_down",
             "Hosts not heard from for 4 x TMAX per cluster",
-            per_cluster(&|c| c.summary.hosts_down as usize),
+            per_cluster(&|c| c.hosts_down as usize),
         ),
         (
             "ganglion_metrics",
             "Metrics held per cluster",
-            per_cluster(&|c| c.hosts.iter().map(|h| h.metrics.len()).sum()),
+            per_cluster(&|c| c.metrics),
         ),
     ];
     // OpenMetrics when the scraper asks for it (Prometheus does), else the

@@ -888,6 +888,43 @@ impl State {
         }
     }
 
+    /// Hosts up/down and metrics shown, per cluster, counted under the lock
+    /// with the snapshot's rules but without building one: a `/metrics`
+    /// scrape at a million series would otherwise copy every one of them.
+    pub fn census(&self, now: u64) -> Vec<Census> {
+        let inner = self.lock();
+        inner
+            .clusters
+            .iter()
+            .map(|c| {
+                let mut out = Census {
+                    cluster: c.info.name.clone(),
+                    ..Census::default()
+                };
+                for h in c.hosts.values() {
+                    let tmax = h.polled_limits.map_or(c.info.host_tmax, |(t, _)| t);
+                    if now.saturating_sub(h.reported) < 4 * u64::from(tmax.max(1)) {
+                        out.hosts_up += 1;
+                    } else {
+                        out.hosts_down += 1;
+                    }
+                    out.metrics += h
+                        .metrics
+                        .iter()
+                        .filter(|e| *e.name != *special::HEARTBEAT && *e.name != *special::LOCATION)
+                        .filter(|e| match (&e.meta, &e.value) {
+                            (Some((meta, _)), Some(v)) => {
+                                meta.dmax == 0 || now.saturating_sub(v.at) <= u64::from(meta.dmax)
+                            }
+                            _ => false,
+                        })
+                        .count();
+                }
+                out
+            })
+            .collect()
+    }
+
     /// An immutable view of everything, for readers.
     pub fn snapshot(&self, now: u64) -> Arc<Snapshot> {
         // Under the lock only reference counts and a few host strings are
@@ -917,6 +954,19 @@ impl State {
             grids,
         })
     }
+}
+
+/// One cluster's counts for telemetry (see [`State::census`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Census {
+    /// Cluster name.
+    pub cluster: String,
+    /// Hosts alive (TN < 4 × TMAX).
+    pub hosts_up: u32,
+    /// Hosts not heard from for 4 × TMAX.
+    pub hosts_down: u32,
+    /// Metrics a snapshot would show, dead hosts' included.
+    pub metrics: usize,
 }
 
 /// A host as readers see it, with values not yet rendered (see
@@ -1098,6 +1148,44 @@ mod tests {
     }
 
     const SRC: &str = "10.0.0.1:5000";
+
+    #[test]
+    fn the_census_counts_what_a_snapshot_shows() {
+        let s = state_with(3);
+        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        for (src, at) in [(a, 100), (b, 10)] {
+            s.apply(0, src, None, meta("load", "float", 0), at);
+            s.apply(0, src, None, value("load", Value::Float(1.0), "%.1f"), at);
+            // Expires 5 s after its value: gone from both views at 150.
+            s.apply(0, src, None, meta("short", "float", 5), at);
+            s.apply(0, src, None, value("short", Value::Float(1.0), "%.1f"), at);
+            // A value without metadata is held, not shown.
+            s.apply(0, src, None, value("nometa", Value::Float(1.0), "%.1f"), at);
+        }
+        for now in [101, 150] {
+            let snap = s.snapshot(now);
+            let c = &snap.clusters[0];
+            let census = s.census(now);
+            assert_eq!(
+                census,
+                [Census {
+                    cluster: c.name.clone(),
+                    hosts_up: c.summary.hosts_up,
+                    hosts_down: c.summary.hosts_down,
+                    metrics: c.hosts.iter().map(|h| h.metrics.len()).sum(),
+                }],
+                "at {now}"
+            );
+        }
+        // The check above is not vacuous: at 150 one host is down and the
+        // short-lived metric is gone.
+        let at_150 = &s.census(150)[0];
+        assert_eq!(
+            (at_150.hosts_up, at_150.hosts_down, at_150.metrics),
+            (1, 1, 2)
+        );
+    }
 
     #[test]
     fn value_without_metadata_is_kept_hidden_and_requests_metadata() {
