@@ -692,6 +692,12 @@ async fn flush(AxState(app): AxState<AppState>) -> Response {
             "RRD storage is off (write_rrds = false)",
         );
     };
+    // One waiting thread at a time: more callers queue here (asynchronously)
+    // instead of each holding a blocking thread, which polling and sampling
+    // need, for up to FULL_FLUSH_WAIT. Their requests would be merged into
+    // one pass by the writer anyway.
+    static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = GATE.acquire().await;
     let ok = tokio::task::spawn_blocking(move || s.flush(Vec::new(), FULL_FLUSH_WAIT))
         .await
         .unwrap_or(false);

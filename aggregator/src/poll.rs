@@ -94,8 +94,17 @@ async fn read_all(
     const CHUNK: usize = 64 * 1024;
     let mut out = Vec::with_capacity((size_hint + size_hint / 8 + CHUNK).min(MAX_DOCUMENT_BYTES));
     loop {
-        // Read straight into the document's spare capacity.
-        out.reserve(CHUNK);
+        // Read straight into the document's spare capacity. Growth doubles,
+        // except near the size limit, where one byte over is enough to
+        // refuse (doubling there would ask for twice the limit).
+        let room = MAX_DOCUMENT_BYTES + 1 - out.len();
+        if out.capacity() - out.len() < CHUNK.min(room) {
+            if out.capacity().saturating_mul(2) > MAX_DOCUMENT_BYTES {
+                out.reserve_exact(room);
+            } else {
+                out.reserve(CHUNK);
+            }
+        }
         let n = match tokio::time::timeout(timeout, s.read_buf(&mut out)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {

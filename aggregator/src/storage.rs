@@ -661,10 +661,40 @@ struct Writer {
     deferred: VecDeque<(Vec<PathBuf>, mpsc::Sender<()>)>,
     commit_every: Duration,
     next_commit: Instant,
+    /// Journals set aside at the start of a pass, removed at its end.
+    rotated: Vec<PathBuf>,
+    rotate_seq: u64,
+    /// A write failed during the current pass and its samples were kept.
+    kept_in_pass: bool,
 }
 
 fn journal_path(root: &Path) -> PathBuf {
     root.join(".ganglion-journal")
+}
+
+/// A journal set aside during a flush pass (see [`Writer::rotate_journal`]).
+fn rotated_journal_path(root: &Path, seq: u64) -> PathBuf {
+    root.join(format!(".ganglion-journal.{seq}"))
+}
+
+/// Set-aside journals left by a run that stopped mid-pass, oldest first.
+fn rotated_journals(root: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let seq = name
+                .to_str()?
+                .strip_prefix(".ganglion-journal.")?
+                .parse()
+                .ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 fn journal_writer(file: std::fs::File) -> BufWriter<std::fs::File> {
@@ -718,6 +748,9 @@ impl Writer {
             deferred: VecDeque::new(),
             commit_every,
             next_commit: Instant::now() + commit_every,
+            rotated: Vec::new(),
+            rotate_seq: 0,
+            kept_in_pass: false,
         }
     }
 
@@ -1037,6 +1070,9 @@ impl Writer {
             .samples_discarded
             .fetch_add(dropped, Ordering::Relaxed);
         packed.drain(..keep_from);
+        if !packed.is_empty() {
+            self.kept_in_pass = true;
+        }
         // Nothing new can have arrived meanwhile (one thread), but keep the
         // order right if it ever does.
         packed.append(&mut slot.pending);
@@ -1068,6 +1104,8 @@ impl Writer {
         let ids: Vec<u32> = (0..self.slots.len() as u32)
             .filter(|&id| !self.slots[id as usize].pending.is_empty())
             .collect();
+        let rotated = self.rotate_journal();
+        self.kept_in_pass = false;
         let budget = self.params.config.max_file_writes_per_sec;
         let started = Instant::now();
         for (i, id) in ids.into_iter().enumerate() {
@@ -1083,7 +1121,7 @@ impl Writer {
                 self.absorb();
             }
         }
-        self.restart_journal();
+        self.finish_pass(rotated);
     }
 
     /// During a flush pass (a minute or more at a million files), samples
@@ -1110,6 +1148,12 @@ impl Writer {
 
     /// Writes what `paths` (every file when empty) have cached, then acks.
     fn handle_flush(&mut self, paths: Vec<PathBuf>, ack: mpsc::Sender<()>) {
+        self.flush_paths(paths);
+        let _ = ack.send(());
+    }
+
+    /// Writes what `paths` (every file when empty) have cached.
+    fn flush_paths(&mut self, paths: Vec<PathBuf>) {
         self.commit_journal();
         let targets: Vec<Arc<Path>> = if paths.is_empty() {
             self.flush_all();
@@ -1134,13 +1178,30 @@ impl Writer {
                 }
             }
         }
-        let _ = ack.send(());
     }
 
-    /// Answers the flush requests that came in during a pass.
+    /// Answers the flush requests that came in during a pass, all at once:
+    /// one full pass if any asked for everything, else the union of their
+    /// files (ten readers queued behind a pass cost one write each, not ten
+    /// passes).
     fn run_deferred(&mut self) {
-        while let Some((paths, ack)) = self.deferred.pop_front() {
-            self.handle_flush(paths, ack);
+        while !self.deferred.is_empty() {
+            let requests: Vec<_> = self.deferred.drain(..).collect();
+            let paths = if requests.iter().any(|(p, _)| p.is_empty()) {
+                Vec::new()
+            } else {
+                let mut all: Vec<PathBuf> = requests
+                    .iter()
+                    .flat_map(|(p, _)| p.iter().cloned())
+                    .collect();
+                all.sort();
+                all.dedup();
+                all
+            };
+            self.flush_paths(paths);
+            for (_, ack) in requests {
+                let _ = ack.send(());
+            }
         }
     }
 
@@ -1149,22 +1210,25 @@ impl Writer {
     /// by the samples kept for retry, so an outage does not grow it without
     /// bound (a new file renamed over the old, so a crash meanwhile loses
     /// nothing).
-    fn restart_journal(&mut self) {
+    /// Returns whether the journal now holds exactly what is cached.
+    fn restart_journal(&mut self) -> bool {
         let Some(j) = self.journal.take() else {
-            return;
+            return false;
         };
         let kept = self.slots.iter().any(|s| !s.pending.is_empty());
         if !kept {
             // Everything it holds, written or still buffered, is in the files
             // or was given up.
             let (file, _) = j.into_parts();
-            if let Err(e) = file.set_len(0).and_then(|()| file.sync_data()) {
+            let r = file.set_len(0).and_then(|()| file.sync_data());
+            let ok = r.is_ok();
+            if let Err(e) = r {
                 self.journal_failed(&e);
             }
             self.journal_gen += 1;
             self.journal = Some(journal_writer(file));
             self.journal_dirty = false;
-            return;
+            return ok;
         }
         self.journal_gen += 1;
         match self.rewrite_journal() {
@@ -1173,12 +1237,89 @@ impl Writer {
                 let _ = j.into_parts();
                 self.journal = Some(journal_writer(file));
                 self.journal_dirty = false;
+                true
             }
             Err(e) => {
-                // The old journal still holds every kept sample (slots get
-                // their definition lines again in the new generation).
+                // The old journal still holds every kept sample. The slots
+                // marked for the failed generation must define themselves
+                // again in it: a new generation makes them.
                 self.journal_failed(&e);
+                self.journal_gen += 1;
                 self.journal = Some(j);
+                false
+            }
+        }
+    }
+
+    /// At the start of a flush pass the journal is set aside under a
+    /// numbered name and a fresh one takes what arrives during the pass; the
+    /// set-aside files are removed when the pass has put their samples on
+    /// disk. So a pass never rewrites the journal (at a million files that
+    /// would be hundreds of megabytes) unless writes failed. Returns whether
+    /// it rotated.
+    fn rotate_journal(&mut self) -> bool {
+        let Some(j) = &mut self.journal else {
+            return false;
+        };
+        let root = self.params.rrd_root.clone();
+        let jp = journal_path(&root);
+        let next = rotated_journal_path(&root, self.rotate_seq + 1);
+        let r = j
+            .flush()
+            .and_then(|()| j.get_ref().sync_data())
+            .and_then(|()| std::fs::rename(&jp, &next))
+            .and_then(|()| open_journal(&root))
+            .and_then(|fresh| {
+                // The new name and the new file must survive a crash too.
+                std::fs::File::open(&root)?.sync_all()?;
+                Ok(fresh)
+            });
+        match r {
+            Ok(fresh) => {
+                self.rotate_seq += 1;
+                self.rotated.push(next);
+                self.journal = Some(fresh);
+                self.journal_gen += 1;
+                self.journal_dirty = false;
+                true
+            }
+            Err(e) => {
+                self.journal_failed(&e);
+                if !jp.exists() {
+                    // Renamed but no fresh file: put the name back (the open
+                    // handle writes to that same file either way).
+                    let _ = std::fs::rename(&next, &jp);
+                }
+                false
+            }
+        }
+    }
+
+    /// The end of a flush pass: the journal must hold what is still cached
+    /// and nothing else needs keeping.
+    fn finish_pass(&mut self, rotated: bool) {
+        if self.journal.is_none() {
+            return;
+        }
+        let clean = if rotated && !self.kept_in_pass {
+            // The fresh journal holds exactly what came in during the pass
+            // (still cached, or written by it): make it durable.
+            self.journal_dirty = true;
+            self.commit_journal();
+            !self.journal_dirty
+        } else {
+            // Writes failed (their samples, kept for retry, may be only in
+            // the set-aside files) or the journal could not be set aside:
+            // write what is cached into a new journal.
+            self.restart_journal()
+        };
+        if clean {
+            for p in self.rotated.drain(..) {
+                if let Err(e) = std::fs::remove_file(&p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %p.display(), error = %e, "cannot remove a set-aside RRD journal");
+                }
             }
         }
     }
@@ -1238,10 +1379,33 @@ impl Writer {
     /// the older one-line-per-sample form (path, DS type, step, time, values)
     /// are read too, so an upgrade loses nothing.
     fn replay(&mut self) {
-        let jp = journal_path(&self.params.rrd_root);
-        let Ok(f) = std::fs::File::open(&jp) else {
-            return;
-        };
+        let root = self.params.rrd_root.clone();
+        // Journals set aside by a pass that did not finish come first: their
+        // samples are older than the current journal's.
+        let mut files = Vec::new();
+        for (seq, path) in rotated_journals(&root) {
+            self.rotate_seq = self.rotate_seq.max(seq);
+            files.push(path.clone());
+            // Removed once the replay's own pass has written them.
+            self.rotated.push(path);
+        }
+        files.push(journal_path(&root));
+        let mut n = 0u64;
+        for jp in files {
+            if let Ok(f) = std::fs::File::open(&jp) {
+                n += self.replay_file(f);
+            }
+        }
+        self.counters.replayed.store(n, Ordering::Relaxed);
+        if n > 0 || !self.rotated.is_empty() {
+            tracing::info!(samples = n, "replaying the RRD journal");
+            self.flush_all();
+        }
+    }
+
+    /// Replays one journal file (its numbers are its own); returns the
+    /// samples taken.
+    fn replay_file(&mut self, f: std::fs::File) -> u64 {
         let mut ids: HashMap<u32, u32> = HashMap::new();
         let mut n = 0u64;
         for line in BufReader::new(f).lines().map_while(Result::ok) {
@@ -1292,11 +1456,7 @@ impl Writer {
                 _ => {}
             }
         }
-        self.counters.replayed.store(n, Ordering::Relaxed);
-        if n > 0 {
-            tracing::info!(samples = n, "replaying the RRD journal");
-            self.flush_all();
-        }
+        n
     }
 
     /// Files this run has written, for rrdcached FLUSH.
@@ -1485,6 +1645,34 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_mid_pass_replays_the_set_aside_journal_then_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 60);
+        w.accept(sample("a", "GAUGE", 1000, "1"), true);
+        w.accept(sample("b", "GAUGE", 1000, "1"), true);
+        // A pass starts (the journal is set aside), one more sample arrives,
+        // and the process dies before any file is written.
+        assert!(w.rotate_journal());
+        w.accept(sample("a", "GAUGE", 1015, "2"), true);
+        w.commit_journal();
+        drop(w);
+        assert_eq!(rotated_journals(dir.path()).len(), 1);
+
+        let mut again = writer(dir.path(), 60);
+        again.replay();
+        assert_eq!(again.counters.replayed.load(Ordering::Relaxed), 3);
+        let a = path_of(dir.path(), "a");
+        let b = path_of(dir.path(), "b");
+        assert_eq!(ganglion_rrd::last(&a).unwrap(), 1015);
+        assert_eq!(ganglion_rrd::last(&b).unwrap(), 1000);
+        assert!(rotated_journals(dir.path()).is_empty());
+        // And the next start has nothing left to replay.
+        let mut third = writer(dir.path(), 60);
+        third.replay();
+        assert_eq!(third.counters.replayed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn samples_arriving_during_a_flush_pass_are_journaled_before_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(dir.path(), 60);
@@ -1514,10 +1702,13 @@ mod tests {
         assert!(pending(&w, &last).is_empty());
         assert_eq!(ganglion_rrd::last(&first).unwrap(), 1000);
         assert_eq!(ganglion_rrd::last(&last).unwrap(), 1015);
+        // The journal set aside at the start of the pass is gone; the fresh
+        // one holds exactly what came in during it.
+        assert!(rotated_journals(dir.path()).is_empty());
         let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
         assert_eq!(
             text.lines().filter(|l| l.ends_with("\t1015\t2")).count(),
-            64,
+            100,
             "{text}"
         );
 
