@@ -585,7 +585,6 @@ def run_ours(a, hosts, cl, ports):
     m0 = scrape(http_port)
     drops0, cpu0, th0 = ingest.udp_drops(udp_port), ingest.cpu_secs(agg.pid), thread_cpu(agg.pid)
     _, syscw0, wbytes0 = storage.proc_stats(agg.pid)
-    journal = os.path.join(rrd_root, ".ganglion-journal")
     journal_max = 0
     sent0, t0 = sum(r[3] for r in rounds.sent), time.time()
     first_round = len(rounds.sent)
@@ -593,8 +592,9 @@ def run_ours(a, hosts, cl, ports):
     for _ in range(a.steps):
         send_round(next_slot())
         alive()
-        if os.path.exists(journal):
-            journal_max = max(journal_max, os.path.getsize(journal))
+        # The current journal plus any set aside by a flush pass in progress.
+        journal_max = max(journal_max, sum(os.path.getsize(os.path.join(rrd_root, f))
+                                           for f in os.listdir(rrd_root) if f.startswith(".ganglion-journal")))
     cpu1, drops1, t1, th1 = ingest.cpu_secs(agg.pid), ingest.udp_drops(udp_port), time.time(), thread_cpu(agg.pid)
     _, syscw1, wbytes1 = storage.proc_stats(agg.pid)
     rss, hwm = mem_kb(agg.pid)
