@@ -706,7 +706,10 @@ async fn flush(AxState(app): AxState<AppState>) -> Response {
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the RRD writer did not finish within 600 s; the pass goes on in the background",
+            &format!(
+                "the RRD writer did not finish within {} s; the pass goes on in the background",
+                FULL_FLUSH_WAIT.as_secs()
+            ),
         )
     }
 }
