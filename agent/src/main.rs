@@ -67,6 +67,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A closed stderr must not panic the thread that logs (see the
+        // aggregator's main).
+        .log_internal_errors(false)
         .finish()
         .with(filter)
         .init();

@@ -36,6 +36,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A closed stderr (the reader of a pipe gone, e.g. `| tee` stopped
+        // by the same Ctrl-C) must not matter: by default the subscriber
+        // reports a failed write with eprintln!, which panics the logging
+        // thread — including the one handling the shutdown signal.
+        .log_internal_errors(false)
         .init();
     let config = match (&cli.config, cli.local) {
         (Some(p), _) => Config::load(p)?,
@@ -57,8 +62,8 @@ fn main() -> anyhow::Result<()> {
         let sd = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
             sd.cancel();
+            tracing::info!("shutting down");
         });
         running.wait().await
     })

@@ -1026,3 +1026,50 @@ fn ipv6_receive_xml_and_trusted_hosts() {
         ),
     }
 }
+
+/// Regression: with stderr a pipe whose reader is gone (`| tee` stopped by
+/// the same Ctrl-C), the first log line used to panic the logging thread;
+/// when that was the signal handler, the daemon never shut down.
+#[test]
+fn a_closed_stderr_does_not_stop_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let (dump, query, http) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let cfg = format!(
+        "rrd_root = \"{root}\"\n[[cluster]]\nname = \"c\"\nudp_listen = \"127.0.0.1:{port}\"\n\
+         xml_listen = \"127.0.0.1:{port}\"\n[xml]\ndump_listen = \"127.0.0.1:{dump}\"\n\
+         query_listen = \"127.0.0.1:{query}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+        root = dir.path().join("rrds").display()
+    );
+    let conf = dir.path().join("aggregator.toml");
+    std::fs::write(&conf, cfg).unwrap();
+    let mut child = Command::new(workspace_bin("ganglion-aggregator"))
+        .arg("--config")
+        .arg(&conf)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ganglion-aggregator");
+    wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        Duration::from_secs(10),
+    );
+    drop(child.stderr.take());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = status.expect("the aggregator did not stop within 15 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
