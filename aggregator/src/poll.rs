@@ -132,14 +132,18 @@ async fn read_all(
 fn summary_metrics(ms: &[xml::SummaryMetric]) -> Vec<SummaryMetric> {
     ms.iter()
         .map(|m| SummaryMetric {
-            name: m.name.clone(),
+            name: m.name.to_string(),
             sum: m.sum.trim().parse().unwrap_or(0.0),
             num: m.num,
             metric_type: m.metric_type,
-            units: m.units.clone(),
+            units: m.units.to_string(),
             slope: m.slope,
-            precision_from: m.sum.clone(),
-            extras: m.extras.clone(),
+            precision_from: m.sum.to_string(),
+            extras: m
+                .extras
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
         .collect()
 }
@@ -174,18 +178,18 @@ fn summarize_cluster(c: &xml::Cluster) -> Summary {
                 continue;
             };
             one.metrics.push(SummaryMetric {
-                name: m.name.clone(),
+                name: m.name.to_string(),
                 sum: x,
                 num: 1,
                 metric_type: m.metric_type,
-                units: m.units.clone(),
+                units: m.units.to_string(),
                 slope: m.slope,
-                precision_from: m.val.clone(),
+                precision_from: m.val.to_string(),
                 extras: m
                     .extras
                     .iter()
                     .filter(|(k, _)| k != "SPOOF_HOST")
-                    .cloned()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             });
         }
@@ -228,7 +232,7 @@ fn grid_snap(g: &xml::Grid, now: u64) -> GridSnap {
 
 /// Applies one parsed document; returns the cluster and grid names it delivered
 /// (complete or not), so a later failure can mark exactly those stale.
-fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, Vec<String>) {
+pub fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, Vec<String>) {
     let (mut clusters, mut grids, mut stale_c, mut stale_g) = (vec![], vec![], vec![], vec![]);
     let mut take_cluster = |c: xml::Cluster| {
         clusters.push(c.name.clone());

@@ -11,6 +11,7 @@ use ganglion_proto::model::{MetricMeta, MetricType, Slope, special};
 use ganglion_proto::xdr::{Message, MetricId, Value};
 // Keys are sender-chosen names, so the hasher is seeded per process;
 // foldhash is that and several times cheaper than SipHash on these short keys.
+use compact_str::CompactString;
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -170,13 +171,38 @@ impl MetricEntry {
     }
 }
 
-/// The value as received: rendering with the sender's format is deferred to
-/// snapshot time, so ingest never formats floats.
+/// The value as received, and when.
 #[derive(Debug, Clone)]
 struct StoredValue {
-    value: Value,
-    fmt: Arc<str>,
+    held: Held,
     at: u64,
+}
+
+/// A sender's typed value with its format: rendering is deferred to snapshot
+/// time, so ingest never formats floats. Or a polled source's VAL, already
+/// rendered: short texts are held inline, so copying one into a snapshot
+/// (and on into an RRD sample) allocates nothing.
+#[derive(Debug, Clone)]
+enum Held {
+    Sent(Value, Arc<str>),
+    Polled(CompactString),
+}
+
+impl Held {
+    fn number(&self) -> Option<f64> {
+        match self {
+            Held::Sent(v, _) => v.as_f64(),
+            Held::Polled(t) => t.trim().parse().ok(),
+        }
+    }
+
+    fn render(self) -> CompactString {
+        match self {
+            Held::Sent(Value::Str(s), _) => s.into(),
+            Held::Sent(v, fmt) => render(&fmt, &v).into(),
+            Held::Polled(t) => t,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -344,7 +370,7 @@ pub struct MetricSnap {
     /// `NAME`
     pub name: Arc<str>,
     /// `VAL` as rendered with the sender's format
-    pub val: String,
+    pub val: CompactString,
     /// The value as a number, for numeric types.
     pub number: Option<f64>,
     /// `TYPE`
@@ -362,7 +388,7 @@ pub struct MetricSnap {
     meta: Arc<Meta>,
     spoof_host: Option<Arc<str>>,
     /// Kept until the value is rendered outside the state lock.
-    raw: Option<(Value, Arc<str>)>,
+    raw: Option<Held>,
 }
 
 impl MetricSnap {
@@ -468,7 +494,7 @@ impl Summary {
                     metric_type: m.metric_type,
                     units: m.units.to_string(),
                     slope: m.slope,
-                    precision_from: m.val.clone(),
+                    precision_from: m.val.to_string(),
                     extras: Vec::new(),
                 });
                 (self.metrics.len() - 1, std::ptr::null())
@@ -699,12 +725,14 @@ impl State {
                 let e = &mut host.metrics[i];
                 // Senders repeat the same format: keep the shared copy.
                 let fmt = match &e.value {
-                    Some(old) if *old.fmt == *v.fmt => old.fmt.clone(),
+                    Some(StoredValue {
+                        held: Held::Sent(_, old),
+                        ..
+                    }) if **old == *v.fmt => old.clone(),
                     _ => inner.interner.str(&v.fmt),
                 };
                 e.value = Some(StoredValue {
-                    value,
-                    fmt,
+                    held: Held::Sent(value, fmt),
                     at: now,
                 });
                 if e.meta.is_none() {
@@ -774,35 +802,62 @@ impl State {
         let tmax = cluster.hosts.first().map(|h| h.tmax).unwrap_or(20).max(1);
         let mut guard = self.lock();
         let inner = &mut *guard;
+        // The previous poll's hosts: a metric whose description did not
+        // change takes its interned name and description from there, which
+        // is one binary search instead of half a dozen hash lookups.
+        let mut previous = match inner
+            .clusters
+            .iter_mut()
+            .find(|c| c.info.name == cluster.name)
+        {
+            Some(c) => std::mem::take(&mut c.hosts),
+            None => HashMap::new(),
+        };
+        let mut retired = Vec::with_capacity(previous.len());
         let mut hosts = HashMap::with_capacity(cluster.hosts.len());
         for (order, h) in std::mem::take(&mut cluster.hosts).into_iter().enumerate() {
+            let before = previous.remove(&h.name);
             let mut metrics: Vec<MetricEntry> = Vec::with_capacity(h.metrics.len());
             for m in h.metrics {
                 if m.dmax != 0 && m.tn > u64::from(m.dmax) {
                     continue; // gmetad drops metrics past their dmax at ingest
                 }
-                let (meta, spoof_host) = inner.interner.meta_parts(
-                    m.metric_type.as_str(),
-                    &m.units,
-                    m.slope.to_wire(),
-                    m.tmax,
-                    m.dmax,
-                    m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                );
                 let at = now.saturating_sub(m.tn);
+                let known = before.as_ref().and_then(|b| {
+                    let e = &b.metrics[b.find(&m.name).ok()?];
+                    let (meta, _) = e.meta.as_ref()?;
+                    same_description(meta, &m).then(|| (e.name.clone(), meta.clone()))
+                });
+                let (name, meta, spoof_host) = match known {
+                    Some((name, meta)) => (name, meta, None),
+                    None => {
+                        let (meta, spoof_host) = inner.interner.meta_parts(
+                            m.metric_type.as_str(),
+                            &m.units,
+                            m.slope.to_wire(),
+                            m.tmax,
+                            m.dmax,
+                            m.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        );
+                        (inner.interner.str(&m.name), meta, spoof_host)
+                    }
+                };
                 // Polled VALs are already rendered: keep them verbatim.
                 metrics.push(MetricEntry {
-                    name: inner.interner.str(&m.name),
+                    name,
                     meta: Some((meta, at)),
                     spoof_host,
                     value: Some(StoredValue {
-                        value: Value::Str(m.val),
-                        fmt: inner.interner.str(""),
+                        held: Held::Polled(m.val),
                         at,
                     }),
                 });
             }
-            metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            // Freed after the lock is released, with the hosts that left.
+            retired.extend(before);
+            if !metrics.is_sorted_by(|a, b| a.name <= b.name) {
+                metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            }
             // A name twice in one host: the last one wins, as a map would have it.
             metrics.dedup_by(|later, earlier| {
                 let same = later.name == earlier.name;
@@ -837,14 +892,15 @@ impl State {
             .find(|c| c.info.name == cluster.name)
         {
             Some(c) => {
-                let old = std::mem::replace(&mut c.hosts, hosts);
+                c.hosts = hosts;
                 c.remote = Some(remote);
                 c.info.owner = cluster.owner;
                 c.info.latlong = cluster.latlong;
                 c.info.url = cluster.url;
                 // Freeing thousands of hosts is done after the lock is released.
                 drop(guard);
-                drop(old);
+                drop(previous);
+                drop(retired);
             }
             None => inner.clusters.push(ClusterEntry {
                 info: ClusterInfo {
@@ -956,6 +1012,23 @@ impl State {
     }
 }
 
+/// Whether a polled metric's description is `meta` (SPOOF_HOST aside, which
+/// the interned description keeps out: such metrics take the long way).
+fn same_description(meta: &Meta, m: &ganglion_proto::xml::Metric) -> bool {
+    meta.spoof_at.is_none()
+        && *meta.type_name == *m.metric_type.as_str()
+        && *meta.units == *m.units
+        && meta.slope == m.slope.to_wire()
+        && meta.tmax == m.tmax
+        && meta.dmax == m.dmax
+        && meta.extras.len() == m.extras.len()
+        && meta
+            .extras
+            .iter()
+            .zip(&m.extras)
+            .all(|((k, v), (mk, mv))| **k == **mk && **v == **mv)
+}
+
 /// One cluster's counts for telemetry (see [`State::census`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Census {
@@ -984,9 +1057,9 @@ fn host_snap(info: &ClusterInfo, h: &HostEntry, now: u64) -> HostSnap {
             let metric_type = MetricType::parse(&meta.type_name).unwrap_or(MetricType::String);
             Some(MetricSnap {
                 name: e.name.clone(),
-                val: String::new(),
+                val: CompactString::default(),
                 number: if metric_type.is_numeric() {
-                    v.value.as_f64()
+                    v.held.number()
                 } else {
                     None
                 },
@@ -998,7 +1071,7 @@ fn host_snap(info: &ClusterInfo, h: &HostEntry, now: u64) -> HostSnap {
                 dmax: meta.dmax,
                 meta: meta.clone(),
                 spoof_host: e.spoof_host.clone(),
-                raw: Some((v.value.clone(), v.fmt.clone())),
+                raw: Some(v.held.clone()),
             })
         })
         .filter(|m| m.dmax == 0 || m.tn <= u64::from(m.dmax))
@@ -1029,11 +1102,8 @@ fn build_cluster(
     hosts.sort_by(|a, b| (a.order, &a.name, &a.ip).cmp(&(b.order, &b.name, &b.ip)));
     for h in &mut hosts {
         for m in &mut h.metrics {
-            if let Some((v, fmt)) = m.raw.take() {
-                m.val = match v {
-                    Value::Str(s) => s,
-                    v => render(&fmt, &v),
-                };
+            if let Some(held) = m.raw.take() {
+                m.val = held.render();
             }
         }
     }

@@ -33,6 +33,7 @@
 
 use crate::state::{Snapshot, now_secs};
 use crate::telemetry::{Counters, LabelledCounter, LogLimiter};
+use compact_str::{CompactString, format_compact};
 pub use ganglion_rrd::Cause;
 use ganglion_rrd::layout::{self, Series};
 use serde::Deserialize;
@@ -182,7 +183,7 @@ pub struct Sample {
     pub time: u64,
     /// The update's values as librrd takes them: `sum`, or `sum:num` for
     /// summaries.
-    pub values: String,
+    pub values: CompactString,
     /// How many values (1 for hosts, 2 for summaries): the file's DS count.
     pub dss: u8,
 }
@@ -207,7 +208,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
                 let ds_type = m.slope.rrd_ds_type();
                 let mut values = m.val;
                 if values.trim().len() != values.len() {
-                    values = values.trim().to_string();
+                    values = values.trim().into();
                 }
                 out.push(Sample {
                     series: SeriesKey::Host {
@@ -232,7 +233,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
                 ds_type: m.slope.rrd_ds_type(),
                 step,
                 time,
-                values: format!("{}:{}", m.sum_text(), m.num),
+                values: format_compact!("{}:{}", m.sum_text(), m.num),
                 dss: 2,
             });
         }
@@ -248,7 +249,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
                 ds_type: m.slope.rrd_ds_type(),
                 step,
                 time: g.localtime,
-                values: format!("{}:{}", m.sum_text(), m.num),
+                values: format_compact!("{}:{}", m.sum_text(), m.num),
                 dss: 2,
             });
         }
@@ -261,7 +262,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
             ds_type: "GAUGE",
             step: 15,
             time: snap.localtime,
-            values: format!("{:.5}:{}", m.sum, m.num),
+            values: format_compact!("{:.5}:{}", m.sum, m.num),
             dss: 2,
         });
     }
@@ -323,6 +324,10 @@ impl WriteErrors {
         self.counter(cause).load(Ordering::Relaxed)
     }
 }
+
+/// Largest pending-update buffer a file keeps after its write (about 200
+/// updates; a flush interval's worth at the default settings is 20).
+const REUSED_PENDING_BYTES: usize = 4096;
 
 const CAUSES: [Cause; 4] = [
     Cause::NoSpace,
@@ -1037,6 +1042,15 @@ impl Writer {
                     .fetch_add(entries(&packed).count() as u64, Ordering::Relaxed);
                 if let Some(cause) = was_failing {
                     self.recovered(&path, cause);
+                }
+                // The next interval's samples fill the same buffer instead of
+                // growing a new one step by step (an ordinary one: a backlog's
+                // large buffer is let go).
+                let slot = &mut self.slots[id as usize];
+                if slot.pending.is_empty() && packed.capacity() <= REUSED_PENDING_BYTES {
+                    let mut packed = packed;
+                    packed.clear();
+                    slot.pending = packed;
                 }
             }
             Err(e) => {

@@ -550,7 +550,7 @@ proptest! {
         prop_assert_eq!(&h.metrics[0].name, &metric);
         prop_assert_eq!(&h.metrics[0].val, &val);
         prop_assert_eq!(&h.metrics[0].units, &units);
-        prop_assert_eq!(&h.metrics[0].extras[0], &(k, v));
+        prop_assert_eq!((h.metrics[0].extras[0].0.as_str(), h.metrics[0].extras[0].1.as_str()), (k.as_str(), v.as_str()));
     }
 }
 

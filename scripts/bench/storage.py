@@ -105,7 +105,7 @@ def run(name, argv, root, warm, secs, file_writes, settle=None, perf=None):
         # figures too, so a profiled run is for reading, not for the table).
         prof = None
         if perf:
-            prof = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", perf, "-p", str(p.pid)],
+            prof = subprocess.Popen(["perf", "record", "-F", "999", "--call-graph", "dwarf,16384", "-o", perf, "-p", str(p.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(secs)
         if prof:

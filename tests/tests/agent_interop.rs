@@ -176,7 +176,7 @@ fn metric_table(
             return h
                 .metrics
                 .iter()
-                .map(|m| (m.name.clone(), m.clone()))
+                .map(|m| (m.name.to_string(), m.clone()))
                 .collect();
         }
     }

@@ -522,7 +522,7 @@ fn host_view(h: &xml::Host) -> HostView {
         .iter()
         .map(|m| {
             (
-                m.name.clone(),
+                m.name.to_string(),
                 format!(
                     "VAL={:?} TYPE={:?} UNITS={:?} TMAX={} DMAX={} SLOPE={:?} SOURCE={:?} EXTRA={:?}",
                     m.val, m.metric_type, m.units, m.tmax, m.dmax, m.slope, m.source, m.extras
