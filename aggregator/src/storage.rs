@@ -113,7 +113,7 @@ pub struct StorageParams {
 /// Which file a sample belongs to. Names are shared (`Arc`) with the
 /// snapshot they come from, so a sample copies no strings; the writer maps
 /// each key to its file once ([`layout::path`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub enum SeriesKey {
     /// One host's metric.
     Host {
@@ -136,6 +136,58 @@ pub enum SeriesKey {
         /// Metric.
         metric: Arc<str>,
     },
+}
+
+/// Equal names, looked at by address first: metric names are interned by
+/// the state, so the writer's index finds a known series without reading the
+/// (cold) text it stored the first time.
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        match (self, other) {
+            (
+                SeriesKey::Host {
+                    cluster: c1,
+                    host: h1,
+                    metric: m1,
+                },
+                SeriesKey::Host {
+                    cluster: c2,
+                    host: h2,
+                    metric: m2,
+                },
+            ) => same(m1, m2) && same(h1, h2) && same(c1, c2),
+            (
+                SeriesKey::Summary {
+                    source: s1,
+                    metric: m1,
+                },
+                SeriesKey::Summary {
+                    source: s2,
+                    metric: m2,
+                },
+            ) => same(m1, m2) && same(s1, s2),
+            (SeriesKey::Root { metric: m1 }, SeriesKey::Root { metric: m2 }) => same(m1, m2),
+            _ => false,
+        }
+    }
+}
+
+/// By the names' texts, as equality compares them.
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match self {
+            SeriesKey::Host {
+                cluster,
+                host,
+                metric,
+            } => (0u8, &**cluster, &**host, &**metric).hash(h),
+            SeriesKey::Summary { source, metric } => (1u8, &**source, &**metric).hash(h),
+            SeriesKey::Root { metric } => (2u8, &**metric).hash(h),
+        }
+    }
 }
 
 impl SeriesKey {
@@ -1684,6 +1736,27 @@ mod tests {
         let mut third = writer(dir.path(), 60);
         third.replay();
         assert_eq!(third.counters.replayed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn series_keys_compare_by_text_whoever_allocated_the_names() {
+        use std::hash::BuildHasher;
+        let a = key("load_one");
+        let b = SeriesKey::Host {
+            cluster: String::from("c").into(),
+            host: String::from("h").into(),
+            metric: String::from("load_one").into(),
+        };
+        let h = foldhash::fast::FixedState::with_seed(7);
+        assert_eq!(a, b);
+        assert_eq!(h.hash_one(&a), h.hash_one(&b));
+        assert_ne!(a, key("load_five"));
+        let summary = SeriesKey::Summary {
+            source: "c".into(),
+            metric: "load_one".into(),
+        };
+        assert_ne!(a, summary);
+        assert_ne!(h.hash_one(&a), h.hash_one(&summary));
     }
 
     #[test]

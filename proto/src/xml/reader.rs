@@ -336,13 +336,7 @@ impl Attrs<'_> {
             .ok_or_else(|| format!("missing required attribute {key}"))
     }
     fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| format!("attribute {key}={v:?} is not a number")),
-        }
+        attr_num(self.get(key), key, default)
     }
     fn req_num<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
         let v = self.req_str(key)?;
@@ -353,6 +347,17 @@ impl Attrs<'_> {
     fn metric_type(&self) -> Result<MetricType, String> {
         let t = self.req_str("TYPE")?;
         MetricType::parse(t).ok_or_else(|| format!("unknown TYPE {t:?}"))
+    }
+}
+
+/// A numeric attribute (surrounding spaces allowed), `default` when absent.
+fn attr_num<T: std::str::FromStr>(v: Option<&str>, key: &str, default: T) -> Result<T, String> {
+    match v {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("attribute {key}={v:?} is not a number")),
     }
 }
 
@@ -368,16 +373,26 @@ fn read_attrs<'a>(e: &'a BytesStart<'_>, limits: &Limits) -> Result<Attrs<'a>, S
 }
 
 fn split_attrs<'a>(raw: &'a str, limits: &Limits) -> Result<Attrs<'a>, String> {
+    let mut out = SmallVec::new();
+    scan_attrs(raw, limits, |k, v| out.push((k, v)))?;
+    Ok(Attrs(out))
+}
+
+/// Calls `each` with every attribute of a tag's attribute text, in order.
+fn scan_attrs<'a>(
+    raw: &'a str,
+    limits: &Limits,
+    mut each: impl FnMut(&'a [u8], Cow<'a, str>),
+) -> Result<(), String> {
     let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
     let b = raw.as_bytes();
-    let mut out = SmallVec::new();
     let mut i = 0;
     loop {
         while i < b.len() && is_space(b[i]) {
             i += 1;
         }
         if i == b.len() {
-            return Ok(Attrs(out));
+            return Ok(());
         }
         let start = i;
         while i < b.len() && !is_space(b[i]) && b[i] != b'=' {
@@ -412,9 +427,52 @@ fn split_attrs<'a>(raw: &'a str, limits: &Limits) -> Result<Attrs<'a>, String> {
         }
         let value = quick_xml::escape::unescape(&raw[i..i + len])
             .map_err(|e| format!("bad entity in attribute: {e}"))?;
-        out.push((key.as_bytes(), value));
+        each(key.as_bytes(), value);
         i += len + 1;
     }
+}
+
+/// A METRIC straight from its attribute text, without collecting the
+/// attributes first: it is the element a polled document is made of. The
+/// rules are those of the general path ([`open`]): the first of a repeated
+/// attribute counts, and the same checks fail with the same messages.
+fn read_metric(raw: &str, limits: &Limits) -> Result<Metric, String> {
+    let mut v: [Option<Cow<'_, str>>; 9] = Default::default();
+    scan_attrs(raw, limits, |key, value| {
+        let i = match key {
+            b"NAME" => 0,
+            b"VAL" => 1,
+            b"TYPE" => 2,
+            b"UNITS" => 3,
+            b"TN" => 4,
+            b"TMAX" => 5,
+            b"DMAX" => 6,
+            b"SLOPE" => 7,
+            b"SOURCE" => 8,
+            _ => return,
+        };
+        v[i].get_or_insert(value);
+    })?;
+    let required = |i: usize, key: &str| {
+        v[i].as_deref()
+            .ok_or_else(|| format!("missing required attribute {key}"))
+    };
+    let name = required(0, "NAME")?.into();
+    let val = required(1, "VAL")?.into();
+    let t = required(2, "TYPE")?;
+    let metric_type = MetricType::parse(t).ok_or_else(|| format!("unknown TYPE {t:?}"))?;
+    Ok(Metric {
+        name,
+        val,
+        metric_type,
+        units: v[3].as_deref().unwrap_or("").into(),
+        tn: attr_num(v[4].as_deref(), "TN", 0)?,
+        tmax: attr_num(v[5].as_deref(), "TMAX", 0)?,
+        dmax: attr_num(v[6].as_deref(), "DMAX", 0)?,
+        slope: Slope::parse(v[7].as_deref().unwrap_or("unspecified")),
+        source: v[8].as_deref().unwrap_or("gmond").into(),
+        extras: Vec::new(),
+    })
 }
 
 /// Opens a frame. `sizes` are the previous host's metric count and cluster's
@@ -460,18 +518,7 @@ fn open(
             gmond_started: u64::from(a.num::<i64>("GMOND_STARTED", 0)? as u32),
             metrics: Vec::with_capacity(sizes.0.min(4096)),
         }))),
-        b"METRIC" => Opened::Metric(Metric {
-            name: a.req_short("NAME")?,
-            val: a.req_short("VAL")?,
-            metric_type: a.metric_type()?,
-            units: a.short("UNITS"),
-            tn: a.num("TN", 0)?,
-            tmax: a.num("TMAX", 0)?,
-            dmax: a.num("DMAX", 0)?,
-            slope: Slope::parse(a.get("SLOPE").unwrap_or("unspecified")),
-            source: a.short_or("SOURCE", "gmond"),
-            extras: Vec::new(),
-        }),
+        // METRIC is read by `read_metric`.
         b"METRICS" => Opened::Summary(SummaryMetric {
             name: a.req_short("NAME")?,
             sum: a.req_short("SUM")?,
@@ -763,7 +810,11 @@ pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
             }
             continue;
         }
-        let frame = read_attrs(start, limits).and_then(|a| open(name, &a, limits, b.sizes));
+        let frame = if name == b"METRIC" {
+            read_metric(start.attributes_raw(), limits).map(Opened::Metric)
+        } else {
+            read_attrs(start, limits).and_then(|a| open(name, &a, limits, b.sizes))
+        };
         match frame {
             Ok(opened) => {
                 let f = b.open_child(opened);
@@ -866,7 +917,44 @@ mod tests {
         assert!(split_attrs(&long, &Limits::default()).is_ok());
     }
 
+    /// METRIC read through the general attribute list, as every other
+    /// element is: what `read_metric` must agree with.
+    fn metric_the_long_way(raw: &str) -> Result<Metric, String> {
+        let a = split_attrs(raw, &Limits::default())?;
+        Ok(Metric {
+            name: a.req_short("NAME")?,
+            val: a.req_short("VAL")?,
+            metric_type: a.metric_type()?,
+            units: a.short("UNITS"),
+            tn: a.num("TN", 0)?,
+            tmax: a.num("TMAX", 0)?,
+            dmax: a.num("DMAX", 0)?,
+            slope: Slope::parse(a.get("SLOPE").unwrap_or("unspecified")),
+            source: a.short_or("SOURCE", "gmond"),
+            extras: Vec::new(),
+        })
+    }
+
     proptest! {
+        #[test]
+        fn metric_reader_agrees_with_the_general_path(
+            attrs in prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "NAME", "VAL", "TYPE", "UNITS", "TN", "TMAX", "DMAX", "SLOPE", "SOURCE", "OTHER",
+                    ]),
+                    prop::sample::select(vec![
+                        "", "cpu_user", "1.5", " 20 ", "-1", "4294967296", "18446744073709551616", "x",
+                        "float", "uint32", "string", "both", "positive", "gmetric", "&amp;&lt;",
+                    ]),
+                ),
+                0..12,
+            ),
+        ) {
+            let raw: String = attrs.iter().map(|(k, v)| format!(" {k}=\"{v}\"")).collect();
+            prop_assert_eq!(read_metric(&raw, &Limits::default()), metric_the_long_way(&raw));
+        }
+
         #[test]
         fn attribute_scanner_agrees_with_quick_xml(
             attrs in prop::collection::vec(
