@@ -244,7 +244,20 @@ pub struct Sample {
 /// samples).
 pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
     let grid = snap.grid_summary();
-    let mut out = Vec::new();
+    // One sample per metric and summary line at most: sized once instead of
+    // regrown (and moved) a dozen times per step.
+    let most = snap
+        .clusters
+        .iter()
+        .map(|c| c.summary.metrics.len() + c.hosts.iter().map(|h| h.metrics.len()).sum::<usize>())
+        .sum::<usize>()
+        + snap
+            .grids
+            .iter()
+            .map(|g| g.summary.metrics.len())
+            .sum::<usize>()
+        + grid.metrics.len();
+    let mut out = Vec::with_capacity(most);
     for c in snap.clusters.into_iter().filter(|c| !c.stale) {
         let cluster: Arc<str> = c.name.into();
         let time = c.localtime;
@@ -1039,8 +1052,13 @@ impl Writer {
             }
         };
         // Skip what the file already has (journal replay after a crash, or a
-        // retry after part of a batch went in).
-        let fresh: std::borrow::Cow<'_, [u8]> = if entries(packed).all(|e| entry_time(e) > on_disk)
+        // retry after part of a batch went in). Updates are packed in
+        // strictly increasing time (`push_update` refuses the rest), so when
+        // the first is new, all are.
+        debug_assert!(entries(packed).map(entry_time).is_sorted_by(|a, b| a < b));
+        let fresh: std::borrow::Cow<'_, [u8]> = if entries(packed)
+            .next()
+            .is_none_or(|e| entry_time(e) > on_disk)
         {
             packed.into()
         } else {
