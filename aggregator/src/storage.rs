@@ -711,6 +711,11 @@ struct Writer {
     slots: Vec<Slot>,
     /// Series → slot, filled as series first arrive.
     index: HashMap<SeriesKey, u32>,
+    /// The last batch's series and slots, in its order. The sampler sends
+    /// the same series in the same order every step, so the n-th sample is
+    /// checked against the n-th of last time before the index is asked: a
+    /// walk through memory in order instead of a random probe per sample.
+    order: Vec<(SeriesKey, u32)>,
     /// File → slot: readers flush by path, the journal names paths.
     by_path: HashMap<Arc<Path>, u32>,
     journal: Option<BufWriter<std::fs::File>>,
@@ -806,6 +811,7 @@ impl Writer {
             counters,
             slots: Vec::new(),
             index: HashMap::new(),
+            order: Vec::new(),
             by_path: HashMap::new(),
             journal,
             journal_dirty: false,
@@ -848,7 +854,10 @@ impl Writer {
     }
 
     /// The slot of a series (its path is worked out once per run).
-    fn slot_for(&mut self, s: &Sample) -> u32 {
+    fn slot_for(&mut self, s: &Sample, hint: Option<u32>) -> u32 {
+        if let Some(id) = hint {
+            return id;
+        }
         if let Some(&id) = self.index.get(&s.series) {
             return id;
         }
@@ -946,7 +955,33 @@ impl Writer {
         true
     }
 
+    /// Takes in one step's samples (see [`Writer::order`]).
+    fn accept_batch(&mut self, batch: Vec<Sample>) {
+        let mut order = std::mem::take(&mut self.order);
+        let n = batch.len();
+        for (i, s) in batch.into_iter().enumerate() {
+            let hint = order
+                .get(i)
+                .filter(|(key, _)| *key == s.series)
+                .map(|&(_, id)| id);
+            if let Some(id) = self.accept_one(&s, true, hint) {
+                match order.get_mut(i) {
+                    Some(seen) => *seen = (s.series, id),
+                    None => order.push((s.series, id)),
+                }
+            }
+        }
+        order.truncate(n);
+        self.order = order;
+    }
+
     fn accept(&mut self, s: Sample, journal: bool) {
+        self.accept_one(&s, journal, None);
+    }
+
+    /// Caches (and journals) one sample; returns its slot, or `None` when it
+    /// was discarded. `hint` is its slot when already known.
+    fn accept_one(&mut self, s: &Sample, journal: bool, hint: Option<u32>) -> Option<u32> {
         // Values go into librrd's argument list and the journal verbatim: a
         // control character or a stray `:` would corrupt both.
         let colons = s.values.bytes().filter(|&b| b == b':').count();
@@ -954,9 +989,9 @@ impl Writer {
             self.counters
                 .samples_discarded
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        let id = self.slot_for(&s);
+        let id = self.slot_for(s, hint);
         if journal && let Some(j) = &mut self.journal {
             let slot = &mut self.slots[id as usize];
             let mut r = Ok(());
@@ -1008,6 +1043,7 @@ impl Writer {
                 .samples_not_newer
                 .fetch_add(1, Ordering::Relaxed);
         }
+        Some(id)
     }
 
     fn create(&mut self, id: u32, first: u64) -> Result<(), WriteError> {
@@ -1216,11 +1252,7 @@ impl Writer {
         if let Some(rx) = self.inbox.take() {
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
-                    Command::Samples(batch) => {
-                        for s in batch {
-                            self.accept(s, true);
-                        }
-                    }
+                    Command::Samples(batch) => self.accept_batch(batch),
                     Command::Flush(paths, ack) => self.deferred.push_back((paths, ack)),
                 }
             }
@@ -1566,11 +1598,7 @@ impl Writer {
                 .saturating_duration_since(Instant::now());
             let Some(rx) = &self.inbox else { break };
             match rx.recv_timeout(wait) {
-                Ok(Command::Samples(batch)) => {
-                    for s in batch {
-                        self.accept(s, true);
-                    }
-                }
+                Ok(Command::Samples(batch)) => self.accept_batch(batch),
                 Ok(Command::Flush(paths, ack)) => self.handle_flush(paths, ack),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1754,6 +1782,52 @@ mod tests {
         let mut third = writer(dir.path(), 60);
         third.replay();
         assert_eq!(third.counters.replayed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn batches_in_a_new_order_or_with_gaps_land_in_the_right_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 60);
+        let batch = |names: &[&str], t: u64| -> Vec<Sample> {
+            names
+                .iter()
+                .map(|n| sample(n, "GAUGE", t, &t.to_string()))
+                .collect()
+        };
+        w.accept_batch(batch(&["a", "b", "c"], 1000));
+        w.accept_batch(batch(&["a", "b", "c"], 1015));
+        w.accept_batch(batch(&["c", "a", "b"], 1030)); // new order
+        let mut gap = batch(&["a", "b", "c"], 1045);
+        gap[1].values = "1:2".into(); // discarded: wrong DS count
+        w.accept_batch(gap);
+        w.accept_batch(batch(&["a", "c"], 1060)); // shorter
+        w.accept_batch(batch(&["a", "b", "c", "d"], 1075)); // longer
+        let p = |n: &str| pending(&w, &path_of(dir.path(), n));
+        assert_eq!(
+            p("a"),
+            [
+                "1000:1000",
+                "1015:1015",
+                "1030:1030",
+                "1045:1045",
+                "1060:1060",
+                "1075:1075"
+            ]
+        );
+        assert_eq!(p("b"), ["1000:1000", "1015:1015", "1030:1030", "1075:1075"]);
+        assert_eq!(
+            p("c"),
+            [
+                "1000:1000",
+                "1015:1015",
+                "1030:1030",
+                "1045:1045",
+                "1060:1060",
+                "1075:1075"
+            ]
+        );
+        assert_eq!(p("d"), ["1075:1075"]);
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 1);
     }
 
     #[test]
