@@ -975,6 +975,7 @@ impl Writer {
         self.order = order;
     }
 
+    #[cfg(test)]
     fn accept(&mut self, s: Sample, journal: bool) {
         self.accept_one(&s, journal, None);
     }
