@@ -253,13 +253,22 @@ fn kill_9_then_restart_loses_no_journaled_sample() {
         ),
     )
     .unwrap();
+    // Both runs log to one file, so a failure below can say what the
+    // aggregator said.
+    let log = dir.path().join("aggregator.log");
     let start = || {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let g = ChildGuard::spawn(
             "ganglion-aggregator",
             Command::new(workspace_bin("ganglion-aggregator"))
                 .arg("--config")
                 .arg(&cfg)
-                .stderr(Stdio::null()),
+                .env("NO_COLOR", "1")
+                .stderr(stderr),
         );
         wait_for_tcp(
             SocketAddr::from(([127, 0, 0, 1], port)),
@@ -270,9 +279,29 @@ fn kill_9_then_restart_loses_no_journaled_sample() {
     let mut first = start();
     let gm = gmetric_conf(dir.path(), SocketAddr::from(([127, 0, 0, 1], port)));
     for i in 0..5 {
-        gmetric(
-            &gm,
-            &["-n", "temp", "-v", &format!("{}", 20 + i), "-t", "float"],
+        let value = format!("{}", 20 + i);
+        let args = [
+            "-c",
+            gm.to_str().unwrap(),
+            "-n",
+            "temp",
+            "-v",
+            &value,
+            "-t",
+            "float",
+        ];
+        let st = Command::new(require_binary("gmetric"))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "gmetric {args:?} failed ({st}); aggregator {}; its log:\n{}",
+            match first.child.try_wait() {
+                Ok(Some(exit)) => format!("exited: {exit}"),
+                _ => "still running".to_string(),
+            },
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(700));
     }
