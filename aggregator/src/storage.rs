@@ -363,6 +363,9 @@ pub struct StorageCounters {
     /// Samples not newer than their file's previous one (a source whose
     /// clock stood still): skipped, as librrd would refuse them.
     pub samples_not_newer: AtomicU64,
+    /// Files a flush pass found evicted from the page cache and read ahead
+    /// before updating them.
+    pub files_read_ahead: AtomicU64,
 }
 
 /// Failed file writes by [`Cause`].
@@ -460,6 +463,11 @@ impl StorageCounters {
                 "ganglion_rrd_samples_not_newer_total",
                 "Samples skipped because they were not newer than their file's previous sample",
                 g(&self.samples_not_newer),
+            ),
+            (
+                "ganglion_rrd_files_read_ahead_total",
+                "RRD files found evicted from the page cache and read ahead before their update",
+                g(&self.files_read_ahead),
             ),
             (
                 "ganglion_rrd_journal_replayed_total",
@@ -741,7 +749,14 @@ struct Writer {
     rotate_seq: u64,
     /// A write failed during the current pass and its samples were kept.
     kept_in_pass: bool,
+    /// Reads ahead the pages of a pass's next files when they were evicted.
+    read_ahead: ganglion_rrd::prefetch::ReadAhead,
 }
+
+/// Files a pass prepares at a time (see [`ganglion_rrd::prefetch`]): enough
+/// reads in flight to keep the disk queue full, few enough that their pages
+/// are still cached when librrd reaches them.
+const READ_AHEAD_FILES: usize = 64;
 
 fn journal_path(root: &Path) -> PathBuf {
     root.join(".ganglion-journal")
@@ -827,6 +842,7 @@ impl Writer {
             rotated: Vec::new(),
             rotate_seq: 0,
             kept_in_pass: false,
+            read_ahead: Default::default(),
         }
     }
 
@@ -1229,7 +1245,10 @@ impl Writer {
         self.kept_in_pass = false;
         let budget = self.params.config.max_file_writes_per_sec;
         let started = Instant::now();
-        for (i, id) in ids.into_iter().enumerate() {
+        for (i, &id) in ids.iter().enumerate() {
+            if i % READ_AHEAD_FILES == 0 {
+                self.read_ahead(&ids[i..(i + READ_AHEAD_FILES).min(ids.len())]);
+            }
             if budget > 0 && i > 0 && (i as u32).is_multiple_of(budget) {
                 // Rate limit: spread writes so the disk stays responsive.
                 let due = Duration::from_secs(u64::from(i as u32 / budget));
@@ -1243,6 +1262,27 @@ impl Writer {
             }
         }
         self.finish_pass(rotated);
+    }
+
+    /// Asks for the evicted pages of the next files of a pass at once (with
+    /// rrdcached, the daemon writes the files).
+    fn read_ahead(&mut self, ids: &[u32]) {
+        if self.cached.is_some() {
+            return;
+        }
+        let files: Vec<ganglion_rrd::prefetch::Upcoming<'_>> = ids
+            .iter()
+            .map(|&id| &self.slots[id as usize])
+            .filter(|slot| !slot.pending.is_empty())
+            .map(|slot| ganglion_rrd::prefetch::Upcoming {
+                path: &slot.path,
+                newest: slot.last_time as i64,
+            })
+            .collect();
+        let cold = self.read_ahead.before(&files);
+        self.counters
+            .files_read_ahead
+            .fetch_add(cold as u64, Ordering::Relaxed);
     }
 
     /// During a flush pass (a minute or more at a million files), samples

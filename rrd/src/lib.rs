@@ -13,6 +13,7 @@
 
 pub mod layout;
 pub mod plan;
+pub mod prefetch;
 pub mod rrdcached;
 
 use std::ffi::{CStr, CString, c_char, c_ulong};

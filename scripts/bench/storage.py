@@ -75,7 +75,19 @@ def proc_stats(pid):
         for line in f:
             k, v = line.split(":")
             io[k] = int(v)
-    return cpu, io["syscw"], io["write_bytes"]
+    # majflt: page faults that waited for the disk (evicted RRD pages read back).
+    return cpu, io["syscw"], io["write_bytes"], int(fields[9])
+
+
+def damon():
+    """Whether proactive reclaim (a DAMON pageout scheme) runs: it evicts page
+    cache idle for about a minute, so files written once per flush interval are
+    read back from disk at the next flush."""
+    try:
+        with open("/sys/kernel/mm/damon/admin/kdamonds/0/state") as f:
+            return f.read().strip()
+    except OSError:
+        return "absent"
 
 
 def free_port():
@@ -127,8 +139,8 @@ def run(daemons, warm, secs, perf=None):
         for p in procs:
             p.wait(300)
     out = []
-    for d, ((c0, sw0, wb0), fw0, st0), ((c1, sw1, wb1), fw1, st1) in zip(daemons, before, after):
-        out.append({"name": d["name"], "cpu": c1 - c0, "syscw": sw1 - sw0, "wbytes": wb1 - wb0,
+    for d, ((c0, sw0, wb0, mf0), fw0, st0), ((c1, sw1, wb1, mf1), fw1, st1) in zip(daemons, before, after):
+        out.append({"name": d["name"], "cpu": c1 - c0, "syscw": sw1 - sw0, "wbytes": wb1 - wb0, "majflt": mf1 - mf0,
                     "files": count(d["root"]), "file_writes": fw1 - fw0, "stored": st1 - st0})
     return out
 
@@ -229,14 +241,14 @@ def main():
             results = run(daemons, a.warm, a.secs, a.perf)
     stop.set()
     steps = a.secs / a.step
-    print("%d hosts x 30 metrics (%d host files + summaries), step %d s, %d s each, small RRAs"
-          % (a.hosts, a.hosts * 30, a.step, a.secs))
-    print("| daemon | RRD files | CPU s per step | CPU µs per stored sample | RRD file writes per step | write syscalls per step | bytes written per step |")
-    print("|---|---|---|---|---|---|---|")
+    print("%d hosts x 30 metrics (%d host files + summaries), step %d s, %d s each, small RRAs, DAMON %s"
+          % (a.hosts, a.hosts * 30, a.step, a.secs, damon()))
+    print("| daemon | RRD files | CPU s per step | CPU µs per stored sample | RRD file writes per step | write syscalls per step | bytes written per step | page faults from disk per step |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print("| %s | %d | %.3f | %.2f | %.0f | %.0f | %.0f |" % (
+        print("| %s | %d | %.3f | %.2f | %.0f | %.0f | %.0f | %.0f |" % (
             r["name"], r["files"], r["cpu"] / steps, r["cpu"] / max(r["stored"], 1) * 1e6,
-            r["file_writes"] / steps, r["syscw"] / steps, r["wbytes"] / steps))
+            r["file_writes"] / steps, r["syscw"] / steps, r["wbytes"] / steps, r["majflt"] / steps))
     if len(results) < 2:
         return
     g, o = results
