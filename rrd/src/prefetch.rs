@@ -181,9 +181,10 @@ pub struct Upcoming<'a> {
 /// Returns how many files were found with their header evicted. A file that
 /// cannot be opened or is not in the native format is left to librrd.
 ///
-/// Two rounds over the files: first a non-blocking read of each header (a
-/// cached header ends the work for that file; an evicted one is requested,
-/// with the whole file when it is small), then, for the evicted large ones,
+/// Two rounds over the files: first each header is looked up in the page
+/// cache (a cached header ends the work for that file; an evicted one is
+/// requested, with the whole file when it is small), then, for the evicted
+/// large ones,
 /// the header is read (by then mostly arrived) and the rows the update will
 /// write are requested.
 pub fn prefetch(files: &[Upcoming<'_>]) -> usize {

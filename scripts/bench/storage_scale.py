@@ -584,7 +584,7 @@ def run_ours(a, hosts, cl, ports):
     # CPU deltas (it builds a snapshot).
     m0 = scrape(http_port)
     drops0, cpu0, th0 = ingest.udp_drops(udp_port), ingest.cpu_secs(agg.pid), thread_cpu(agg.pid)
-    _, syscw0, wbytes0 = storage.proc_stats(agg.pid)
+    _, syscw0, wbytes0, majflt0 = storage.proc_stats(agg.pid)
     journal_max = 0
     sent0, t0 = sum(r[3] for r in rounds.sent), time.time()
     first_round = len(rounds.sent)
@@ -596,7 +596,7 @@ def run_ours(a, hosts, cl, ports):
         journal_max = max(journal_max, sum(os.path.getsize(os.path.join(rrd_root, f))
                                            for f in os.listdir(rrd_root) if f.startswith(".ganglion-journal")))
     cpu1, drops1, t1, th1 = ingest.cpu_secs(agg.pid), ingest.udp_drops(udp_port), time.time(), thread_cpu(agg.pid)
-    _, syscw1, wbytes1 = storage.proc_stats(agg.pid)
+    _, syscw1, wbytes1, majflt1 = storage.proc_stats(agg.pid)
     rss, hwm = mem_kb(agg.pid)
     c = ingest.cpu_secs(agg.pid)
     m1 = scrape(http_port)
@@ -667,6 +667,8 @@ def run_ours(a, hosts, cl, ports):
         "dropped_warm": m0.get("ganglion_rrd_dropped_batches_total", 0),
         "scrape_cpu": scrape_cpu, "drift": drift, "rcvbuf": rcvbuf, "journal_max": journal_max,
         "wbytes_step": (wbytes1 - wbytes0) / steps, "syscw_step": (syscw1 - syscw0) / steps,
+        "majflt_step": (majflt1 - majflt0) / steps,
+        "read_ahead_step": d.get("ganglion_rrd_files_read_ahead_total", 0) / a.steps,
         "recv_cpu": (th1.get("recv-" + CLUSTER, 0) - th0.get("recv-" + CLUSTER, 0)) / steps,
         "writer_cpu": (th1.get("rrd-writer", 0) - th0.get("rrd-writer", 0)) / steps,
     }
@@ -718,10 +720,12 @@ def print_ours(a, results):
             notes.append("%d WARN/ERROR log lines, first: %s" % (r["log_problems"], r["first_problems"][0]))
         print("\n%d hosts: CPU s/step by thread: receive %.3f, RRD writer %.3f, the rest (sampler, runtime) %.3f; "
               "bytes written per step %.0f (%.0f write syscalls), largest journal seen %.0f B; "
+              "files found evicted and read ahead per step %.0f, page faults from disk per step %.0f (DAMON %s); "
               "warm-up %.0f s, window %.1f steps, cache at window end %.1f steps of samples, one /metrics read "
               "%.3f CPU s, UDP receive buffer %s%s"
               % (r["hosts"], r["recv_cpu"], r["writer_cpu"], max(0.0, r["cpu_step"] - r["recv_cpu"] - r["writer_cpu"]),
                  r["wbytes_step"], r["syscw_step"], r["journal_max"],
+                 r["read_ahead_step"], r["majflt_step"], storage.damon(),
                  r["warm"], r["steps"], r["backlog_steps"], r["scrape_cpu"],
                  "%d B" % r["rcvbuf"] if r["rcvbuf"] else "unknown", "; " + "; ".join(notes) if notes else ""))
     if len(results) > 1 or not results[0]["ok"]:
