@@ -20,6 +20,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `FLOAT_COOKIE` in `rrd_format.h`: tells a file of this platform's
 /// byte order and float format.
@@ -294,6 +295,12 @@ struct Cachestat {
 /// Cached pages of a byte range of a file (`cachestat`, which reads
 /// nothing); `None` where the kernel lacks it.
 fn cached_pages(file: &File, r: Range<u64>) -> Option<u64> {
+    // Once refused (an older kernel, or a seccomp filter that does not know
+    // the call), not asked again.
+    static REFUSED: AtomicBool = AtomicBool::new(false);
+    if REFUSED.load(Ordering::Relaxed) {
+        return None;
+    }
     let range = CachestatRange {
         off: r.start,
         len: r.end - r.start,
@@ -310,7 +317,14 @@ fn cached_pages(file: &File, r: Range<u64>) -> Option<u64> {
             0u32,
         )
     };
-    (rc == 0).then_some(stat.nr_cache)
+    if rc != 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if matches!(e, Some(libc::ENOSYS | libc::EPERM)) {
+            REFUSED.store(true, Ordering::Relaxed);
+        }
+        return None;
+    }
+    Some(stat.nr_cache)
 }
 
 /// Whether the file's first page is cached. Asked with `cachestat`; where
