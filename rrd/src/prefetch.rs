@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `FLOAT_COOKIE` in `rrd_format.h`: tells a file of this platform's
 /// byte order and float format.
 const FLOAT_COOKIE: f64 = 8.642135E130;
+// Sizes of `rrd_format.h`'s header structs where `unsigned long` and
+// `time_t` are 8 bytes (64-bit Linux). Elsewhere the cookie is not where
+// it is looked for, so every file is left to librrd.
 const STAT_HEAD: usize = 128;
 const DS_DEF: usize = 120;
 const RRA_DEF: usize = 120;
@@ -32,8 +35,9 @@ const LIVE_HEAD: usize = 16;
 const PDP_PREP: usize = 112;
 const CDP_PREP: usize = 80;
 const RRA_PTR: usize = 8;
-/// Bytes read to find out whether a header is cached (one page holds the
-/// header of any usual gmetad file: 1 or 2 DS and a few RRAs).
+/// Bytes of a large file asked for first, and read to learn its layout
+/// (one page holds the header of any usual gmetad file: 1 or 2 DS and a few
+/// RRAs; a larger header is read whole).
 const PROBE: usize = 4096;
 /// Files up to this size are read whole rather than header first.
 const WHOLE_FILE: u64 = 64 * 1024;
