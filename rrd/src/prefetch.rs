@@ -189,9 +189,8 @@ pub struct Upcoming<'a> {
 /// Two rounds over the files: first each header is looked up in the page
 /// cache (a cached header ends the work for that file; an evicted one is
 /// requested, with the whole file when it is small), then, for the evicted
-/// large ones,
-/// the header is read (by then mostly arrived) and the rows the update will
-/// write are requested.
+/// large ones, the header is read (by then mostly arrived) and the rows the
+/// update will write are requested.
 pub fn prefetch(files: &[Upcoming<'_>]) -> usize {
     let mut buf = vec![0u8; PROBE];
     let mut cold: Vec<(File, i64)> = Vec::new();
@@ -250,16 +249,16 @@ impl ReadAhead {
     /// Prepares the next group of files when read-ahead is on; returns how
     /// many were found evicted.
     pub fn before(&mut self, files: &[Upcoming<'_>]) -> usize {
+        // Preparing files faults nothing in (it reads with `pread`), so one
+        // reading per group is enough.
         let faults = thread_major_faults();
-        if faults > self.faults {
-            self.on = true;
+        self.on |= faults > self.faults;
+        self.faults = faults;
+        if !self.on {
+            return 0;
         }
-        let mut cold = 0;
-        if self.on {
-            cold = prefetch(files);
-            self.on = cold > 0;
-        }
-        self.faults = thread_major_faults();
+        let cold = prefetch(files);
+        self.on = cold > 0;
         cold
     }
 }
