@@ -275,6 +275,13 @@ fn resolve_name(name: &str) -> Vec<Trusted> {
         .unwrap_or_default()
 }
 
+/// Whether a TCP peer may use gmetad's ports (and the rrdcached-protocol
+/// socket): loopback always, else `all_trusted` or a `trusted_hosts` entry.
+pub fn trusts(trusted: &[Trusted], all_trusted: bool, ip: IpAddr) -> bool {
+    let ip = crate::state::canonical_ip(ip);
+    all_trusted || ip.is_loopback() || trusted.iter().any(|t| t.contains(ip))
+}
+
 /// A `trusted_hosts` entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trusted {
@@ -453,6 +460,21 @@ impl Config {
                 parse_addr(key, v)?;
             }
         }
+        for (i, a) in self.storage.daemon_listen.iter().enumerate() {
+            let key = format!("storage.daemon_listen[{i}]");
+            if !self.write_rrds {
+                return Err(invalid(&key, "serves RRD files: needs write_rrds = true"));
+            }
+            if crate::daemon::unix_path(a).is_none() {
+                parse_addr(&key, a)?;
+            }
+        }
+        if u32::from_str_radix(&self.storage.daemon_socket_mode, 8).map_or(true, |m| m > 0o777) {
+            return Err(invalid(
+                "storage.daemon_socket_mode",
+                "must be octal permissions such as \"0660\"",
+            ));
+        }
         if self.storage.flush_interval_secs == 0 {
             return Err(invalid("storage.flush_interval_secs", "must be at least 1"));
         }
@@ -520,6 +542,27 @@ mod tests {
         assert!(e.to_string().contains("rras[0]"), "{e}");
         let e = Config::from_toml("trusted_hosts = [\"10.0.0.0/99\"]\n[[cluster]]\n").unwrap_err();
         assert!(e.to_string().contains("trusted_hosts[0]"), "{e}");
+        for (toml, key) in [
+            (
+                "[storage]\ndaemon_listen = [\"nope\"]\n",
+                "storage.daemon_listen[0]",
+            ),
+            (
+                "write_rrds = false\n[storage]\ndaemon_listen = [\"/run/x.sock\"]\n",
+                "storage.daemon_listen[0]",
+            ),
+            (
+                "[storage]\ndaemon_socket_mode = \"0999\"\n",
+                "storage.daemon_socket_mode",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("{toml}[[cluster]]\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{toml}: {e}");
+        }
+        let c = Config::from_toml(
+            "[storage]\ndaemon_listen = [\"unix:/run/g.sock\", \"/run/h.sock\", \"127.0.0.1:42217\"]\n[[cluster]]\n",
+        );
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]

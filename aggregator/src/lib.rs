@@ -6,9 +6,11 @@
 //! [`state`] (gmond semantics, snapshots), [`xml`] (gmond port, 8651, 8652),
 //! [`poll`] (gmetad-style data sources), [`http`] (dashboard, `/api`,
 //! `/metrics`), [`storage`] (RRD sampler, write-back cache, journal,
-//! rrdcached), [`telemetry`] (counters, log rate limits).
+//! rrdcached), [`daemon`] (rrdcached's protocol for readers), [`telemetry`]
+//! (counters, log rate limits).
 
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod poll;
 pub mod receive;
@@ -224,6 +226,18 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             config.step_secs,
             shutdown.clone(),
         ));
+        let mode = u32::from_str_radix(&config.storage.daemon_socket_mode, 8)
+            .context("storage.daemon_socket_mode")?;
+        let daemon = Arc::new(daemon::Daemon::new(h.clone(), config.rrd_root.clone()));
+        for (i, a) in config.storage.daemon_listen.iter().enumerate() {
+            let l = daemon::Listener::bind(&format!("storage.daemon_listen[{i}]"), a, mode).await?;
+            tracing::info!(addr = %l.describe(), "serving rrdcached's protocol for readers");
+            let trust = daemon::Trust {
+                trusted: ctx.trusted.clone(),
+                all: ctx.all_trusted,
+            };
+            tasks.spawn(daemon::serve(l, daemon.clone(), trust, shutdown.clone()));
+        }
         (Some(h), Some(t))
     } else {
         (None, None)

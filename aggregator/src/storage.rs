@@ -66,6 +66,12 @@ pub struct StorageConfig {
     /// file's samples for retry while they are at most this old (0 = drop
     /// them at once). Costs about 64 bytes per sample held.
     pub retry_window_secs: u32,
+    /// Serve rrdcached's protocol for readers here (`unix:/path`, `/path` or
+    /// `host:port`; none by default), so `rrdtool … --daemon` and
+    /// ganglia-web's `rrdcached_socket` read files with every cached sample.
+    pub daemon_listen: Vec<String>,
+    /// Permissions of a unix `daemon_listen` socket (octal).
+    pub daemon_socket_mode: String,
 }
 
 impl Default for StorageConfig {
@@ -81,6 +87,10 @@ impl Default for StorageConfig {
             // An hour of outage survives without a gap (240 samples a file at
             // gmetad's 15 s step).
             retry_window_secs: 3600,
+            daemon_listen: Vec::new(),
+            // Readers may read the tree anyway; the socket adds only "write
+            // this file's cached samples now".
+            daemon_socket_mode: "0666".into(),
         }
     }
 }
@@ -366,6 +376,11 @@ pub struct StorageCounters {
     /// Files a flush pass found evicted from the page cache and read ahead
     /// before updating them.
     pub files_read_ahead: AtomicU64,
+    /// Requests on the rrdcached-protocol socket ([`crate::daemon`]).
+    pub daemon_requests: AtomicU64,
+    /// Of those, answered with an error (a file outside the tree, a write
+    /// command, an unknown command, a librrd error).
+    pub daemon_errors: AtomicU64,
 }
 
 /// Failed file writes by [`Cause`].
@@ -468,6 +483,16 @@ impl StorageCounters {
                 "ganglion_rrd_files_read_ahead_total",
                 "RRD files found evicted from the page cache and read ahead before their update",
                 g(&self.files_read_ahead),
+            ),
+            (
+                "ganglion_rrd_daemon_requests_total",
+                "Requests on the rrdcached-protocol socket (storage.daemon_listen)",
+                g(&self.daemon_requests),
+            ),
+            (
+                "ganglion_rrd_daemon_errors_total",
+                "Requests on the rrdcached-protocol socket answered with an error",
+                g(&self.daemon_errors),
             ),
             (
                 "ganglion_rrd_journal_replayed_total",

@@ -47,8 +47,7 @@ pub struct XmlContext {
 
 impl XmlContext {
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = crate::state::canonical_ip(ip);
-        self.all_trusted || ip.is_loopback() || self.trusted.iter().any(|t| t.contains(ip))
+        crate::config::trusts(&self.trusted, self.all_trusted, ip)
     }
 }
 

@@ -16,7 +16,7 @@ pub mod plan;
 pub mod prefetch;
 pub mod rrdcached;
 
-use std::ffi::{CStr, CString, c_char, c_ulong};
+use std::ffi::{CStr, CString, c_char, c_int, c_ulong};
 use std::path::Path;
 use std::sync::Mutex;
 use thiserror::Error;
@@ -290,6 +290,26 @@ pub fn last(path: &Path) -> Result<i64, RrdError> {
     }
 }
 
+/// Time of the first row of archive `rra` (`rrd_first_r`, `rrdtool first --rraindex`).
+pub fn first(path: &Path, rra: u32) -> Result<i64, RrdError> {
+    let file = path_cstring("first", path)?;
+    let index = c_int::try_from(rra).map_err(|_| RrdError::InvalidArgument {
+        op: "first",
+        what: format!("archive index {rra} is out of range"),
+    })?;
+    // SAFETY: the path is a live CString; rrd_first_r is thread-safe and
+    // checks the index against the file's archive count.
+    let t = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_first_r(file.as_ptr(), index)
+    };
+    if t == -1 {
+        Err(err("first", path))
+    } else {
+        Ok(t as i64)
+    }
+}
+
 /// One `rrdtool info` value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InfoValue {
@@ -512,6 +532,9 @@ mod tests {
             .collect();
         update(&p, &ups).unwrap();
         assert_eq!(last(&p).unwrap(), 1155);
+        // 100 rows of 15 s ending at the last update.
+        assert_eq!(first(&p, 0).unwrap(), 1155 - 99 * 15);
+        assert!(first(&p, 1).is_err(), "there is one archive");
         let f = fetch(&p, "AVERAGE", 1005, 1155, 15).unwrap();
         assert_eq!((f.step, f.ds_names.clone()), (15, vec!["sum".to_string()]));
         let at = |t: i64| (0..f.rows()).find(|&i| f.time(i) == t).map(|i| f.data[i]);

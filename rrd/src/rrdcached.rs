@@ -1,6 +1,7 @@
-//! A minimal client for the existing rrdcached daemon's text protocol
+//! rrdcached's text protocol: a minimal client for the existing daemon
 //! (`FLUSH`, `UPDATE`, `BATCH`), over a unix socket (`unix:/path` or a path) or
-//! TCP (`host:port`).
+//! TCP (`host:port`), and the field rules both ends share ([`escape_field`],
+//! [`split_fields`]).
 
 use crate::Cause;
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +43,41 @@ impl CachedError {
             CachedError::Refused { message, .. } => Cause::of_message(message),
         }
     }
+}
+
+/// One field of a request as rrdcached reads it: fields are separated by
+/// single spaces, and a backslash makes the next byte literal, so a file name
+/// with a space or a backslash is sent escaped (as librrd's client does).
+pub fn escape_field(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for c in field.chars() {
+        if c == ' ' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Splits a request line (without its line end) into fields the way
+/// rrdcached does (`buffer_get_field` in `src/rrd_daemon.c`): every single
+/// space ends a field (two spaces make an empty field), a backslash takes
+/// the next character literally.
+pub fn split_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => fields.push(std::mem::take(&mut cur)),
+            '\\' => cur.extend(chars.next()),
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() || line.ends_with(' ') {
+        fields.push(cur);
+    }
+    fields
 }
 
 trait Stream: std::io::Read + Write + Send {}
@@ -116,13 +152,14 @@ impl Client {
 
     /// `FLUSH <file>`: the daemon writes what it holds for the file.
     pub fn flush(&mut self, file: &Path) -> Result<(), CachedError> {
-        self.command(&format!("FLUSH {}", file.display()))
+        self.command(&format!("FLUSH {}", escape_field(&file.to_string_lossy())))
             .map(|_| ())
     }
 
     /// `UPDATE <file> <T:v>…` in one request.
     pub fn update(&mut self, file: &Path, values: &[String]) -> Result<(), CachedError> {
-        self.command(&format!("UPDATE {} {}", file.display(), values.join(" ")))
+        let file = escape_field(&file.to_string_lossy());
+        self.command(&format!("UPDATE {file} {}", values.join(" ")))
             .map(|_| ())
     }
 
@@ -130,7 +167,11 @@ impl Client {
     pub fn batch(&mut self, updates: &[(String, Vec<String>)]) -> Result<Vec<String>, CachedError> {
         let mut body = String::from("BATCH\n");
         for (file, vals) in updates {
-            body.push_str(&format!("UPDATE {file} {}\n", vals.join(" ")));
+            body.push_str(&format!(
+                "UPDATE {} {}\n",
+                escape_field(file),
+                vals.join(" ")
+            ));
         }
         body.push_str(".\n");
         self.rd
@@ -154,5 +195,32 @@ impl Client {
             errs.push(l.trim_end().to_string());
         }
         Ok(errs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_split_and_escape_like_rrdcached() {
+        assert_eq!(split_fields("FLUSH /a/b.rrd"), ["FLUSH", "/a/b.rrd"]);
+        // Two spaces make an empty field (FETCH skips empty DS names).
+        assert_eq!(
+            split_fields("FETCH f AVERAGE 1 2  sum"),
+            ["FETCH", "f", "AVERAGE", "1", "2", "", "sum"]
+        );
+        assert_eq!(split_fields("a "), ["a", ""]);
+        assert_eq!(split_fields(""), Vec::<String>::new());
+        for name in [
+            "/r/my host/m.rrd",
+            "/r/back\\slash/x.rrd",
+            "plain",
+            " lead",
+            "trail\\",
+        ] {
+            let line = format!("FLUSH {}", escape_field(name));
+            assert_eq!(split_fields(&line), ["FLUSH", name], "{line}");
+        }
     }
 }

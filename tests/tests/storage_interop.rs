@@ -460,3 +460,184 @@ fn rrdcached_backend_writes_through_the_real_daemon() {
         "{text}"
     );
 }
+
+/// rrdtool with `args`: (exit status success, stdout, stderr).
+fn rrdtool(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(require_binary("rrdtool"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// rrdtool that must succeed; its stdout.
+fn rrdtool_ok(args: &[&std::ffi::OsStr]) -> String {
+    let (ok, out, err) = rrdtool(args);
+    assert!(ok, "rrdtool {args:?}: {err}");
+    out
+}
+
+#[test]
+fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
+    use std::ffi::OsStr;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ganglion.sock");
+    let tcp = free_tcp_port();
+    // An hour between timed flushes: whatever reaches the files in this test
+    // was written because a reader asked through the socket.
+    let mut agg = Aggregator::start(
+        "sock",
+        &format!(
+            "step_secs = 1\nrras = [\"RRA:AVERAGE:0.5:1:600\", \"RRA:MAX:0.5:5:100\"]\n\
+             [storage]\nflush_interval_secs = 3600\n\
+             daemon_listen = [\"unix:{}\", \"127.0.0.1:{tcp}\"]\n",
+            sock.display()
+        ),
+    );
+    let gm = gmetric_conf(agg.dir.path(), agg.udp);
+    for v in [30, 31, 32] {
+        gmetric(&gm, &["-n", "temp", "-v", &v.to_string(), "-t", "float"]);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let rel = "sock/127.0.0.1/temp.rrd";
+    let file = agg.rrd_root.join(rel);
+    let unix = format!("unix:{}", sock.display());
+    let (u, t) = (OsStr::new(&unix), format!("127.0.0.1:{tcp}"));
+    let t = OsStr::new(&t);
+    let f = file.as_os_str();
+    let o = OsStr::new;
+    assert!(!file.exists(), "nothing is flushed by time for an hour");
+
+    // Over TCP librrd's client sends names relative to the daemon's tree; the
+    // file does not exist yet, FETCH writes the cache (creating it) first.
+    let out = rrdtool_ok(&[
+        o("fetch"),
+        o("--daemon"),
+        t,
+        o(rel),
+        o("AVERAGE"),
+        o("-s"),
+        o("end-60"),
+    ]);
+    assert!(file.exists(), "{out}");
+    let seen: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split_once(':')?.1.trim().parse().ok())
+        .filter(|v: &f64| !v.is_nan())
+        .collect();
+    assert!(
+        seen.contains(&30.0) && seen.contains(&32.0),
+        "fetch through the daemon shows the cached samples: {out}"
+    );
+
+    // A new value is cached, not on disk, until a reader asks.
+    gmetric(&gm, &["-n", "temp", "-v", "99", "-t", "float"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let plain = rrdtool_ok(&[o("lastupdate"), f]);
+    assert!(!plain.contains(": 99"), "{plain}");
+    let fresh = rrdtool_ok(&[o("lastupdate"), o("--daemon"), u, f]);
+    assert!(
+        fresh.contains(": 99"),
+        "lastupdate --daemon flushes first: {fresh}"
+    );
+
+    // Each reader gives through the socket what it gives from the file once
+    // the cache is written: fetch, xport and graph (FETCH), info, first, last.
+    let end = rrdtool_ok(&[o("last"), o("--daemon"), u, f])
+        .trim()
+        .parse::<i64>()
+        .unwrap();
+    let (s, e) = ((end - 40).to_string(), end.to_string());
+    let range = [o("-s"), o(&s), o("-e"), o(&e)];
+    let via = |cmd: &[&OsStr]| {
+        let mut a = cmd.to_vec();
+        a.extend([o("--daemon"), u]);
+        a.extend(range);
+        rrdtool_ok(&a)
+    };
+    let direct = |cmd: &[&OsStr]| {
+        let mut a = cmd.to_vec();
+        a.extend(range);
+        rrdtool_ok(&a)
+    };
+    let fetch = [o("fetch"), f, o("AVERAGE")];
+    assert_eq!(via(&fetch), direct(&fetch));
+    let def = format!("DEF:a={}:sum:AVERAGE", file.display());
+    let xport = [o("xport"), o(&def), o("XPORT:a")];
+    assert_eq!(via(&xport), direct(&xport));
+    let png = dir.path().join("g.png");
+    let graph = [
+        o("graph"),
+        png.as_os_str(),
+        o(&def),
+        o("LINE1:a#ff0000"),
+        o("PRINT:a:MAX:%.0lf"),
+    ];
+    let printed = via(&graph);
+    assert!(printed.lines().any(|l| l == "99"), "{printed}");
+    assert_eq!(printed, direct(&graph));
+    let info_via = rrdtool_ok(&[o("info"), o("--daemon"), u, f]);
+    assert_eq!(info_via, rrdtool_ok(&[o("info"), f]));
+    assert!(info_via.contains("ds[sum].last_ds = \"99"), "{info_via}");
+    assert_eq!(
+        rrdtool_ok(&[o("first"), o("--daemon"), u, f]),
+        rrdtool_ok(&[o("first"), f])
+    );
+    assert_eq!(
+        rrdtool_ok(&[o("last"), o("--daemon"), u, f]),
+        rrdtool_ok(&[o("last"), f])
+    );
+
+    // Outside the tree, other files, and writes: refused, counted.
+    for args in [
+        vec![o("fetch"), o("--daemon"), u, o("/etc/passwd"), o("AVERAGE")],
+        vec![
+            o("fetch"),
+            o("--daemon"),
+            t,
+            o("../escape.rrd"),
+            o("AVERAGE"),
+        ],
+    ] {
+        let (ok, _, err) = rrdtool(&args);
+        assert!(!ok && err.contains("Permission denied"), "{args:?}: {err}");
+    }
+    let (ok, _, err) = rrdtool(&[o("update"), o("--daemon"), u, f, o("N:5")]);
+    assert!(!ok && err.contains("writes its own RRD files"), "{err}");
+    assert!(metrics_value(agg.http, "ganglion_rrd_daemon_errors_total") >= 3);
+
+    // The protocol itself: PING, STATS, a line longer than rrdcached takes.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    s.write_all(b"PING\nSTATS\n").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "0 PONG\n");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let n: usize = line.split(' ').next().unwrap().parse().unwrap();
+    let mut stats = String::new();
+    for _ in 0..n {
+        r.read_line(&mut stats).unwrap();
+    }
+    assert!(stats.contains("UpdatesWritten: "), "{line}{stats}");
+    s.write_all(&[b'x'; 5000]).unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "-1 Command too long\n");
+    line.clear();
+    assert_eq!(
+        r.read_line(&mut line).unwrap(),
+        0,
+        "closed after a too-long line"
+    );
+
+    agg.guard.terminate(Duration::from_secs(30));
+    assert!(!sock.exists(), "the socket file goes with the aggregator");
+}
