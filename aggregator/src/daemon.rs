@@ -21,6 +21,7 @@ use crate::config::Trusted;
 use crate::storage::StorageHandle;
 use crate::telemetry::LogLimiter;
 use anyhow::Context;
+use ganglion_rrd::plan::{FetchPlan, Header};
 use ganglion_rrd::rrdcached::split_fields;
 use ganglion_rrd::{InfoValue, RrdError};
 use std::fmt::Write as _;
@@ -35,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest request line, as rrdcached (`RRD_CMD_MAX`).
 const MAX_LINE: usize = 4096;
+/// Most rows one FETCH returns (80 MB per data source).
+const MAX_FETCH_ROWS: u64 = 10_000_000;
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
 /// How long a request waits for its file's cached samples to be written
@@ -350,9 +353,23 @@ impl Daemon {
             .first()
             .map_or(Ok(now - 86400), |s| fetch_time("start", s, now))?;
         let end = rest.get(1).map_or(Ok(now), |s| fetch_time("end", s, now))?;
-        // rrdcached asks for step -1 (as a C long): librrd then picks the
-        // finest archive that covers the range. u64::MAX is the same bits.
-        let f = ganglion_rrd::fetch(&path, cf, start, end, u64::MAX)
+        // rrdcached asks for step -1 (as a C long), so librrd picks the
+        // finest archive that covers the range; a resolution of 1 ranks the
+        // archives the same way. librrd allocates every row of the range at
+        // once, so a range of a billion rows is refused rather than allocated.
+        let info = ganglion_rrd::info(&path)
+            .map_err(|e| format!("rrd_fetch_r failed: {}", librrd_message(&e)))?;
+        if let Some(plan) =
+            Header::from_info(&info).and_then(|h| FetchPlan::new(&h, cf, start, end, 1))
+            && plan.rows() > MAX_FETCH_ROWS
+        {
+            return Err(format!(
+                "The range {start}..{end} is {} rows of {} s; at most {MAX_FETCH_ROWS} rows per FETCH",
+                plan.rows(),
+                plan.step
+            ));
+        }
+        let f = ganglion_rrd::fetch(&path, cf, start, end, 1)
             .map_err(|e| format!("rrd_fetch_r failed: {}", librrd_message(&e)))?;
         let mut fields = Vec::new();
         for name in rest.iter().skip(2).filter(|n| !n.is_empty()) {

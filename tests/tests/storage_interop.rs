@@ -626,9 +626,22 @@ fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
         let (ok, _, err) = rrdtool(&args);
         assert!(!ok && err.contains("Permission denied"), "{args:?}: {err}");
     }
+    let (ok, _, err) = rrdtool(&[
+        o("fetch"),
+        o("--daemon"),
+        u,
+        f,
+        o("AVERAGE"),
+        o("-s"),
+        o("-630720000"),
+    ]);
+    assert!(
+        !ok && err.contains("at most 10000000 rows"),
+        "a range librrd would allocate whole: {err}"
+    );
     let (ok, _, err) = rrdtool(&[o("update"), o("--daemon"), u, f, o("N:5")]);
     assert!(!ok && err.contains("writes its own RRD files"), "{err}");
-    assert!(metrics_value(agg.http, "ganglion_rrd_daemon_errors_total") >= 3);
+    assert!(metrics_value(agg.http, "ganglion_rrd_daemon_errors_total") >= 4);
 
     // The protocol itself: PING, STATS, a line longer than rrdcached takes.
     let mut s = UnixStream::connect(&sock).unwrap();
