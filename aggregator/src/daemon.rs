@@ -44,6 +44,9 @@ const MAX_CONNECTIONS: usize = 256;
 /// before the file is read as it is (the writer answers flushes between the
 /// files of a pass, and after the pass at worst).
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// A connection that sends no request for this long is closed, so idle
+/// clients cannot hold every connection slot.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A reply not taken by the client within this long closes the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,19 +155,9 @@ pub async fn serve(
         };
         let (d, sd) = (daemon.clone(), shutdown.clone());
         match accepted {
-            Ok(Some(Conn::Unix(s))) => {
-                tokio::spawn(async move {
-                    session(s, d, sd).await;
-                    drop(permit)
-                });
-            }
-            Ok(Some(Conn::Tcp(s))) => {
-                tokio::spawn(async move {
-                    session(s, d, sd).await;
-                    drop(permit)
-                });
-            }
-            Ok(None) => {}
+            Ok(Some(Conn::Unix(s))) => spawn_session(s, d, sd, permit),
+            Ok(Some(Conn::Tcp(s))) => spawn_session(s, d, sd, permit),
+            Ok(None) => daemon.count_error(),
             Err(e) => {
                 if daemon.log.allow("accept") {
                     tracing::warn!(error = %e, "rrdcached socket: accept failed");
@@ -175,13 +168,26 @@ pub async fn serve(
     }
 }
 
+/// Serves one connection on its own task, holding its connection slot.
+fn spawn_session<S: AsyncRead + AsyncWrite + Send + 'static>(
+    s: S,
+    daemon: Arc<Daemon>,
+    shutdown: CancellationToken,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    tokio::spawn(async move {
+        session(s, daemon, shutdown).await;
+        drop(slot);
+    });
+}
+
 enum Conn {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
 }
 
 /// One connection, or `None` for a TCP peer outside `trusted_hosts` (closed
-/// without a reply, as gmetad's ports do).
+/// without a reply, as gmetad's ports do, and counted as an error).
 async fn accept(l: &Listener, trust: &Trust) -> std::io::Result<Option<Conn>> {
     match l {
         Listener::Unix(l, _) => Ok(Some(Conn::Unix(l.accept().await?.0))),
@@ -206,11 +212,11 @@ async fn session<S: AsyncRead + AsyncWrite>(
         let mut limited = (&mut r).take(MAX_LINE as u64 + 1);
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            n = limited.read_until(b'\n', &mut line) => n,
+            n = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)) => n,
         };
         match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
         }
         let too_long = !line.ends_with(b"\n") && line.len() > MAX_LINE;
         let reply = if too_long {
