@@ -32,6 +32,21 @@ pub enum CachedError {
         /// Its message.
         message: String,
     },
+    /// The file's name has a line break, which the protocol cannot carry.
+    #[error("{file:?}: a file name with a line break cannot be sent to rrdcached")]
+    Unsendable {
+        /// The name.
+        file: String,
+    },
+}
+
+/// A file name as a request field; a name with a line break is refused, as
+/// it would end the request early and turn the rest into a command of its own.
+fn sendable(file: &str) -> Result<String, CachedError> {
+    if file.contains(['\n', '\r']) {
+        return Err(CachedError::Unsendable { file: file.into() });
+    }
+    Ok(escape_field(file))
 }
 
 impl CachedError {
@@ -39,7 +54,7 @@ impl CachedError {
     /// librrd's messages; a connection problem is [`Cause::Other`].
     pub fn cause(&self) -> Cause {
         match self {
-            CachedError::Io { .. } => Cause::Other,
+            CachedError::Io { .. } | CachedError::Unsendable { .. } => Cause::Other,
             CachedError::Refused { message, .. } => Cause::of_message(message),
         }
     }
@@ -152,13 +167,13 @@ impl Client {
 
     /// `FLUSH <file>`: the daemon writes what it holds for the file.
     pub fn flush(&mut self, file: &Path) -> Result<(), CachedError> {
-        self.command(&format!("FLUSH {}", escape_field(&file.to_string_lossy())))
-            .map(|_| ())
+        let file = sendable(&file.to_string_lossy())?;
+        self.command(&format!("FLUSH {file}")).map(|_| ())
     }
 
     /// `UPDATE <file> <T:v>…` in one request.
     pub fn update(&mut self, file: &Path, values: &[String]) -> Result<(), CachedError> {
-        let file = escape_field(&file.to_string_lossy());
+        let file = sendable(&file.to_string_lossy())?;
         self.command(&format!("UPDATE {file} {}", values.join(" ")))
             .map(|_| ())
     }
@@ -167,11 +182,7 @@ impl Client {
     pub fn batch(&mut self, updates: &[(String, Vec<String>)]) -> Result<Vec<String>, CachedError> {
         let mut body = String::from("BATCH\n");
         for (file, vals) in updates {
-            body.push_str(&format!(
-                "UPDATE {} {}\n",
-                escape_field(file),
-                vals.join(" ")
-            ));
+            body.push_str(&format!("UPDATE {} {}\n", sendable(file)?, vals.join(" ")));
         }
         body.push_str(".\n");
         self.rd
@@ -222,5 +233,10 @@ mod tests {
             let line = format!("FLUSH {}", escape_field(name));
             assert_eq!(split_fields(&line), ["FLUSH", name], "{line}");
         }
+        assert!(matches!(
+            sendable("/r/a\nFLUSHALL.rrd"),
+            Err(CachedError::Unsendable { .. })
+        ));
+        assert_eq!(sendable("/r/a b.rrd").unwrap(), "/r/a\\ b.rrd");
     }
 }

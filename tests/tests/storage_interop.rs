@@ -390,6 +390,9 @@ fn rrdcached_backend_writes_through_the_real_daemon() {
             &gm,
             &["-n", "temp", "-v", &format!("{}", 30 + i), "-t", "float"],
         );
+        // A space is a field separator in rrdcached's protocol: the name
+        // must travel escaped.
+        gmetric(&gm, &["-n", "room temp", "-v", "21", "-t", "float"]);
         std::thread::sleep(Duration::from_millis(800));
     }
     let file = agg.dir.path().join("rrds/cached/127.0.0.1/temp.rrd");
@@ -418,6 +421,17 @@ fn rrdcached_backend_writes_through_the_real_daemon() {
             .skip(1)
             .any(|l| l.ends_with(",30") || l.ends_with(",31") || l.ends_with(",32")),
         "values on disk after /api/flush: {text}"
+    );
+    let spaced = Command::new(workspace_bin("rrd-export"))
+        .arg(agg.dir.path().join("rrds/cached/127.0.0.1/room temp.rrd"))
+        .args(["-s", "end-30", "-e", "now", "-r", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&spaced.stdout);
+    assert!(
+        text.lines().skip(1).any(|l| l.ends_with(",21")),
+        "a name with a space went through rrdcached: {text}{}",
+        String::from_utf8_lossy(&spaced.stderr)
     );
     let out = Command::new(require_binary("rrdtool"))
         .args([
