@@ -469,7 +469,7 @@ impl Config {
                 parse_addr(&key, a)?;
             }
         }
-        if u32::from_str_radix(&self.storage.daemon_socket_mode, 8).map_or(true, |m| m > 0o777) {
+        if self.storage.daemon_socket_mode_bits().is_none() {
             return Err(invalid(
                 "storage.daemon_socket_mode",
                 "must be octal permissions such as \"0660\"",

@@ -41,8 +41,8 @@ const MAX_FETCH_ROWS: u64 = 10_000_000;
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
 /// How long a request waits for its file's cached samples to be written
-/// before the file is read as it is (the writer answers flushes between the
-/// files of a pass, and after the pass at worst).
+/// before the file is read as it is (a request that arrives during a flush
+/// pass is answered when the pass ends: about a minute at a million files).
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// A connection that sends no request for this long is closed, so idle
 /// clients cannot hold every connection slot.

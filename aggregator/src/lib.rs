@@ -226,8 +226,8 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             config.step_secs,
             shutdown.clone(),
         ));
-        let mode = u32::from_str_radix(&config.storage.daemon_socket_mode, 8)
-            .context("storage.daemon_socket_mode")?;
+        let mode = (config.storage.daemon_socket_mode_bits())
+            .context("storage.daemon_socket_mode is not octal permissions")?;
         let daemon = Arc::new(daemon::Daemon::new(h.clone(), config.rrd_root.clone()));
         for (i, a) in config.storage.daemon_listen.iter().enumerate() {
             let l = daemon::Listener::bind(&format!("storage.daemon_listen[{i}]"), a, mode).await?;

@@ -95,6 +95,16 @@ impl Default for StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// `daemon_socket_mode` as permission bits; `None` when it is not octal
+    /// or has more than permission bits.
+    pub fn daemon_socket_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.daemon_socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
+}
+
 /// `[rrdcached]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
