@@ -786,7 +786,15 @@ struct Writer {
     kept_in_pass: bool,
     /// Reads ahead the pages of a pass's next files when they were evicted.
     read_ahead: ganglion_rrd::prefetch::ReadAhead,
+    /// Slots first seen in this run whose files may not exist yet
+    /// ([`Writer::create_new_files`]).
+    unborn: VecDeque<u32>,
 }
+
+/// Files of new series created per turn of the writer's loop: a cluster that
+/// appears at once (or a first start) is created over a few seconds instead
+/// of stalling the queue.
+const NEW_FILES_PER_TURN: usize = 256;
 
 /// Files a pass prepares at a time (see [`ganglion_rrd::prefetch`]): enough
 /// reads in flight to keep the disk queue full, few enough that their pages
@@ -878,6 +886,7 @@ impl Writer {
             rotate_seq: 0,
             kept_in_pass: false,
             read_ahead: Default::default(),
+            unborn: VecDeque::new(),
         }
     }
 
@@ -901,7 +910,26 @@ impl Writer {
             journal_gen: 0,
         });
         self.by_path.insert(path, id);
+        self.unborn.push_back(id);
         id
+    }
+
+    /// Creates the files of series first seen since the last call, with
+    /// their first samples, instead of at the next flush: gmetad creates a
+    /// file at the first poll that has the metric, and readers that list the
+    /// tree (ganglia-web) or resolve a name before asking for it (librrd's
+    /// client on a unix socket) expect it there. A file that already exists
+    /// (a restart) waits for the flush, as do the later samples of all.
+    fn create_new_files(&mut self) {
+        for _ in 0..NEW_FILES_PER_TURN {
+            let Some(id) = self.unborn.pop_front() else {
+                return;
+            };
+            let slot = &self.slots[id as usize];
+            if !slot.pending.is_empty() && slot.on_disk.is_none() && !slot.path.exists() {
+                self.write_file(id);
+            }
+        }
     }
 
     /// The slot of a series (its path is worked out once per run).
@@ -1679,6 +1707,7 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            self.create_new_files();
             self.run_deferred();
             let now = Instant::now();
             if now >= self.next_commit {
@@ -2085,6 +2114,41 @@ mod tests {
         w.flush_all();
         assert_eq!(ganglion_rrd::last(&path).unwrap(), 1060);
         assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_series_gets_its_file_at_once_and_old_files_wait_for_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = path_of(dir.path(), "old");
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        ganglion_rrd::create(
+            &old,
+            15,
+            899,
+            &[
+                "DS:sum:GAUGE:120:U:U".into(),
+                "RRA:AVERAGE:0.5:1:100".into(),
+            ],
+        )
+        .unwrap();
+        ganglion_rrd::update(&old, &["900:5".into()]).unwrap();
+        let mut w = writer(dir.path(), 3600);
+        for t in [1000u64, 1015] {
+            w.accept(sample("new", "GAUGE", t, "1"), true);
+            w.accept(sample("old", "GAUGE", t, "2"), true);
+            w.create_new_files();
+        }
+        // The new file holds its first sample; the rest is cached as usual.
+        let new = path_of(dir.path(), "new");
+        assert_eq!(ganglion_rrd::last(&new).unwrap(), 1000);
+        assert_eq!(pending(&w, &new), ["1015:1"]);
+        // A file from before (a restart) is not written ahead of the flush.
+        assert_eq!(ganglion_rrd::last(&old).unwrap(), 900);
+        assert_eq!(pending(&w, &old).len(), 2);
+        assert!(w.unborn.is_empty());
+        w.flush_all();
+        assert_eq!(ganglion_rrd::last(&new).unwrap(), 1015);
+        assert_eq!(ganglion_rrd::last(&old).unwrap(), 1015);
     }
 
     #[test]

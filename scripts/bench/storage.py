@@ -167,9 +167,10 @@ def agg_counter(port, name):
 
 
 def agg_flush(port):
-    """POST /api/flush: the aggregator writes (and so creates) every file now.
-    gmetad creates its files at its first poll, inside the warm-up; ours would
-    otherwise create them at the first timed flush, inside the window."""
+    """POST /api/flush: the aggregator writes every file now. Both daemons
+    create a file at its first sample (ours at most 256 per turn of its
+    writer's loop); the flush makes sure every file exists and holds the
+    warm-up's samples before the window, so creation stays out of it."""
     def settle():
         s = socket.create_connection(("127.0.0.1", port), timeout=120)
         s.sendall(b"POST /api/flush HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
