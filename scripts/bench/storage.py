@@ -120,7 +120,7 @@ def run(daemons, warm, secs, perf=None):
         for d in daemons:
             if d.get("settle"):
                 d["settle"]()
-        before = [(proc_stats(p.pid), d["file_writes"](), d["stored"]()) for d, p in zip(daemons, procs)]
+        before = [(proc_stats(p.pid), d["file_writes"](), d["stored"](), d["read_ahead"]()) for d, p in zip(daemons, procs)]
         # Optional profile of the window (perf's own cost lands in the
         # figures too, so a profiled run is for reading, not for the table).
         prof = None
@@ -132,16 +132,17 @@ def run(daemons, warm, secs, perf=None):
         if prof:
             prof.send_signal(2)
             prof.wait(120)
-        after = [(proc_stats(p.pid), d["file_writes"](), d["stored"]()) for d, p in zip(daemons, procs)]
+        after = [(proc_stats(p.pid), d["file_writes"](), d["stored"](), d["read_ahead"]()) for d, p in zip(daemons, procs)]
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(300)
     out = []
-    for d, ((c0, sw0, wb0, mf0), fw0, st0), ((c1, sw1, wb1, mf1), fw1, st1) in zip(daemons, before, after):
+    for d, ((c0, sw0, wb0, mf0), fw0, st0, ra0), ((c1, sw1, wb1, mf1), fw1, st1, ra1) in zip(daemons, before, after):
         out.append({"name": d["name"], "cpu": c1 - c0, "syscw": sw1 - sw0, "wbytes": wb1 - wb0, "majflt": mf1 - mf0,
-                    "files": count(d["root"]), "file_writes": fw1 - fw0, "stored": st1 - st0})
+                    "files": count(d["root"]), "file_writes": fw1 - fw0, "stored": st1 - st0,
+                    "read_ahead": None if ra0 is None else ra1 - ra0})
     return out
 
 
@@ -218,7 +219,7 @@ def main():
         if a.only != "ours":
             per_poll = lambda: SERVED[src] * (a.hosts * 30 + 60)
             daemons.append({"name": "gmetad 3.7.2", "argv": ["gmetad", "-d", "1", "-c", conf], "root": g_root,
-                            "file_writes": per_poll, "stored": per_poll})
+                            "file_writes": per_poll, "stored": per_poll, "read_ahead": lambda: None})
 
         o_root = os.path.join(tmp, "ours")
         aconf = os.path.join(tmp, "agg.toml")
@@ -235,6 +236,8 @@ def main():
             daemons.append({"name": "ganglion-aggregator", "argv": [agg, "--config", aconf], "root": o_root,
                             "file_writes": agg_counter(hport, "ganglion_rrd_file_writes_total"),
                             "stored": agg_counter(hport, "ganglion_rrd_samples_total"),
+                            # Files a flush found evicted from the page cache.
+                            "read_ahead": agg_counter(hport, "ganglion_rrd_files_read_ahead_total"),
                             "settle": agg_flush(hport), "profile": True})
         if a.apart:
             results = [r for d in daemons for r in run([d], a.warm, a.secs, a.perf if d.get("profile") else None)]
@@ -244,12 +247,13 @@ def main():
     steps = a.secs / a.step
     print("%d hosts x 30 metrics (%d host files + summaries), step %d s, %d s each, small RRAs, DAMON %s"
           % (a.hosts, a.hosts * 30, a.step, a.secs, damon()))
-    print("| daemon | RRD files | CPU s per step | CPU µs per stored sample | RRD file writes per step | write syscalls per step | bytes written per step | page faults from disk per step |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| daemon | RRD files | CPU s per step | CPU µs per stored sample | RRD file writes per step | write syscalls per step | bytes written per step | page faults from disk per step | files found evicted per step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print("| %s | %d | %.3f | %.2f | %.0f | %.0f | %.0f | %.0f |" % (
+        evicted = "n/a" if r["read_ahead"] is None else "%.0f" % (r["read_ahead"] / steps)
+        print("| %s | %d | %.3f | %.2f | %.0f | %.0f | %.0f | %.0f | %s |" % (
             r["name"], r["files"], r["cpu"] / steps, r["cpu"] / max(r["stored"], 1) * 1e6,
-            r["file_writes"] / steps, r["syscw"] / steps, r["wbytes"] / steps, r["majflt"] / steps))
+            r["file_writes"] / steps, r["syscw"] / steps, r["wbytes"] / steps, r["majflt"] / steps, evicted))
     if len(results) < 2:
         return
     g, o = results
