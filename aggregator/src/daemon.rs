@@ -317,7 +317,7 @@ impl Daemon {
     fn file(&self, name: &str) -> Result<PathBuf, String> {
         resolve(&self.root, name).ok_or_else(|| {
             if self.log.allow("outside") {
-                tracing::warn!(file = %name, root = %self.root.display(), "rrdcached socket: refused a file outside rrd_root (logged once per 10 minutes)");
+                tracing::warn!(file = ?name, root = %self.root.display(), "rrdcached socket: refused a file outside rrd_root (logged once per 10 minutes)");
             }
             format!("{name}: Permission denied")
         })
