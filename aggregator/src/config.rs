@@ -68,6 +68,15 @@ pub struct Config {
     pub case_sensitive_hostnames: bool,
     /// gmetad `write_rrds`.
     pub write_rrds: bool,
+    /// gmetad `unsummarized_metrics`: metrics whose name starts with one of
+    /// these get no summary RRDs (cluster, grid or root).
+    pub unsummarized_metrics: Vec<String>,
+    /// gmetad `unsummarized_sflow_vm_metrics`: no summary RRDs for names
+    /// whose last `.` is followed by `v` (sFlow's per-VM metrics).
+    pub unsummarized_sflow_vm_metrics: bool,
+    /// gmetad `summarized_metrics`: when set, the only metrics (exact names)
+    /// with root summary RRDs.
+    pub summarized_metrics: Vec<String>,
     /// Addresses allowed on the XML ports besides loopback (IPs or CIDR blocks).
     pub trusted_hosts: Vec<String>,
     /// gmetad `all_trusted`.
@@ -102,6 +111,9 @@ impl Default for Config {
             ],
             case_sensitive_hostnames: false,
             write_rrds: true,
+            unsummarized_metrics: Vec::new(),
+            unsummarized_sflow_vm_metrics: false,
+            summarized_metrics: Vec::new(),
             trusted_hosts: vec!["127.0.0.1".into(), "::1".into()],
             all_trusted: false,
             cluster: Vec::new(),

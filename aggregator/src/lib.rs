@@ -220,10 +220,16 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             state.counters(),
         )
         .with_context(|| format!("cannot use rrd_root {}", config.rrd_root.display()))?;
+        let rrds = storage::SummaryRrds {
+            unsummarized: config.unsummarized_metrics.clone(),
+            sflow_vm: config.unsummarized_sflow_vm_metrics,
+            root_only: config.summarized_metrics.clone(),
+        };
         tasks.spawn(storage::run_sampler(
             state.clone(),
             h.clone(),
             config.step_secs,
+            Arc::new(rrds),
             shutdown.clone(),
         ));
         let mode = (config.storage.daemon_socket_mode_bits())

@@ -260,9 +260,43 @@ pub struct Sample {
     pub dss: u8,
 }
 
+/// Which summaries get RRD files: gmetad's `unsummarized_metrics` (name
+/// prefixes), `unsummarized_sflow_vm_metrics` and, for the grid's root
+/// summary only, `summarized_metrics` (`gmetad/process_xml.c`
+/// `finish_processing_source`, `gmetad/gmetad.c` `write_root_summary`).
+#[derive(Debug, Clone, Default)]
+pub struct SummaryRrds {
+    /// Name prefixes without summary files.
+    pub unsummarized: Vec<String>,
+    /// Skip names whose last `.` is followed by `v`.
+    pub sflow_vm: bool,
+    /// When not empty, the only root summaries (exact names).
+    pub root_only: Vec<String>,
+}
+
+impl SummaryRrds {
+    /// Whether a cluster's or child grid's summary of `name` gets a file.
+    pub fn source(&self, name: &str) -> bool {
+        let sflow_vm = self.sflow_vm
+            && name
+                .rfind('.')
+                .is_some_and(|i| name[i + 1..].starts_with('v'));
+        !sflow_vm
+            && !self
+                .unsummarized
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Whether the grid's root summary of `name` gets a file.
+    pub fn root(&self, name: &str) -> bool {
+        (self.root_only.is_empty() || self.root_only.iter().any(|m| m == name)) && self.source(name)
+    }
+}
+
 /// gmetad's samples for one snapshot (consumed: its strings move into the
 /// samples).
-pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
+pub fn samples(snap: Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
     let grid = snap.grid_summary();
     // One sample per metric and summary line at most: sized once instead of
     // regrown (and moved) a dozen times per step.
@@ -309,7 +343,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
                 });
             }
         }
-        for m in &c.summary.metrics {
+        for m in c.summary.metrics.iter().filter(|m| rrds.source(&m.name)) {
             out.push(Sample {
                 series: SeriesKey::Summary {
                     source: cluster.clone(),
@@ -325,7 +359,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
     }
     for g in snap.grids.iter().filter(|g| !g.stale) {
         let source: Arc<str> = g.name.as_str().into();
-        for m in &g.summary.metrics {
+        for m in g.summary.metrics.iter().filter(|m| rrds.source(&m.name)) {
             out.push(Sample {
                 series: SeriesKey::Summary {
                     source: source.clone(),
@@ -339,7 +373,7 @@ pub fn samples(snap: Snapshot, step: u32) -> Vec<Sample> {
             });
         }
     }
-    for m in grid.metrics {
+    for m in grid.metrics.into_iter().filter(|m| rrds.root(&m.name)) {
         out.push(Sample {
             series: SeriesKey::Root {
                 metric: m.name.as_str().into(),
@@ -1786,6 +1820,7 @@ pub async fn run_sampler(
     state: Arc<crate::state::State>,
     handle: StorageHandle,
     step: u32,
+    rrds: Arc<SummaryRrds>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(step.max(1))));
@@ -1794,15 +1829,17 @@ pub async fn run_sampler(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // One last sample so a clean stop loses nothing of the final step.
-                handle.submit(samples(Arc::unwrap_or_clone(state.snapshot(now_secs())), step));
+                handle.submit(samples(Arc::unwrap_or_clone(state.snapshot(now_secs())), step, &rrds));
                 return;
             }
             _ = tick.tick() => {}
         }
         let snap = state.snapshot(now_secs());
-        let batch = tokio::task::spawn_blocking(move || samples(Arc::unwrap_or_clone(snap), step))
-            .await
-            .unwrap_or_default();
+        let r = rrds.clone();
+        let batch =
+            tokio::task::spawn_blocking(move || samples(Arc::unwrap_or_clone(snap), step, &r))
+                .await
+                .unwrap_or_default();
         handle.submit(batch);
     }
 }
@@ -2114,6 +2151,25 @@ mod tests {
         w.flush_all();
         assert_eq!(ganglion_rrd::last(&path).unwrap(), 1060);
         assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn summary_files_follow_gmetads_summary_options() {
+        let all = SummaryRrds::default();
+        assert!(all.source("cpu_user") && all.root("cpu_user"));
+        let r = SummaryRrds {
+            unsummarized: vec!["diskstat".into(), "CPU".into()],
+            sflow_vm: true,
+            root_only: vec!["load_one".into(), "diskstat_sda".into()],
+        };
+        // Prefixes, case-sensitive, as gmetad's strncmp.
+        assert!(!r.source("diskstat_sda_reads") && !r.source("CPU_x"));
+        assert!(r.source("cpu_user") && r.source("load_one"));
+        // sFlow VM metrics: the last dot is followed by `v`.
+        assert!(!r.source("cpu_user.vm1") && !r.source("a.b.v2"));
+        assert!(r.source("a.vb.x") && r.source("net.eth0"));
+        // The root keeps only the listed names that are summarized at all.
+        assert!(r.root("load_one") && !r.root("cpu_user") && !r.root("diskstat_sda"));
     }
 
     #[test]

@@ -460,3 +460,45 @@ fn write_rrds_false_keeps_no_files_but_serves_everything() {
     assert!(!root.exists(), "no rrd_root, no journal, no files");
     assert!(agg.log().is_empty(), "{}", agg.log());
 }
+
+#[test]
+fn gmetads_summary_options_decide_which_summary_files_exist() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("rrds");
+    let agg = Aggregator::start_at(
+        &root,
+        "sums",
+        HOST_KEYS,
+        &format!(
+            "unsummarized_metrics = [\"m_b\"]\nunsummarized_sflow_vm_metrics = true\n\
+             summarized_metrics = [\"m_a\"]\n{FAST}"
+        ),
+    );
+    let metrics = ["m_a", "m_b", "m_c", "m_d.vm1"];
+    send_synthetic_hosts(agg.udp, 2, &metrics, |h, m| (h + m) as f32);
+    let cluster = root.join("sums/__SummaryInfo__");
+    let grid = root.join("__SummaryInfo__");
+    wait_until("the summary files", WAIT, || {
+        (cluster.join("m_a.rrd").exists() && grid.join("m_a.rrd").exists()).then_some(())
+    });
+    // Several steps and flushes later, the same set.
+    std::thread::sleep(Duration::from_secs(3));
+    for m in metrics {
+        assert!(
+            host_file(&root, "sums", 0, m).exists(),
+            "every host file: {m}"
+        );
+    }
+    let has = |dir: &Path, m: &str| dir.join(format!("{m}.rrd")).exists();
+    assert!(has(&cluster, "m_a") && has(&cluster, "m_c"));
+    assert!(
+        !has(&cluster, "m_b"),
+        "unsummarized_metrics is a prefix list"
+    );
+    assert!(!has(&cluster, "m_d.vm1"), "an sFlow VM metric");
+    assert!(has(&grid, "m_a"));
+    for m in ["m_b", "m_c", "m_d.vm1"] {
+        assert!(!has(&grid, m), "summarized_metrics limits the root: {m}");
+    }
+    assert!(agg.log().is_empty(), "{}", agg.log());
+}
