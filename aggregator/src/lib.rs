@@ -119,17 +119,20 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trust_packet_hostname: c.trust_packet_hostname,
         })
         .collect();
-    let state = Arc::new(State::new(
-        config.grid_name.clone(),
-        config.authority.clone(),
-        infos,
-        Limits {
-            max_hosts: config.limits.max_hosts_per_cluster,
-            max_metrics: config.limits.max_metrics_per_host,
-            max_string_bytes: config.limits.max_string_bytes,
-        },
-        counters,
-    ));
+    let state = Arc::new(
+        State::new(
+            config.grid_name.clone(),
+            config.authority.clone(),
+            infos,
+            Limits {
+                max_hosts: config.limits.max_hosts_per_cluster,
+                max_metrics: config.limits.max_metrics_per_host,
+                max_string_bytes: config.limits.max_string_bytes,
+            },
+            counters,
+        )
+        .summarize_only(config.summarized_metrics.clone()),
+    );
     let mut tasks = JoinSet::new();
     let mut threads = Vec::new();
     let mut udp_addrs = Vec::new();

@@ -291,6 +291,8 @@ pub struct State {
     counters: Arc<Counters>,
     grid_name: String,
     authority: String,
+    /// gmetad `summarized_metrics` (see [`State::summarize_only`]).
+    root_only: Arc<[String]>,
 }
 
 struct Inner {
@@ -312,6 +314,8 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterSnap>,
     /// Child grids from polled gmetad sources (summary only).
     pub grids: Vec<GridSnap>,
+    /// gmetad `summarized_metrics` (empty: all).
+    pub root_only: Arc<[String]>,
 }
 
 /// One cluster.
@@ -568,7 +572,17 @@ impl State {
             counters,
             grid_name,
             authority,
+            root_only: Arc::new([]),
         }
+    }
+
+    /// gmetad's `summarized_metrics`: when not empty, the grid's own summary
+    /// ([`Snapshot::grid_summary`]: the XML root summary, the dashboard's
+    /// grid totals) holds only these metrics (`gmetad/gmetad.c`
+    /// `do_root_summary`). Cluster and child-grid summaries keep them all.
+    pub fn summarize_only(mut self, metrics: Vec<String>) -> State {
+        self.root_only = metrics.into();
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1008,6 +1022,7 @@ impl State {
             localtime: now,
             clusters,
             grids,
+            root_only: self.root_only.clone(),
         })
     }
 }
@@ -1145,6 +1160,9 @@ impl Snapshot {
         }
         for g in &self.grids {
             s.merge(&g.summary);
+        }
+        if !self.root_only.is_empty() {
+            s.metrics.retain(|m| self.root_only.contains(&m.name));
         }
         s
     }

@@ -500,5 +500,18 @@ fn gmetads_summary_options_decide_which_summary_files_exist() {
     for m in ["m_b", "m_c", "m_d.vm1"] {
         assert!(!has(&grid, m), "summarized_metrics limits the root: {m}");
     }
+    // In the XML, as in gmetad: the grid's own summary holds only the
+    // summarized_metrics; the cluster's sums are all there (the options
+    // decide files, not sums).
+    let xml =
+        String::from_utf8_lossy(&read_tcp(agg.query, Some(b"/?filter=summary\n"))).into_owned();
+    let (root_part, clusters) = xml
+        .split_once("<CLUSTER")
+        .expect("a cluster in the summary");
+    assert!(root_part.contains("NAME=\"m_a\""), "{xml}");
+    assert!(!root_part.contains("NAME=\"m_c\""), "{xml}");
+    for m in metrics {
+        assert!(clusters.contains(&format!("NAME=\"{m}\"")), "{m}: {xml}");
+    }
     assert!(agg.log().is_empty(), "{}", agg.log());
 }
