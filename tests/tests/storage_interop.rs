@@ -96,7 +96,8 @@ fn same_gmond_same_tree_as_real_gmetad() {
         dir.path(),
         "gmetad",
         &format!(
-            "data_source \"src\" 15 127.0.0.1:{gport}\ngridname \"G\"\ncase_sensitive_hostnames 0"
+            "data_source \"src\" 15 127.0.0.1:{gport}\ngridname \"G\"\ncase_sensitive_hostnames 0\n\
+             unsummarized_metrics disk_"
         ),
     );
     let theirs = gmetad.rrds.clone();
@@ -104,7 +105,7 @@ fn same_gmond_same_tree_as_real_gmetad() {
     let agg = Aggregator::start(
         "unused",
         &format!(
-            "[storage]\nflush_interval_secs = 1\n[[data_source]]\nname = \"src\"\npoll_secs = 15\naddresses = [\"127.0.0.1:{gport}\"]\n"
+            "unsummarized_metrics = [\"disk_\"]\n[storage]\nflush_interval_secs = 1\n[[data_source]]\nname = \"src\"\npoll_secs = 15\naddresses = [\"127.0.0.1:{gport}\"]\n"
         ),
     );
     let ours = agg.dir.path().join("rrds");
@@ -156,6 +157,27 @@ fn same_gmond_same_tree_as_real_gmetad() {
         !ours.join(&host_dir).join("os_name.rrd").exists(),
         "no file for strings"
     );
+    // unsummarized_metrics (a name prefix): host files, no summary files, in
+    // both trees.
+    for tree in [&theirs, &ours] {
+        let files = rrd_files(tree);
+        let disk = |p: &PathBuf| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("disk_"))
+        };
+        assert!(
+            files.iter().any(|p| disk(p) && p.starts_with(&host_dir)),
+            "{}",
+            tree.display()
+        );
+        assert!(
+            !files
+                .iter()
+                .any(|p| disk(p) && p.parent().is_some_and(|d| d.ends_with("__SummaryInfo__"))),
+            "{}: {files:?}",
+            tree.display()
+        );
+    }
 
     // Values: for metrics that do not change (so when each daemon polled
     // within a step does not matter), `rrdtool fetch` of both trees shows
