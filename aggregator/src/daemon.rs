@@ -415,14 +415,19 @@ impl Daemon {
         Ok(ok("Success", &body))
     }
 
+    /// The file a request names, its cache written, and librrd's info of it.
+    fn cached_info(&self, name: &str) -> Result<(PathBuf, Vec<(String, InfoValue)>), String> {
+        let path = self.file(name)?;
+        self.write_cached(&path);
+        let info = ganglion_rrd::info(&path).map_err(rrd_error)?;
+        Ok((path, info))
+    }
+
     fn info(&self, args: &[String]) -> Result<String, String> {
         let [name] = args else {
             return Err("Usage: INFO <filename>".into());
         };
-        let path = self.file(name)?;
-        self.write_cached(&path);
-        let info =
-            ganglion_rrd::info(&path).map_err(|e| format!("RRD Error: {}", librrd_message(&e)))?;
+        let (path, info) = self.cached_info(name)?;
         let mut body = String::new();
         for (key, v) in info {
             // librrd's rrd_info_type numbers: VAL, CNT, STR, INT, BLO.
@@ -447,8 +452,7 @@ impl Daemon {
             return Err(format!("Invalid index specified ({index})"));
         };
         self.write_cached(&path);
-        let t = ganglion_rrd::first(&path, rra)
-            .map_err(|e| format!("RRD Error: {}", librrd_message(&e)))?;
+        let t = ganglion_rrd::first(&path, rra).map_err(rrd_error)?;
         Ok(ok(&t.to_string(), ""))
     }
 
@@ -456,10 +460,7 @@ impl Daemon {
         let [name] = args else {
             return Err("Usage: LAST <filename>".into());
         };
-        let path = self.file(name)?;
-        self.write_cached(&path);
-        let info =
-            ganglion_rrd::info(&path).map_err(|e| format!("RRD Error: {}", librrd_message(&e)))?;
+        let (_, info) = self.cached_info(name)?;
         let count = |k: &str| {
             info.iter().find_map(|(key, v)| match v {
                 InfoValue::Count(c) if key == k => Some(*c),
@@ -515,6 +516,11 @@ fn librrd_message(e: &RrdError) -> String {
         RrdError::Librrd { message, .. } => message.clone(),
         other => other.to_string(),
     }
+}
+
+/// rrdcached's reply text for a failed librrd call.
+fn rrd_error(e: RrdError) -> String {
+    format!("RRD Error: {}", librrd_message(&e))
 }
 
 /// A FETCH time as rrdcached reads it: an integer; positive is absolute,
