@@ -25,10 +25,18 @@ trap cleanup EXIT INT TERM
 
 ./target/release/ganglion-aggregator --local 2> >(tee var/aggregator.log >&2) &
 pids+=($!)
-for _ in $(seq 1 50); do
-  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+up=0
+for _ in $(seq 1 100); do
+  if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then up=1; break; fi
+  kill -0 "${pids[0]}" 2>/dev/null || break
   sleep 0.1
 done
+if [ "$up" -ne 1 ]; then
+  echo >&2
+  echo "run.sh: the aggregator did not come up on 127.0.0.1:8080 within 10 s; its log (var/aggregator.log) ends with:" >&2
+  tail -n 20 var/aggregator.log >&2 || true
+  exit 1
+fi
 
 ./target/release/ganglion-agent --send-to 127.0.0.1:8649 2> >(tee var/agent.log >&2) &
 pids+=($!)
