@@ -12,6 +12,7 @@
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod import;
 pub mod poll;
 pub mod receive;
 pub mod state;

@@ -1,7 +1,7 @@
 //! `ganglion-aggregator` binary: CLI glue only.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ganglion_aggregator::config::{self, Config};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -22,10 +22,40 @@ struct Cli {
     /// Print the default configuration (every key, with Ganglia's defaults) and exit.
     #[arg(long)]
     print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the aggregator TOML equivalent to a gmetad.conf (settings with no
+    /// equivalent become comments); fails only when the file cannot be read.
+    Import {
+        /// gmetad's configuration file, e.g. /etc/ganglia/gmetad.conf.
+        file: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Cmd::Import { file }) = &cli.command {
+        let text =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        // gmetad.conf is usually ASCII; a stray Latin-1 byte must not stop the import.
+        let text = String::from_utf8_lossy(&text);
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let out = ganglion_aggregator::import::gmetad_conf(&text, &host);
+        print!("{}", out.toml);
+        if out.unmapped > 0 {
+            eprintln!(
+                "{} setting(s) with no equivalent are kept as comments at the end",
+                out.unmapped
+            );
+        }
+        return Ok(());
+    }
     if cli.print_default_config {
         print!("{}", config::DEFAULT_CONFIG_TOML);
         return Ok(());
