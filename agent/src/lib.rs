@@ -4,11 +4,12 @@
 //!
 //! Module map: [`metrics`] (the metric table), [`collect`] (collectors),
 //! [`config`] (TOML), [`send`] (message building, sockets), [`schedule`]
-//! (collection groups), [`gmetric`] (the gmetric twin).
+//! (collection groups), [`gmetric`] (the gmetric twin), [`import`] (gmond.conf → TOML).
 
 pub mod collect;
 pub mod config;
 pub mod gmetric;
+pub mod import;
 pub mod metrics;
 pub mod schedule;
 pub mod send;

@@ -36,9 +36,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once from the command line; boxing buys nothing"
+)]
 enum Command {
     /// Send one metric, like gmetric.
     Send(SendArgs),
+    /// Print the agent TOML equivalent to a gmond.conf (includes followed;
+    /// settings with no equivalent become comments); fails only when the file
+    /// cannot be read.
+    Import {
+        /// gmond's configuration file, e.g. /etc/ganglia/gmond.conf.
+        file: PathBuf,
+    },
 }
 
 fn load(path: &Option<PathBuf>) -> Result<AgentConfig, String> {
@@ -50,6 +61,24 @@ fn load(path: &Option<PathBuf>) -> Result<AgentConfig, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Import { file }) = &cli.command {
+        return match ganglion_agent::import::gmond_conf_file(file) {
+            Ok(out) => {
+                print!("{}", out.toml);
+                if out.unmapped > 0 {
+                    eprintln!(
+                        "{} setting(s) with no equivalent are kept as comments at the end",
+                        out.unmapped
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ganglion-agent: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if cli.print_default_config {
         print!(
             "{}\n{}",

@@ -1,0 +1,982 @@
+//! `ganglion-agent import gmond.conf`: prints the agent TOML that does what a
+//! gmond 3.7 configuration's sending side did, with a comment for every
+//! setting that has no equivalent. The receiving side of a collector gmond
+//! (`udp_recv_channel`, `tcp_accept_channel`, host_dmax/tmax, the cluster's
+//! owner/latlong/url) belongs to the aggregator; it is printed as a commented
+//! `[[cluster]]` block to paste into the aggregator's config.
+//!
+//! gmond reads its file with libconfuse: `name = value`, lists `{ a, b }`,
+//! sections `name { … }` and titled sections `name "title" { … }`, comments
+//! `#`, `//` and `/* */`, strings in double or single quotes, names
+//! case-insensitive, and `include ("glob")`, expanded in place (sorted, as
+//! glob(3) returns them). Parsing is pure; file access goes through a
+//! [`Source`] so tests can feed include trees from memory.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A parsed item.
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Opt {
+        line: usize,
+        name: String,
+        values: Vec<String>,
+        file: String,
+    },
+    Sec {
+        line: usize,
+        name: String,
+        title: Option<String>,
+        body: Vec<Node>,
+        file: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Str(String),
+    Punct(char),
+}
+
+/// An error that makes the input unusable (the only reason to exit non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file named on the command line cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Where included files come from.
+pub trait Source {
+    /// Text of a file.
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    /// Files matching a glob, sorted.
+    fn glob(&self, pattern: &str) -> Vec<PathBuf>;
+}
+
+/// The real file system.
+pub struct Fs;
+
+impl Source for Fs {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        let b = std::fs::read(path)?;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+        let p = Path::new(pattern);
+        let (dir, name) = match (p.parent(), p.file_name().and_then(|n| n.to_str())) {
+            (Some(d), Some(n)) => (d, n),
+            _ => return Vec::new(),
+        };
+        if !name.contains(['*', '?', '[']) {
+            return if p.exists() {
+                vec![p.to_path_buf()]
+            } else {
+                Vec::new()
+            };
+        }
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|f| {
+                        f.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| wildcard(name, n))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+/// glob(3)'s `*` and `?` within one path component (no leading-dot matches).
+pub fn wildcard(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    fn m(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
+            (Some('?'), Some(_)) => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+fn tokenize(text: &str) -> Vec<(usize, Tok)> {
+    let mut out = Vec::new();
+    let c: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let mut line = 1;
+    while i < c.len() {
+        let ch = c[i];
+        match ch {
+            '\n' => {
+                line += 1;
+                i += 1;
+            }
+            c0 if c0.is_whitespace() => i += 1,
+            '#' => {
+                while i < c.len() && c[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if c.get(i + 1) == Some(&'/') => {
+                while i < c.len() && c[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if c.get(i + 1) == Some(&'*') => {
+                i += 2;
+                while i < c.len() && !(c[i] == '*' && c.get(i + 1) == Some(&'/')) {
+                    if c[i] == '\n' {
+                        line += 1;
+                    }
+                    i += 1;
+                }
+                i += 2;
+            }
+            '{' | '}' | '=' | '(' | ')' | ',' => {
+                out.push((line, Tok::Punct(ch)));
+                i += 1;
+            }
+            '"' | '\'' => {
+                let quote = ch;
+                let start_line = line;
+                let mut s = String::new();
+                i += 1;
+                while i < c.len() && c[i] != quote {
+                    if c[i] == '\\' && quote == '"' && i + 1 < c.len() {
+                        i += 1;
+                        s.push(match c[i] {
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
+                        });
+                    } else {
+                        if c[i] == '\n' {
+                            line += 1;
+                        }
+                        s.push(c[i]);
+                    }
+                    i += 1;
+                }
+                i += 1;
+                out.push((start_line, Tok::Str(s)));
+            }
+            _ => {
+                let mut s = String::new();
+                while i < c.len()
+                    && !c[i].is_whitespace()
+                    && !matches!(c[i], '{' | '}' | '=' | '(' | ')' | ',' | '"' | '\'' | '#')
+                    && (c[i] != '/' || !matches!(c.get(i + 1), Some('/') | Some('*')))
+                {
+                    s.push(c[i]);
+                    i += 1;
+                }
+                out.push((line, Tok::Word(s)));
+            }
+        }
+    }
+    out
+}
+
+struct Parser<'a> {
+    toks: Vec<(usize, Tok)>,
+    pos: usize,
+    file: String,
+    src: &'a dyn Source,
+    depth: usize,
+    notes: &'a mut Vec<String>,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn next(&mut self) -> Option<(usize, Tok)> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn value(&mut self) -> Option<String> {
+        match self.next() {
+            Some((_, Tok::Word(w))) | Some((_, Tok::Str(w))) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn body(&mut self, until_brace: bool) -> Vec<Node> {
+        let mut out = Vec::new();
+        while let Some((line, t)) = self.next() {
+            let name = match t {
+                Tok::Punct('}') if until_brace => return out,
+                Tok::Word(w) => w.to_ascii_lowercase(),
+                _ => continue, // stray punctuation: libconfuse would refuse; skip it
+            };
+            match self.peek().cloned() {
+                Some(Tok::Punct('=')) => {
+                    self.pos += 1;
+                    let values = if self.peek() == Some(&Tok::Punct('{')) {
+                        self.pos += 1;
+                        let mut vs = Vec::new();
+                        while let Some((_, t)) = self.next() {
+                            match t {
+                                Tok::Punct('}') => break,
+                                Tok::Word(w) | Tok::Str(w) => vs.push(w),
+                                _ => {}
+                            }
+                        }
+                        vs
+                    } else {
+                        self.value().into_iter().collect()
+                    };
+                    out.push(Node::Opt {
+                        line,
+                        name,
+                        values,
+                        file: self.file.clone(),
+                    });
+                }
+                Some(Tok::Punct('(')) => {
+                    self.pos += 1;
+                    let mut args = Vec::new();
+                    while let Some((_, t)) = self.next() {
+                        match t {
+                            Tok::Punct(')') => break,
+                            Tok::Word(w) | Tok::Str(w) => args.push(w),
+                            _ => {}
+                        }
+                    }
+                    if name == "include" {
+                        for a in args {
+                            out.extend(self.include(&a, line));
+                        }
+                    } else {
+                        self.notes.push(format!(
+                            "{}:{line}: function {name}(…) is not a gmond setting: ignored",
+                            self.file
+                        ));
+                    }
+                }
+                Some(Tok::Punct('{')) => {
+                    self.pos += 1;
+                    let body = self.body(true);
+                    out.push(Node::Sec {
+                        line,
+                        name,
+                        title: None,
+                        body,
+                        file: self.file.clone(),
+                    });
+                }
+                Some(Tok::Str(title)) | Some(Tok::Word(title))
+                    if self.toks.get(self.pos + 1).map(|(_, t)| t) == Some(&Tok::Punct('{')) =>
+                {
+                    self.pos += 2;
+                    let body = self.body(true);
+                    out.push(Node::Sec {
+                        line,
+                        name,
+                        title: Some(title),
+                        body,
+                        file: self.file.clone(),
+                    });
+                }
+                _ => self.notes.push(format!(
+                    "{}:{line}: `{name}` without a value: ignored",
+                    self.file
+                )),
+            }
+        }
+        out
+    }
+
+    fn include(&mut self, pattern: &str, line: usize) -> Vec<Node> {
+        if self.depth >= 8 {
+            self.notes.push(format!(
+                "{}:{line}: include nested more than 8 deep: not followed",
+                self.file
+            ));
+            return Vec::new();
+        }
+        let files = self.src.glob(pattern);
+        if files.is_empty() {
+            // glob(3) with no match: gmond includes nothing, silently.
+            self.notes.push(format!(
+                "{}:{line}: include ('{pattern}') matches no file",
+                self.file
+            ));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            match self.src.read(&f) {
+                Ok(text) => {
+                    let mut p = Parser {
+                        toks: tokenize(&text),
+                        pos: 0,
+                        file: f.display().to_string(),
+                        src: self.src,
+                        depth: self.depth + 1,
+                        notes: self.notes,
+                    };
+                    out.extend(p.body(false));
+                }
+                Err(e) => self.notes.push(format!(
+                    "{}:{line}: included file {} cannot be read ({e}): skipped",
+                    self.file,
+                    f.display()
+                )),
+            }
+        }
+        out
+    }
+}
+
+fn opt<'n>(body: &'n [Node], name: &str) -> Option<&'n str> {
+    body.iter().rev().find_map(|n| match n {
+        Node::Opt {
+            name: k, values, ..
+        } if k == name => values.first().map(String::as_str),
+        _ => None,
+    })
+}
+
+fn yes(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The modules gmond links or ships as `.so` whose metrics the agent collects itself.
+const BUILTIN_MODULES: &[&str] = &[
+    "core_metrics",
+    "cpu_module",
+    "disk_module",
+    "load_module",
+    "mem_module",
+    "net_module",
+    "proc_module",
+    "sys_module",
+];
+
+/// What an import produced.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// Agent TOML (comments included).
+    pub toml: String,
+    /// Settings with no agent equivalent (each a comment in `toml`).
+    pub unmapped: usize,
+}
+
+/// Translates gmond.conf text; `file` names it in comments and resolves nothing
+/// (include patterns are absolute in practice, as gmond resolves them against
+/// its working directory `/`).
+pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
+    let mut notes: Vec<String> = Vec::new();
+    let nodes = {
+        let mut p = Parser {
+            toks: tokenize(text),
+            pos: 0,
+            file: file.to_string(),
+            src,
+            depth: 0,
+            notes: &mut notes,
+        };
+        p.body(false)
+    };
+    let mut top = String::new();
+    let mut sends = String::new();
+    let mut groups = String::new();
+    let mut collector = String::new();
+    let note = |notes: &mut Vec<String>, at: String, why: &str| {
+        notes.push(format!("{at}: {why}"));
+    };
+    let mut builtin_seen = Vec::new();
+    let mut recv_ports: Vec<String> = Vec::new();
+    let mut xml_ports: Vec<String> = Vec::new();
+    let mut cluster_extra = String::new();
+
+    for n in &nodes {
+        let Node::Sec {
+            line,
+            name,
+            title: _,
+            body,
+            file,
+        } = n
+        else {
+            if let Node::Opt {
+                line, name, file, ..
+            } = n
+            {
+                note(
+                    &mut notes,
+                    format!("{file}:{line}"),
+                    &format!("top-level `{name}` is not a gmond setting: ignored"),
+                );
+            }
+            continue;
+        };
+        let at = |l: &usize| format!("{file}:{l}");
+        match name.as_str() {
+            "globals" => {
+                for o in body {
+                    let Node::Opt {
+                        line, name, values, ..
+                    } = o
+                    else {
+                        continue;
+                    };
+                    let v = values.first().map(String::as_str).unwrap_or("");
+                    match name.as_str() {
+                        "send_metadata_interval" => {
+                            let n: u32 = v.parse().unwrap_or(0);
+                            if n == 0 {
+                                top.push_str("send_metadata_interval_secs = 60   # gmond.conf: 0 (once). Unicast collectors lose metrics after a restart without re-sends; 0 keeps gmond's behaviour\n");
+                            } else {
+                                let _ = writeln!(top, "send_metadata_interval_secs = {n}");
+                            }
+                        }
+                        "override_hostname" => {
+                            let _ = writeln!(top, "override_hostname = {}", q(v));
+                        }
+                        "override_ip" => {
+                            let _ = writeln!(top, "override_ip = {}", q(v));
+                        }
+                        "gexec" => {
+                            let _ = writeln!(top, "gexec = {}", yes(v).unwrap_or(false));
+                        }
+                        "tags" => {
+                            let tags: Vec<String> = v
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|t| !t.is_empty())
+                                .map(q)
+                                .collect();
+                            let _ = writeln!(top, "tags = [{}]", tags.join(", "));
+                        }
+                        "host_dmax" => {
+                            let _ = writeln!(cluster_extra, "# host_dmax_secs = {v}");
+                        }
+                        "host_tmax" => {
+                            let _ = writeln!(cluster_extra, "# host_tmax_secs = {v}");
+                        }
+                        "mute" if yes(v) == Some(true) => note(
+                            &mut notes,
+                            at(line),
+                            "mute = yes (a collector-only gmond): run no agent on this host; the aggregator's [[cluster]] below receives",
+                        ),
+                        "deaf" if yes(v) == Some(true) => {
+                            collector.push_str("# this gmond was deaf (sent only): no [[cluster]] is needed for it\n");
+                        }
+                        "mute" | "deaf" => {} // "no": what the agent does anyway
+                        "daemonize" | "setuid" | "user" | "debug_level" | "max_udp_msg_len"
+                        | "cleanup_threshold" | "allow_extra_data" | "module_dir" => {
+                            let why = match name.as_str() {
+                                "daemonize" => "systemd runs the agent in the foreground",
+                                "setuid" | "user" => "the unit runs the agent as its own user",
+                                "debug_level" => "set RUST_LOG=debug instead",
+                                "max_udp_msg_len" => "the agent's datagrams are at most 1472 bytes",
+                                "cleanup_threshold" => {
+                                    "the aggregator expires hosts and metrics every 60 s"
+                                }
+                                "allow_extra_data" => {
+                                    "the aggregator always writes EXTRA_DATA, as gmond's default"
+                                }
+                                _ => "collectors are built into the agent",
+                            };
+                            note(
+                                &mut notes,
+                                at(line),
+                                &format!("globals.{name} = {v}: no equivalent ({why})"),
+                            );
+                        }
+                        other => note(
+                            &mut notes,
+                            at(line),
+                            &format!("globals.{other}: not a gmond 3.7 setting: ignored"),
+                        ),
+                    }
+                }
+            }
+            "cluster" => {
+                if let Some(n) = opt(body, "name") {
+                    let _ = writeln!(top, "cluster = {}", q(n));
+                    let _ = writeln!(cluster_extra, "# name = {}", q(n));
+                }
+                for k in ["owner", "latlong", "url"] {
+                    if let Some(v) = opt(body, k) {
+                        let _ = writeln!(cluster_extra, "# {k} = {}", q(v));
+                    }
+                }
+            }
+            "host" => {
+                if let Some(l) = opt(body, "location") {
+                    let _ = writeln!(top, "location = {}", q(l));
+                }
+            }
+            "udp_send_channel" => {
+                let port = opt(body, "port").unwrap_or("8649");
+                let dest = opt(body, "host").or(opt(body, "mcast_join"));
+                match dest {
+                    Some(h) => {
+                        let _ = writeln!(
+                            sends,
+                            "\n[[send]]                       # {}\nhost = {}\nport = {port}",
+                            at(line),
+                            q(h)
+                        );
+                        if opt(body, "mcast_join").is_some() && opt(body, "host").is_none() {
+                            sends.push_str("# a multicast group: the agent sends to it like any address, with the kernel's multicast TTL of 1\n");
+                            if let Some(t) = opt(body, "ttl").filter(|t| *t != "1") {
+                                note(
+                                    &mut notes,
+                                    at(line),
+                                    &format!(
+                                        "udp_send_channel.ttl = {t}: the agent sends with TTL 1; send to the aggregator's unicast address to cross routers"
+                                    ),
+                                );
+                            }
+                        }
+                        for k in ["bind", "bind_hostname", "mcast_if"] {
+                            if let Some(v) = opt(body, k) {
+                                note(
+                                    &mut notes,
+                                    at(line),
+                                    &format!(
+                                        "udp_send_channel.{k} = {v}: no equivalent (the kernel picks the source address)"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    None => note(
+                        &mut notes,
+                        at(line),
+                        "udp_send_channel without host or mcast_join: skipped (gmond refuses it)",
+                    ),
+                }
+            }
+            "udp_recv_channel" => {
+                let port = opt(body, "port").unwrap_or("8649");
+                let bind = match (opt(body, "bind"), opt(body, "mcast_join")) {
+                    // Bound to the group itself: receive on every address instead.
+                    (Some(b), Some(g)) if b == g => "0.0.0.0",
+                    (Some(b), _) => b,
+                    (None, _) => "0.0.0.0",
+                };
+                let addr = if bind.contains(':') {
+                    format!("[{bind}]:{port}")
+                } else {
+                    format!("{bind}:{port}")
+                };
+                recv_ports.push(q(&addr));
+                if let Some(g) = opt(body, "mcast_join") {
+                    let _ = writeln!(
+                        collector,
+                        "# udp_recv_channel at {} joined multicast group {g}: point senders at the aggregator's address instead",
+                        at(line)
+                    );
+                }
+                if body
+                    .iter()
+                    .any(|n| matches!(n, Node::Sec { name, .. } if name == "acl"))
+                {
+                    let _ = writeln!(
+                        collector,
+                        "# its acl {{ }}: use the aggregator's trusted_hosts for TCP; UDP senders are not filtered"
+                    );
+                }
+            }
+            "tcp_accept_channel" => {
+                let port = opt(body, "port").unwrap_or("8649");
+                let bind = opt(body, "bind").unwrap_or("0.0.0.0");
+                xml_ports.push(q(&format!("{bind}:{port}")));
+                if body
+                    .iter()
+                    .any(|n| matches!(n, Node::Sec { name, .. } if name == "acl"))
+                {
+                    let _ = writeln!(
+                        collector,
+                        "# tcp_accept_channel acl {{ }} at {}: the aggregator's trusted_hosts decides who reads XML",
+                        at(line)
+                    );
+                }
+            }
+            "modules" => {
+                for m in body {
+                    let Node::Sec {
+                        line, name, body, ..
+                    } = m
+                    else {
+                        continue;
+                    };
+                    if name != "module" {
+                        continue;
+                    }
+                    let mname = opt(body, "name").unwrap_or("?");
+                    let lang = opt(body, "language").unwrap_or("C");
+                    if opt(body, "enabled").and_then(yes) == Some(false) {
+                        continue;
+                    }
+                    if BUILTIN_MODULES.contains(&mname) {
+                        builtin_seen.push(mname.to_string());
+                    } else if lang.eq_ignore_ascii_case("python") {
+                        note(
+                            &mut notes,
+                            at(line),
+                            &format!(
+                                "gmond Python module {mname}: not run by ganglion-agent yet; send its metrics with `ganglion-agent send` from a timer meanwhile"
+                            ),
+                        );
+                    } else {
+                        note(
+                            &mut notes,
+                            at(line),
+                            &format!("module {mname} ({lang}): no equivalent in ganglion-agent"),
+                        );
+                    }
+                }
+            }
+            "collection_group" => {
+                let mut g = String::new();
+                let _ = writeln!(g, "\n[[collection_group]]           # {}", at(line));
+                if let Some(v) = opt(body, "collect_once").and_then(yes) {
+                    let _ = writeln!(g, "collect_once = {v}");
+                }
+                if let Some(v) = opt(body, "collect_every") {
+                    let _ = writeln!(g, "collect_every_secs = {v}");
+                }
+                if let Some(v) = opt(body, "time_threshold") {
+                    let _ = writeln!(g, "time_threshold_secs = {v}");
+                }
+                let mut metrics = 0;
+                for m in body {
+                    let Node::Sec {
+                        line, name, body, ..
+                    } = m
+                    else {
+                        continue;
+                    };
+                    if name != "metric" {
+                        continue;
+                    }
+                    if let Some(re) = opt(body, "name_match") {
+                        note(
+                            &mut notes,
+                            at(line),
+                            &format!(
+                                "metric name_match = {re}: regular-expression groups are not supported; list the metrics by name"
+                            ),
+                        );
+                        continue;
+                    }
+                    let Some(mn) = opt(body, "name") else {
+                        continue;
+                    };
+                    if crate::metrics::find(mn).is_none() {
+                        note(
+                            &mut notes,
+                            at(line),
+                            &format!(
+                                "metric {mn}: not collected by ganglion-agent (a module's metric?): left out of its group"
+                            ),
+                        );
+                        continue;
+                    }
+                    metrics += 1;
+                    let _ = writeln!(g, "[[collection_group.metric]]\nname = {}", q(mn));
+                    if let Some(v) = opt(body, "value_threshold")
+                        && v.parse::<f64>().is_ok()
+                    {
+                        let _ = writeln!(g, "value_threshold = {v}");
+                    }
+                    if let Some(t) = opt(body, "title") {
+                        let _ = writeln!(g, "title = {}", q(t));
+                    }
+                }
+                if metrics > 0 {
+                    groups.push_str(&g);
+                }
+            }
+            "sflow" => note(&mut notes, at(line), "sflow { }: no equivalent"),
+            "acl" => note(
+                &mut notes,
+                at(line),
+                "a top-level acl: use the aggregator's trusted_hosts",
+            ),
+            other => note(
+                &mut notes,
+                at(line),
+                &format!("section {other} {{ }}: not a gmond 3.7 section: ignored"),
+            ),
+        }
+    }
+    let unmapped = notes.len();
+
+    let mut out = String::new();
+    out.push_str("# ganglion-agent configuration imported from gmond.conf.\n");
+    out.push_str("# Check it with: ganglion-agent --check-config --config FILE\n\n");
+    out.push_str(&top);
+    if !builtin_seen.is_empty() {
+        let _ = writeln!(
+            out,
+            "# modules {}: built into ganglion-agent",
+            builtin_seen.join(", ")
+        );
+    }
+    if sends.is_empty() {
+        out.push_str("\n# gmond.conf had no udp_send_channel: add [[send]] host = \"aggregator\" or use --send-to\n");
+    }
+    out.push_str(&sends);
+    out.push_str(&groups);
+    if !recv_ports.is_empty() || !xml_ports.is_empty() {
+        out.push_str("\n# This gmond also collected (udp_recv_channel / tcp_accept_channel). In Ganglion the\n");
+        out.push_str(
+            "# aggregator does that; paste this into its config (aggregator.toml) and uncomment:\n",
+        );
+        out.push_str("# [[cluster]]\n");
+        out.push_str(&cluster_extra);
+        if !recv_ports.is_empty() {
+            let _ = writeln!(out, "# udp_listen = [{}]", recv_ports.join(", "));
+        }
+        if let Some(x) = xml_ports.first() {
+            let _ = writeln!(out, "# xml_listen = {x}");
+        }
+        out.push_str(&collector);
+    }
+    if !notes.is_empty() {
+        out.push_str("\n# Settings with no equivalent here:\n");
+        for n in &notes {
+            let _ = writeln!(out, "#   {n}");
+        }
+    }
+    Imported {
+        toml: out,
+        unmapped,
+    }
+}
+
+/// Reads `path` (and its includes) and translates it.
+pub fn gmond_conf_file(path: &Path) -> Result<Imported, ImportError> {
+    let text = Fs.read(path).map_err(|source| ImportError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(gmond_conf(&text, &path.display().to_string(), &Fs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+    use std::collections::BTreeMap;
+
+    struct Mem(BTreeMap<String, String>);
+
+    impl Source for Mem {
+        fn read(&self, path: &Path) -> std::io::Result<String> {
+            self.0
+                .get(path.to_str().unwrap_or(""))
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+        fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+            let p = Path::new(pattern);
+            let dir = p.parent().unwrap();
+            let name = p.file_name().unwrap().to_str().unwrap();
+            self.0
+                .keys()
+                .map(PathBuf::from)
+                .filter(|k| k.parent() == Some(dir))
+                .filter(|k| wildcard(name, k.file_name().unwrap().to_str().unwrap()))
+                .collect()
+        }
+    }
+
+    fn load(t: &str) -> AgentConfig {
+        AgentConfig::from_toml(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    const UNICAST: &str = r#"
+/* a unicast site */
+globals {
+  daemonize = yes
+  send_metadata_interval = 30 // seconds
+  override_hostname = "web01.example"
+  override_ip = 10.1.1.1
+  gexec = no
+}
+cluster { name = "Web Tier"  owner = "ops" }
+host { location = "rack 4" }
+udp_send_channel { host = collector.example  port = 8650 }
+udp_send_channel { host = "2001:db8::1" }
+collection_group {
+  collect_every = 20
+  time_threshold = 90
+  metric { name = "cpu_user"  value_threshold = "1.0"  title = "CPU User" }
+  metric { name = "my_python_metric" }
+  metric { name_match = "multicpu_([a-z]+)([0-9]+)" }
+}
+"#;
+
+    #[test]
+    fn a_unicast_sender_maps_to_the_agent() {
+        let i = gmond_conf(UNICAST, "gmond.conf", &Mem(BTreeMap::new()));
+        let c = load(&i.toml);
+        assert_eq!(c.cluster.as_deref(), Some("Web Tier"));
+        assert_eq!(c.location, "rack 4");
+        assert_eq!(c.send_metadata_interval_secs, 30);
+        assert_eq!(c.override_hostname.as_deref(), Some("web01.example"));
+        assert_eq!(c.send.len(), 2);
+        assert_eq!(
+            (c.send[0].host.as_str(), c.send[0].port),
+            ("collector.example", 8650)
+        );
+        assert_eq!(
+            (c.send[1].host.as_str(), c.send[1].port),
+            ("2001:db8::1", 8649)
+        );
+        assert_eq!(c.collection_group.len(), 1);
+        let g = &c.collection_group[0];
+        assert_eq!((g.collect_every_secs, g.time_threshold_secs), (20, 90));
+        assert_eq!(g.metric.len(), 1);
+        assert_eq!(g.metric[0].value_threshold, 1.0);
+        assert_eq!(g.metric[0].title.as_deref(), Some("CPU User"));
+        // daemonize, the unknown metric and the name_match: comments.
+        assert_eq!(i.unmapped, 3, "{}", i.toml);
+        assert!(i.toml.contains("my_python_metric"));
+        assert!(i.toml.contains("name_match"));
+    }
+
+    #[test]
+    fn includes_expand_in_place_sorted_and_python_modules_are_named() {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "/etc/ganglia/conf.d/b.conf".to_string(),
+            "udp_send_channel { host = b.example }".to_string(),
+        );
+        files.insert(
+            "/etc/ganglia/conf.d/a.conf".to_string(),
+            "udp_send_channel { host = a.example }\ninclude ('/etc/ganglia/conf.d/*.pyconf')"
+                .to_string(),
+        );
+        files.insert(
+            "/etc/ganglia/conf.d/mod.pyconf".to_string(),
+            "modules { module { name = \"redis\" language = \"python\" param host { value = 1 } } }"
+                .to_string(),
+        );
+        files.insert(
+            "/etc/ganglia/conf.d/.hidden.conf".to_string(),
+            "udp_send_channel { host = hidden }".to_string(),
+        );
+        let text = "include (\"/etc/ganglia/conf.d/*.conf\")\ninclude ('/nowhere/*.conf')\n";
+        let i = gmond_conf(text, "gmond.conf", &Mem(files));
+        let c = load(&i.toml);
+        let hosts: Vec<&str> = c.send.iter().map(|s| s.host.as_str()).collect();
+        assert_eq!(hosts, vec!["a.example", "b.example"]);
+        assert!(i.toml.contains("Python module redis"), "{}", i.toml);
+        assert!(i.toml.contains("matches no file"), "{}", i.toml);
+    }
+
+    #[test]
+    fn a_multicast_collector_becomes_a_send_and_a_cluster_suggestion() {
+        let text = r#"
+globals { host_dmax = 0 }
+cluster { name = "unspecified" owner = "unspecified" }
+udp_send_channel { mcast_join = 239.2.11.71  port = 8649  ttl = 1 }
+udp_recv_channel { mcast_join = 239.2.11.71  port = 8649  bind = 239.2.11.71 }
+tcp_accept_channel { port = 8649 acl { default = "deny" access { ip = 127.0.0.1 mask = 32 action = "allow" } } }
+modules { module { name = "core_metrics" } module { name = "cpu_module" path = "modcpu.so" } }
+"#;
+        let i = gmond_conf(text, "gmond.conf", &Mem(BTreeMap::new()));
+        let c = load(&i.toml);
+        assert_eq!(c.send[0].host, "239.2.11.71");
+        assert!(
+            i.toml.contains("# udp_listen = [\"0.0.0.0:8649\"]"),
+            "{}",
+            i.toml
+        );
+        assert!(
+            i.toml.contains("# xml_listen = \"0.0.0.0:8649\""),
+            "{}",
+            i.toml
+        );
+        assert!(i.toml.contains("# host_dmax_secs = 0"), "{}", i.toml);
+        assert!(i.toml.contains("trusted_hosts"), "{}", i.toml);
+        assert!(
+            i.toml.contains("core_metrics, cpu_module: built into"),
+            "{}",
+            i.toml
+        );
+    }
+
+    #[test]
+    fn comments_strings_and_case() {
+        let toks = tokenize("A = \"x // y\" # c\n/* b\n */ B = 'q\"' // z\n");
+        assert_eq!(
+            toks.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
+            vec![
+                Tok::Word("A".into()),
+                Tok::Punct('='),
+                Tok::Str("x // y".into()),
+                Tok::Word("B".into()),
+                Tok::Punct('='),
+                Tok::Str("q\"".into()),
+            ]
+        );
+        assert_eq!(toks[3].0, 3, "line numbers survive block comments");
+        let c = load(&gmond_conf("HOST { LOCATION = \"x\" }", "f", &Mem(BTreeMap::new())).toml);
+        assert_eq!(c.location, "x");
+    }
+
+    #[test]
+    fn wildcards_are_globs() {
+        assert!(wildcard("*.conf", "a.conf"));
+        assert!(!wildcard("*.conf", "a.pyconf.bak"));
+        assert!(wildcard("?.conf", "a.conf"));
+        assert!(!wildcard("*.conf", ".a.conf"));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_still_loads() {
+        for t in [
+            "{{{{",
+            "}}}",
+            "globals {",
+            "x = ",
+            "include (",
+            "/* open",
+            "\"open",
+            "a b c",
+        ] {
+            let i = gmond_conf(t, "f", &Mem(BTreeMap::new()));
+            load(&i.toml);
+        }
+    }
+}
