@@ -29,6 +29,7 @@ TEST_PKGS=(
   libxml2-utils                              # xmllint --valid
   chromium                                   # dashboard browser tests
   iproute2                                   # network namespaces for the multicast tests
+  lintian                                    # checks the packages scripts/build-debs.sh builds
 )
 # Packages that bring a service of their own, and the units they bring.
 declare -A SERVICE_UNITS=(
