@@ -62,6 +62,18 @@ pub struct SendConfig {
     /// UDP port.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// When `host` is a multicast group (gmond's `udp_send_channel { mcast_join }`):
+    /// the TTL (IPv4) or hop limit (IPv6) of the datagrams, as gmond's `ttl`.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// When `host` is a multicast group: the interface to send on (a name such as
+    /// `eth0`), as gmond's `mcast_if`; default: the kernel's route.
+    #[serde(default)]
+    pub mcast_if: Option<String>,
+}
+
+fn default_ttl() -> u32 {
+    1
 }
 
 fn default_port() -> u16 {
@@ -167,6 +179,18 @@ impl AgentConfig {
             }
             if s.port == 0 {
                 return Err(invalid(format!("send[{i}].port"), "must not be 0"));
+            }
+            if !(1..=255).contains(&s.ttl) {
+                return Err(invalid(
+                    format!("send[{i}].ttl"),
+                    "must be between 1 and 255",
+                ));
+            }
+            if s.mcast_if.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(
+                    format!("send[{i}].mcast_if"),
+                    "must name an interface",
+                ));
             }
         }
         if self.override_ip.is_some() && self.override_hostname.is_none() {

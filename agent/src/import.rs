@@ -552,18 +552,16 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                             q(h)
                         );
                         if opt(body, "mcast_join").is_some() && opt(body, "host").is_none() {
-                            sends.push_str("# a multicast group: the agent sends to it like any address, with the kernel's multicast TTL of 1\n");
-                            if let Some(t) = opt(body, "ttl").filter(|t| *t != "1") {
-                                note(
-                                    &mut notes,
-                                    at(line),
-                                    &format!(
-                                        "udp_send_channel.ttl = {t}: the agent sends with TTL 1; send to the aggregator's unicast address to cross routers"
-                                    ),
-                                );
+                            let ttl = opt(body, "ttl").unwrap_or("1");
+                            let _ = writeln!(
+                                sends,
+                                "ttl = {ttl}                        # a multicast group, as gmond's mcast_join"
+                            );
+                            if let Some(i) = opt(body, "mcast_if") {
+                                let _ = writeln!(sends, "mcast_if = {}", q(i));
                             }
                         }
-                        for k in ["bind", "bind_hostname", "mcast_if"] {
+                        for k in ["bind", "bind_hostname"] {
                             if let Some(v) = opt(body, k) {
                                 note(
                                     &mut notes,

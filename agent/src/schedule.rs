@@ -8,7 +8,7 @@
 use crate::collect::{Collector, HostFacts};
 use crate::config::AgentConfig;
 use crate::metrics::{self, MetricDef};
-use crate::send::{Channels, Identity, resolve, wire_value};
+use crate::send::{Channels, Identity, SendOpts, resolve, wire_value};
 use anyhow::Context;
 use ganglion_proto::xdr::{self, Message, Value};
 use nix::errno::Errno;
@@ -61,10 +61,19 @@ pub fn run(
     extra_dests: Vec<SocketAddr>,
     shutdown: BorrowedFd<'_>,
 ) -> anyhow::Result<()> {
-    let mut dests = extra_dests;
+    let mut dests: Vec<(SocketAddr, SendOpts)> = extra_dests
+        .into_iter()
+        .map(|d| (d, SendOpts::default()))
+        .collect();
     for (i, s) in config.send.iter().enumerate() {
         match resolve(&s.host, s.port) {
-            Ok(a) if !a.is_empty() => dests.push(a[0]),
+            Ok(a) if !a.is_empty() => dests.push((
+                a[0],
+                SendOpts {
+                    ttl: s.ttl,
+                    mcast_if: s.mcast_if.clone(),
+                },
+            )),
             // An unresolvable destination is logged; the others keep working.
             Ok(_) | Err(_) => {
                 tracing::warn!(key = %format!("send[{i}]"), host = %s.host, "cannot resolve destination; skipping it")
@@ -75,7 +84,7 @@ pub fn run(
         !dests.is_empty(),
         "no destination: configure [[send]] or pass --send-to HOST:PORT"
     );
-    let ch = Channels::open(dests.clone()).context("opening UDP sockets")?;
+    let ch = Channels::open_with(dests).context("opening UDP sockets")?;
     let identity = Identity::new(
         config.override_hostname.as_deref(),
         config.override_ip.as_deref(),
@@ -123,7 +132,7 @@ pub fn run(
         .collect();
     let meta_interval = (config.send_metadata_interval_secs > 0)
         .then(|| Duration::from_secs(u64::from(config.send_metadata_interval_secs)));
-    tracing::info!(destinations = ?dests, host = %identity.host, "agent started");
+    tracing::info!(destinations = ?ch.dests, host = %identity.host, "agent started");
 
     // Metadata requests come back to the sending sockets; these handles of the
     // same sockets are only read, after ppoll says so, never blocking.

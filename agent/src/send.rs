@@ -113,17 +113,99 @@ pub struct Channels {
     buf: Vec<u8>,
 }
 
+/// How datagrams to one destination go out when it is a multicast group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOpts {
+    /// Multicast TTL / IPv6 hop limit (gmond's `ttl`, default 1).
+    pub ttl: u32,
+    /// Multicast interface by name (gmond's `mcast_if`).
+    pub mcast_if: Option<String>,
+}
+
+impl Default for SendOpts {
+    fn default() -> Self {
+        SendOpts {
+            ttl: 1,
+            mcast_if: None,
+        }
+    }
+}
+
+/// Applies `opts` to a socket sending to the multicast group `dest`.
+fn multicast(s: &UdpSocket, dest: &SocketAddr, opts: &SendOpts) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(s);
+    match dest {
+        SocketAddr::V4(_) => {
+            s.set_multicast_ttl_v4(opts.ttl)?;
+            s.set_multicast_loop_v4(true)?;
+            if let Some(name) = &opts.mcast_if {
+                sock.set_multicast_if_v4(&interface_v4(name)?)?;
+            }
+        }
+        SocketAddr::V6(_) => {
+            sock.set_multicast_hops_v6(opts.ttl)?;
+            s.set_multicast_loop_v6(true)?;
+            if let Some(name) = &opts.mcast_if {
+                sock.set_multicast_if_v6(interface_index(name)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's index of interface `name`.
+pub fn interface_index(name: &str) -> std::io::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("interface {name:?}: {e}"),
+        )
+    })
+}
+
+/// The first IPv4 address of interface `name` (IP_MULTICAST_IF takes an address).
+pub fn interface_v4(name: &str) -> std::io::Result<std::net::Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    for a in addrs {
+        if a.interface_name != name {
+            continue;
+        }
+        if let Some(v4) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            return Ok(v4.ip());
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("interface {name:?} has no IPv4 address"),
+    ))
+}
+
 impl Channels {
     /// Opens and connects a socket per destination.
     pub fn open(dests: Vec<SocketAddr>) -> std::io::Result<Channels> {
-        let socks = dests
+        Channels::open_with(
+            dests
+                .into_iter()
+                .map(|d| (d, SendOpts::default()))
+                .collect(),
+        )
+    }
+
+    /// Opens and connects a socket per destination, with each one's multicast
+    /// options (ignored for unicast destinations).
+    pub fn open_with(with_opts: Vec<(SocketAddr, SendOpts)>) -> std::io::Result<Channels> {
+        let socks = with_opts
             .iter()
-            .map(|d| {
+            .map(|(d, o)| {
                 let s = UdpSocket::bind(if d.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+                if d.ip().is_multicast() {
+                    multicast(&s, d, o)?;
+                }
                 s.connect(d)?;
                 Ok(s)
             })
             .collect::<std::io::Result<_>>()?;
+        let dests = with_opts.into_iter().map(|(d, _)| d).collect();
         Ok(Channels {
             socks,
             dests,
@@ -147,5 +229,50 @@ impl Channels {
     pub fn send_encoded(&self, bytes: &[u8]) -> usize {
         // A refused send (nothing listening yet) is counted, not fatal.
         self.socks.iter().filter(|s| s.send(bytes).is_err()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multicast_destination_gets_its_ttl_and_interface() {
+        let group: SocketAddr = "239.255.77.1:8649".parse().unwrap();
+        let unicast: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ch = Channels::open_with(vec![
+            (
+                group,
+                SendOpts {
+                    ttl: 7,
+                    mcast_if: Some("lo".into()),
+                },
+            ),
+            (unicast, SendOpts::default()),
+        ])
+        .unwrap();
+        let socks: Vec<&UdpSocket> = ch.sockets().collect();
+        assert_eq!(socks[0].multicast_ttl_v4().unwrap(), 7);
+        assert_eq!(
+            socket2::SockRef::from(socks[0]).multicast_if_v4().unwrap(),
+            std::net::Ipv4Addr::LOCALHOST
+        );
+        assert_eq!(socks[0].peer_addr().unwrap(), group);
+        // Unicast destinations are left as the kernel sets them.
+        assert_eq!(socks[1].multicast_ttl_v4().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_unknown_interface_is_an_error_naming_it() {
+        let e = Channels::open_with(vec![(
+            "239.255.77.1:8649".parse().unwrap(),
+            SendOpts {
+                ttl: 1,
+                mcast_if: Some("no-such-if0".into()),
+            },
+        )])
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("no-such-if0"), "{e}");
     }
 }
