@@ -51,6 +51,85 @@ pub struct AgentConfig {
     pub gexec: bool,
     /// Collection groups; the default is gmond's.
     pub collection_group: Vec<GroupConfig>,
+    /// Scripts run on a schedule whose output lines are metrics (gmetric cron jobs).
+    pub script: Vec<ScriptConfig>,
+    /// gmond Python metric modules.
+    pub module: Vec<ModuleConfig>,
+}
+
+/// `[[script]]`: an argv run every `interval_secs`; see [`crate::custom::script`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptConfig {
+    /// Name for logs (default: the program).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Program and arguments (no shell unless the argv names one).
+    pub argv: Vec<String>,
+    /// Seconds between runs.
+    #[serde(default = "default_script_interval")]
+    pub interval_secs: u32,
+    /// Killed (its process group) after this long.
+    #[serde(default = "default_script_timeout")]
+    pub timeout_secs: u32,
+    /// GROUP of its metrics unless a JSON line says otherwise.
+    #[serde(default = "default_script_group")]
+    pub group: String,
+}
+
+impl ScriptConfig {
+    /// The name logs use.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.argv.first().cloned())
+            .unwrap_or_default()
+    }
+}
+
+fn default_script_interval() -> u32 {
+    60
+}
+fn default_script_timeout() -> u32 {
+    30
+}
+fn default_script_group() -> String {
+    "scripts".into()
+}
+
+/// `[[module]]`: a gmond Python metric module; see [`crate::custom::pymod`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Module name (gmond.conf's `module { name }`), for logs and the default group.
+    pub name: String,
+    /// The module's `.py` file.
+    pub path: std::path::PathBuf,
+    /// `metric_init`'s params (gmond's `param NAME { value = … }`), passed as strings.
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Seconds between collections.
+    #[serde(default = "default_module_every")]
+    pub collect_every_secs: u32,
+    /// A request not answered within this is a hung module: killed and restarted.
+    #[serde(default = "default_module_timeout")]
+    pub timeout_secs: u32,
+    /// GROUP of its metrics (default: each descriptor's `groups`, else the module name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The Python interpreter.
+    #[serde(default = "default_python")]
+    pub python: String,
+}
+
+fn default_module_every() -> u32 {
+    15
+}
+fn default_module_timeout() -> u32 {
+    10
+}
+fn default_python() -> String {
+    "python3".into()
 }
 
 /// One destination.
@@ -143,6 +222,8 @@ impl Default for AgentConfig {
             cluster: None,
             gexec: false,
             collection_group: groups,
+            script: Vec::new(),
+            module: Vec::new(),
         }
     }
 }
@@ -195,6 +276,40 @@ impl AgentConfig {
         }
         if self.override_ip.is_some() && self.override_hostname.is_none() {
             return Err(invalid("override_ip", "needs override_hostname"));
+        }
+        for (i, s) in self.script.iter().enumerate() {
+            if s.argv.first().is_none_or(|p| p.is_empty()) {
+                return Err(invalid(format!("script[{i}].argv"), "needs a program"));
+            }
+            if s.interval_secs == 0 {
+                return Err(invalid(
+                    format!("script[{i}].interval_secs"),
+                    "must be at least 1",
+                ));
+            }
+            if s.timeout_secs == 0 {
+                return Err(invalid(
+                    format!("script[{i}].timeout_secs"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        for (i, m) in self.module.iter().enumerate() {
+            if m.name.is_empty() {
+                return Err(invalid(format!("module[{i}].name"), "must not be empty"));
+            }
+            if m.path.as_os_str().is_empty() {
+                return Err(invalid(
+                    format!("module[{i}].path"),
+                    "names the module's .py file",
+                ));
+            }
+            if m.collect_every_secs == 0 || m.timeout_secs == 0 {
+                return Err(invalid(
+                    format!("module[{i}].collect_every_secs"),
+                    "collect_every_secs and timeout_secs must be at least 1",
+                ));
+            }
         }
         for (i, g) in self.collection_group.iter().enumerate() {
             if !g.collect_once && g.collect_every_secs == 0 {

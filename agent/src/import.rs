@@ -420,6 +420,8 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
     let mut recv_ports: Vec<String> = Vec::new();
     let mut xml_ports: Vec<String> = Vec::new();
     let mut cluster_extra = String::new();
+    let mut py_dir = "/usr/lib/ganglia/python_modules".to_string();
+    let mut py_modules: Vec<(String, Vec<String>, String)> = Vec::new();
 
     for n in &nodes {
         let Node::Sec {
@@ -644,14 +646,29 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                     }
                     if BUILTIN_MODULES.contains(&mname) {
                         builtin_seen.push(mname.to_string());
+                    } else if mname == "python_module" {
+                        // modpython itself: its params is the modules' directory.
+                        if let Some(d) = opt(body, "params") {
+                            py_dir = d.to_string();
+                        }
                     } else if lang.eq_ignore_ascii_case("python") {
-                        note(
-                            &mut notes,
-                            at(line),
-                            &format!(
-                                "gmond Python module {mname}: not run by ganglion-agent yet; send its metrics with `ganglion-agent send` from a timer meanwhile"
-                            ),
-                        );
+                        let params: Vec<String> = body
+                            .iter()
+                            .filter_map(|n| match n {
+                                Node::Sec {
+                                    name,
+                                    title: Some(t),
+                                    body,
+                                    ..
+                                } if name == "param" => Some(format!(
+                                    "{} = {}",
+                                    q(t),
+                                    q(opt(body, "value").unwrap_or(""))
+                                )),
+                                _ => None,
+                            })
+                            .collect();
+                        py_modules.push((mname.to_string(), params, at(line)));
                     } else {
                         note(
                             &mut notes,
@@ -702,7 +719,7 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                             &mut notes,
                             at(line),
                             &format!(
-                                "metric {mn}: not collected by ganglion-agent (a module's metric?): left out of its group"
+                                "metric {mn}: not one of the agent's built-in metrics: left out of its group (a Python module's metrics are sent by its [[module]] entry)"
                             ),
                         );
                         continue;
@@ -753,6 +770,15 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
     }
     out.push_str(&sends);
     out.push_str(&groups);
+    for (name, params, at) in &py_modules {
+        let _ = writeln!(
+            out,
+            "\n[[module]]                     # {at}: a gmond Python module\nname = {}\npath = {}\nparams = {{ {} }}",
+            q(name),
+            q(&format!("{py_dir}/{name}.py")),
+            params.join(", ")
+        );
+    }
     if !recv_ports.is_empty() || !xml_ports.is_empty() {
         out.push_str("\n# This gmond also collected (udp_recv_channel / tcp_accept_channel). In Ganglion the\n");
         out.push_str(
@@ -898,7 +924,16 @@ collection_group {
         let c = load(&i.toml);
         let hosts: Vec<&str> = c.send.iter().map(|s| s.host.as_str()).collect();
         assert_eq!(hosts, vec!["a.example", "b.example"]);
-        assert!(i.toml.contains("Python module redis"), "{}", i.toml);
+        assert_eq!(c.module.len(), 1, "{}", i.toml);
+        assert_eq!(c.module[0].name, "redis");
+        assert_eq!(
+            c.module[0].path,
+            std::path::Path::new("/usr/lib/ganglia/python_modules/redis.py")
+        );
+        assert_eq!(
+            c.module[0].params.get("host").and_then(|v| v.as_str()),
+            Some("1")
+        );
         assert!(i.toml.contains("matches no file"), "{}", i.toml);
     }
 

@@ -3,11 +3,12 @@
 //! groups. The `send` subcommand ([`gmetric`]) replaces `gmetric`.
 //!
 //! Module map: [`metrics`] (the metric table), [`collect`] (collectors),
-//! [`config`] (TOML), [`send`] (message building, sockets), [`schedule`]
+//! [`config`] (TOML), [`custom`] (scripts and gmond Python modules), [`send`] (message building, sockets), [`schedule`]
 //! (collection groups), [`gmetric`] (the gmetric twin), [`import`] (gmond.conf → TOML).
 
 pub mod collect;
 pub mod config;
+pub mod custom;
 pub mod gmetric;
 pub mod import;
 pub mod metrics;

@@ -96,6 +96,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A closed stderr must not panic the thread that logs (see the
         // aggregator's main).
         .log_internal_errors(false)

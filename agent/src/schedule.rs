@@ -84,12 +84,16 @@ pub fn run(
         !dests.is_empty(),
         "no destination: configure [[send]] or pass --send-to HOST:PORT"
     );
-    let ch = Channels::open_with(dests).context("opening UDP sockets")?;
+    let ch = Channels::open_with(dests.clone()).context("opening UDP sockets")?;
     let identity = Identity::new(
         config.override_hostname.as_deref(),
         config.override_ip.as_deref(),
         config.cluster.clone(),
     );
+    // Scripts and Python modules run on their own threads and sockets; they
+    // are stopped (children killed) when this function returns.
+    let _custom = crate::custom::start(&config, &dests, &identity)
+        .context("starting [[script]] and [[module]] threads")?;
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
