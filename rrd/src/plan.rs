@@ -116,7 +116,8 @@ impl Header {
     /// steps ending after this time, up to the last update. Saturates.
     pub fn rra_cal_start(&self, i: usize) -> i64 {
         let s = self.rra_step_secs(i);
-        let cal_end = self.last_update - self.last_update.rem_euclid(s);
+        // Truncating `%`, as librrd: never leaves the range of a time.
+        let cal_end = self.last_update - self.last_update % s;
         let rows = i64::try_from(self.rras[i].rows).unwrap_or(i64::MAX);
         cal_end.saturating_sub(s.saturating_mul(rows))
     }
