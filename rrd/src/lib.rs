@@ -684,7 +684,10 @@ mod tests {
                 "opening 'a.rrd': Too many open files in system",
                 Cause::Transient,
             ),
-            ("mmaping file 'a.rrd': Cannot allocate memory", Cause::Transient),
+            (
+                "mmaping file 'a.rrd': Cannot allocate memory",
+                Cause::Transient,
+            ),
         ] {
             assert_eq!(Cause::of_message(msg), want, "{msg}");
         }

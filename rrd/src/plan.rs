@@ -298,13 +298,26 @@ mod tests {
     /// or a wrapped (negative) range: either a plan or `None`.
     #[test]
     fn extreme_times_and_counts_never_overflow() {
-        let mut headers = vec![gmetad_like(1_700_000_000), gmetad_like(i64::MAX), gmetad_like(i64::MIN)];
+        let mut headers = vec![
+            gmetad_like(1_700_000_000),
+            gmetad_like(i64::MAX),
+            gmetad_like(i64::MIN),
+        ];
         let mut huge = gmetad_like(1_700_000_000);
         huge.step = u64::MAX;
         huge.rras[0].rows = u64::MAX;
         huge.rras[1].pdp_per_row = u64::MAX;
         headers.push(huge);
-        let times = [i64::MIN, i64::MIN + 1, -1, 0, 1, 1_700_000_000, i64::MAX - 1, i64::MAX];
+        let times = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            1_700_000_000,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
         for h in &headers {
             for i in 0..h.rras.len() {
                 let _ = (h.rra_step(i), h.rra_cal_start(i));

@@ -160,8 +160,8 @@ impl Header {
             if a.row_cnt == 0 {
                 continue;
             }
-            let span = i64::try_from(self.pdp_step.saturating_mul(a.pdp_cnt).max(1))
-                .unwrap_or(i64::MAX);
+            let span =
+                i64::try_from(self.pdp_step.saturating_mul(a.pdp_cnt).max(1)).unwrap_or(i64::MAX);
             let ends = newest
                 .div_euclid(span)
                 .saturating_sub(self.last_up.div_euclid(span));

@@ -264,7 +264,8 @@ impl Client {
             Err(e) => {
                 self.last_failure = e.to_string();
                 self.next_try = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(self.opts.max_backoff.max(Options::FIRST_BACKOFF));
+                self.backoff =
+                    (self.backoff * 2).min(self.opts.max_backoff.max(Options::FIRST_BACKOFF));
                 Err(self.io(e))
             }
         }
@@ -365,7 +366,9 @@ const MAX_REPLY_LINE: u64 = 64 * 1024;
 fn read_reply_line(c: &mut BufReader<Box<dyn Stream>>) -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = Vec::new();
-    c.by_ref().take(MAX_REPLY_LINE).read_until(b'\n', &mut buf)?;
+    c.by_ref()
+        .take(MAX_REPLY_LINE)
+        .read_until(b'\n', &mut buf)?;
     if buf.last() != Some(&b'\n') {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -441,7 +444,10 @@ mod tests {
         let m = "illegal attempt to update using time 1000000002.000000 when last update \
                  time is 1000000007.000000 (minimum one second step)";
         assert_eq!(refused_last_update(m), Some(1_000_000_007));
-        assert_eq!(refused_last_update("1 illegal attempt ... last update time is 5"), Some(5));
+        assert_eq!(
+            refused_last_update("1 illegal attempt ... last update time is 5"),
+            Some(5)
+        );
         assert_eq!(refused_last_update("No such file"), None);
     }
 

@@ -383,7 +383,10 @@ impl Writer {
     /// dropped: the retry window, and at least two flush intervals.
     pub(super) fn idle_window(&self) -> u64 {
         let c = &self.params.config;
-        u64::from(c.retry_window_secs.max(c.flush_interval_secs.saturating_mul(2)))
+        u64::from(
+            c.retry_window_secs
+                .max(c.flush_interval_secs.saturating_mul(2)),
+        )
     }
 
     /// Drops the slots of series idle for longer than [`Writer::idle_window`]
@@ -476,5 +479,252 @@ impl Writer {
         self.deferred.extend(mailbox.take_files());
         self.run_deferred();
         tracing::info!("RRD writer drained");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::journal::{MARKER, journal_path};
+    use super::super::writer::tests::{key, path_of, pending, sample, writer};
+    use super::super::{StorageConfig, StorageParams};
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Every update the writer holds for a file, as (path, time, values).
+    fn held(w: &Writer) -> Vec<(PathBuf, u64, String)> {
+        let mut out = Vec::new();
+        for (id, slot) in w.slots.iter().enumerate() {
+            if w.by_path.get(&slot.path) != Some(&(id as u32)) {
+                continue;
+            }
+            for e in super::super::slot::entries(&slot.pending) {
+                let e = String::from_utf8_lossy(e);
+                let (t, v) = e.split_once(':').unwrap();
+                out.push((slot.path.to_path_buf(), t.parse().unwrap(), v.to_string()));
+            }
+        }
+        out
+    }
+
+    /// The review's torn tail, and every other way the journal's bytes can
+    /// end early or change: replay hands librrd a sample's exact value or
+    /// nothing, and the files hold only values that were sampled.
+    #[test]
+    fn a_torn_or_damaged_journal_never_replays_a_wrong_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut truth: BTreeMap<(PathBuf, u64), String> = BTreeMap::new();
+        let mut w = writer(root, 3600);
+        for (i, t) in [1000u64, 1015, 1030].into_iter().enumerate() {
+            for m in ["a", "b"] {
+                let v = format!("{}.{}", 21 + i, 5 + i);
+                w.accept(sample(m, "GAUGE", t, &v), true);
+                truth.insert((path_of(root, m), t), v);
+            }
+        }
+        w.commit_journal();
+        drop(w);
+        let bytes = std::fs::read(journal_path(root)).unwrap();
+        assert!(bytes.starts_with(MARKER));
+        let check = |journal: &[u8], what: &str| -> u64 {
+            for e in std::fs::read_dir(root).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p).unwrap();
+                } else {
+                    std::fs::remove_file(&p).unwrap();
+                }
+            }
+            std::fs::write(journal_path(root), journal).unwrap();
+            let mut w = writer(root, 3600);
+            let n = w.load_journals();
+            for (path, t, v) in held(&w) {
+                assert_eq!(
+                    truth.get(&(path.clone(), t)),
+                    Some(&v),
+                    "{what}: replay would write {v} at {t} into {}",
+                    path.display()
+                );
+            }
+            w.flush_all();
+            for m in ["a", "b"] {
+                let p = path_of(root, m);
+                let Ok(last) = ganglion_rrd::last(&p) else {
+                    continue;
+                };
+                let info = ganglion_rrd::info(&p).unwrap();
+                let last_ds = info.iter().find_map(|(k, v)| match v {
+                    ganglion_rrd::InfoValue::Str(s) if k == "ds[sum].last_ds" => Some(s.clone()),
+                    _ => None,
+                });
+                assert_eq!(
+                    last_ds.as_ref(),
+                    truth.get(&(p.clone(), last as u64)),
+                    "{what}: {} last update at {last}",
+                    p.display()
+                );
+            }
+            n
+        };
+        assert_eq!(check(&bytes, "intact"), 6);
+        for cut in 0..bytes.len() {
+            check(&bytes[..cut], &format!("cut at {cut}"));
+        }
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                check(&b, &format!("byte {i} ^ {flip:#x}"));
+            }
+        }
+    }
+
+    /// A torn last record is counted (and logged) once, the rest replays.
+    #[test]
+    fn a_torn_tail_is_counted_and_the_complete_records_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 3600);
+        for t in [1000u64, 1015, 1030] {
+            w.accept(sample("m", "GAUGE", t, "21.5"), true);
+        }
+        w.commit_journal();
+        drop(w);
+        let jp = journal_path(dir.path());
+        let bytes = std::fs::read(&jp).unwrap();
+        std::fs::write(&jp, &bytes[..bytes.len() - 5]).unwrap();
+        let mut again = writer(dir.path(), 3600);
+        again.replay();
+        assert_eq!(again.counters.replayed.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            again.counters.journal_bad_records.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(ganglion_rrd::last(&path_of(dir.path(), "m")).unwrap(), 1015);
+    }
+
+    #[test]
+    fn idle_slots_are_evicted_and_come_back_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 60);
+        let batch = |names: &[&str], t: u64| -> Vec<super::super::Sample> {
+            names
+                .iter()
+                .map(|n| sample(n, "GAUGE", t, &t.to_string()))
+                .collect()
+        };
+        w.accept_batch(batch(&["a", "b", "c"], 1000));
+        w.flush_all();
+        // `a` and `c` stopped long ago; `c` still has a sample waiting.
+        w.accept_batch(batch(&["b", "c"], 1015));
+        let (a, b, c) = (
+            path_of(dir.path(), "a"),
+            path_of(dir.path(), "b"),
+            path_of(dir.path(), "c"),
+        );
+        let long_ago = crate::state::now_secs() - w.idle_window() - 1;
+        for p in [&a, &c] {
+            let id = w.by_path[p.as_path()];
+            w.slots[id as usize].last_seen = long_ago;
+        }
+        w.evict_idle();
+        assert_eq!(w.counters.slots_evicted.load(Ordering::Relaxed), 1);
+        assert!(!w.by_path.contains_key(a.as_path()));
+        assert!(!w.index.contains_key(&key("a")));
+        assert_eq!(pending(&w, &c), ["1015:1015"], "pending: kept");
+        assert_eq!(w.free.len(), 1);
+        // It comes back: a new slot (the freed one), the file gets the
+        // sample, and the order hints still put each sample in its file.
+        w.accept_batch(batch(&["a", "b", "c"], 1030));
+        assert!(w.free.is_empty());
+        assert_eq!(pending(&w, &a), ["1030:1030"]);
+        assert_eq!(pending(&w, &b), ["1015:1015", "1030:1030"]);
+        w.flush_all();
+        for p in [&a, &b, &c] {
+            assert_eq!(ganglion_rrd::last(p).unwrap(), 1030, "{}", p.display());
+        }
+        // Evicting again finds nothing idle.
+        w.evict_idle();
+        assert_eq!(w.counters.slots_evicted.load(Ordering::Relaxed), 1);
+    }
+
+    /// A hundred callers asking for full flushes at once, again and again,
+    /// while the sampler's batches keep coming: no batch is dropped (flushes
+    /// are not in the sample queue), every caller is answered, and forced
+    /// passes stay within the rate limit.
+    #[test]
+    fn concurrent_flush_all_callers_never_displace_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let min_forced = 1u32;
+        let params = StorageParams {
+            rrd_root: dir.path().to_path_buf(),
+            step_secs: 15,
+            rras: vec!["RRA:AVERAGE:0.5:1:100".into()],
+            case_sensitive_hostnames: false,
+            config: StorageConfig {
+                flush_interval_secs: 3600,
+                queue_max_batches: 64,
+                min_forced_flush_interval_secs: Some(min_forced),
+                ..StorageConfig::default()
+            },
+            rrdcached: None,
+        };
+        let counters = Arc::new(crate::telemetry::Counters::default());
+        let (h, t) = super::super::start(params, &counters).unwrap();
+        let started = Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut time = 1_000_000u64;
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    time += 15;
+                    let batch = (0..20)
+                        .map(|i| sample(&format!("m{i}"), "GAUGE", time, "1"))
+                        .collect();
+                    h.submit(batch);
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                sent
+            })
+        };
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    (0..3)
+                        .map(|_| h.try_flush(Vec::new(), Duration::from_secs(120)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for c in callers {
+            for r in c.join().unwrap() {
+                assert_eq!(r, Ok(()));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = sampler.join().unwrap();
+        let elapsed = started.elapsed();
+        let c = h.counters.clone();
+        assert_eq!(c.dropped_batches.load(Ordering::Relaxed), 0);
+        assert_eq!(c.samples.load(Ordering::Relaxed), sent * 20);
+        assert_eq!(c.flush_all_requests.load(Ordering::Relaxed), 300);
+        let forced = c.forced_flush_passes.load(Ordering::Relaxed);
+        // The first pass may start at once; each later one waits out the
+        // limit. Three hundred requests, a few passes.
+        let bound = 1 + elapsed.as_secs() / u64::from(min_forced) + 1;
+        assert!(
+            (1..=bound).contains(&forced),
+            "{forced} forced passes in {elapsed:?}"
+        );
+        drop(h);
+        t.join().unwrap();
+        assert_eq!(
+            c.samples_written.load(Ordering::Relaxed) + c.samples_not_newer.load(Ordering::Relaxed),
+            sent * 20,
+            "every accepted sample reached its file"
+        );
     }
 }

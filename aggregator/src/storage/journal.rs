@@ -197,7 +197,9 @@ pub(super) fn parse(line: &[u8]) -> Result<Record<'_>, BadRecord> {
     let (payload, crc) = (&line[..tab], &line[tab + 1..]);
     let crc = std::str::from_utf8(crc).map_err(|_| BadRecord::Checksum)?;
     if crc.len() != 8
-        || !crc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !crc
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         || u32::from_str_radix(crc, 16).ok() != Some(crc32fast::hash(payload))
     {
         return Err(BadRecord::Checksum);
@@ -590,7 +592,10 @@ mod tests {
             ]
         );
         let line = std::str::from_utf8(&buf[MARKER.len()..]).unwrap();
-        assert!(line.lines().all(|l| l.rsplit('\t').next().unwrap().len() == 8));
+        assert!(
+            line.lines()
+                .all(|l| l.rsplit('\t').next().unwrap().len() == 8)
+        );
     }
 
     /// The review's case: `12\t1700000015\t21.5` torn to `…\t2` must not

@@ -311,8 +311,14 @@ mod tests {
         assert!(m.submit(batch()).is_ok());
         assert!(m.submit(batch()).is_err(), "the sample queue's own bound");
         // The writer sees the batches first, then the requests together.
-        assert!(matches!(m.next(Duration::ZERO, true), Some(Some(Work::Samples(_)))));
-        assert!(matches!(m.next(Duration::ZERO, true), Some(Some(Work::Samples(_)))));
+        assert!(matches!(
+            m.next(Duration::ZERO, true),
+            Some(Some(Work::Samples(_)))
+        ));
+        assert!(matches!(
+            m.next(Duration::ZERO, true),
+            Some(Some(Work::Samples(_)))
+        ));
         match m.next(Duration::ZERO, true) {
             Some(Some(Work::Files(f))) => assert_eq!(f.len(), 3),
             _ => panic!("the per-file requests"),

@@ -36,7 +36,13 @@ pub(super) struct Slot {
 
 impl Slot {
     /// A slot for a file not written yet by this run.
-    pub(super) fn new(path: Arc<Path>, ds_type: &'static str, step: u32, dss: u8, now: u64) -> Slot {
+    pub(super) fn new(
+        path: Arc<Path>,
+        ds_type: &'static str,
+        step: u32,
+        dss: u8,
+        now: u64,
+    ) -> Slot {
         Slot {
             path,
             ds_type,

@@ -59,9 +59,7 @@ impl WriteError {
             WriteError::Dir { source, .. } => Cause::of_io(source),
             WriteError::Rrd(e) => e.cause(),
             WriteError::Cached(e) => e.cause(),
-            WriteError::CachedRefused { message, path } => {
-                Cause::of_error(message, path.to_str())
-            }
+            WriteError::CachedRefused { message, path } => Cause::of_error(message, path.to_str()),
         }
     }
 }
@@ -197,7 +195,13 @@ impl Writer {
     }
 
     /// The slot of a file, made on first sight.
-    pub(super) fn slot_for_path(&mut self, path: PathBuf, ds_type: &'static str, step: u32, dss: u8) -> u32 {
+    pub(super) fn slot_for_path(
+        &mut self,
+        path: PathBuf,
+        ds_type: &'static str,
+        step: u32,
+        dss: u8,
+    ) -> u32 {
         if let Some(&id) = self.by_path.get(path.as_path()) {
             return id;
         }
@@ -354,7 +358,12 @@ impl Writer {
 
     /// Caches (and journals) one sample; returns its slot, or `None` when it
     /// was discarded. `hint` is its slot when already known.
-    pub(super) fn accept_one(&mut self, s: &Sample, journal: bool, hint: Option<u32>) -> Option<u32> {
+    pub(super) fn accept_one(
+        &mut self,
+        s: &Sample,
+        journal: bool,
+        hint: Option<u32>,
+    ) -> Option<u32> {
         // Values go into librrd's argument list and the journal verbatim: a
         // control character, an empty field or a stray `:` would corrupt both.
         if !journal::values_ok(&s.values, Some(s.dss)) {
@@ -614,13 +623,13 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::StorageConfig;
     use super::super::journal::{journal_path, open_journal, rotated_journals};
     use super::super::mailbox::Work;
     use super::*;
 
-    fn writer(root: &Path, retry_window_secs: u32) -> Writer {
+    pub(in crate::storage) fn writer(root: &Path, retry_window_secs: u32) -> Writer {
         let params = Arc::new(StorageParams {
             rrd_root: root.to_path_buf(),
             step_secs: 15,
@@ -640,7 +649,7 @@ mod tests {
         )
     }
 
-    fn key(metric: &str) -> SeriesKey {
+    pub(in crate::storage) fn key(metric: &str) -> SeriesKey {
         SeriesKey::Host {
             cluster: "c".into(),
             host: "h".into(),
@@ -648,7 +657,12 @@ mod tests {
         }
     }
 
-    fn sample(metric: &str, ds_type: &'static str, time: u64, value: &str) -> Sample {
+    pub(in crate::storage) fn sample(
+        metric: &str,
+        ds_type: &'static str,
+        time: u64,
+        value: &str,
+    ) -> Sample {
         Sample {
             series: key(metric),
             ds_type,
@@ -659,11 +673,11 @@ mod tests {
         }
     }
 
-    fn path_of(root: &Path, metric: &str) -> PathBuf {
+    pub(in crate::storage) fn path_of(root: &Path, metric: &str) -> PathBuf {
         layout::path(root, &key(metric).to_series(), false)
     }
 
-    fn pending(w: &Writer, path: &Path) -> Vec<String> {
+    pub(in crate::storage) fn pending(w: &Writer, path: &Path) -> Vec<String> {
         let slot = &w.slots[w.by_path[path] as usize];
         entries(&slot.pending)
             .map(|e| String::from_utf8_lossy(e).into_owned())
@@ -851,7 +865,10 @@ mod tests {
         assert!(text.lines().nth(1).unwrap().starts_with(&def), "{text}");
         assert_eq!(text.lines().count(), 7, "{text}");
         assert!(
-            text.lines().last().unwrap().starts_with(&format!("{id}\t1135\t9\t")),
+            text.lines()
+                .last()
+                .unwrap()
+                .starts_with(&format!("{id}\t1135\t9\t")),
             "{text}"
         );
         let mut again = writer(dir.path(), 60);
@@ -886,7 +903,11 @@ mod tests {
             2,
             "{text}"
         );
-        assert_eq!(text.lines().count(), 9, "marker, 2 files, 6 samples: {text}");
+        assert_eq!(
+            text.lines().count(),
+            9,
+            "marker, 2 files, 6 samples: {text}"
+        );
         // Crash: a new writer replays into both files.
         let mut again = writer(&root, 3600);
         again.replay();
