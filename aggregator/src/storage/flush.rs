@@ -727,4 +727,57 @@ mod tests {
             "every accepted sample reached its file"
         );
     }
+
+    /// Out of file descriptors (EMFILE) for real: librrd cannot create the
+    /// file, the samples are kept (counted as `transient`, none discarded),
+    /// and written once descriptors are free again. The limit is per
+    /// process, so this runs in a child process of the test binary.
+    #[test]
+    fn out_of_descriptors_keeps_samples_and_retries() {
+        const NAME: &str = "storage::flush::tests::out_of_descriptors_keeps_samples_and_retries";
+        if std::env::var_os("GANGLION_EMFILE_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env("GANGLION_EMFILE_CHILD", "1")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 3600);
+        let open_now = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let st = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={}:", open_now + 16))
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(st.success());
+        // Take every descriptor left.
+        let mut held = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            held.push(f);
+            assert!(held.len() < 100, "the limit did not apply");
+        }
+        for t in [1000u64, 1015] {
+            w.accept(sample("m", "GAUGE", t, "7"), true);
+        }
+        w.create_new_files();
+        w.flush_all();
+        let path = path_of(dir.path(), "m");
+        assert!(!path.exists());
+        assert!(w.counters.write_errors.get(ganglion_rrd::Cause::Transient) >= 1);
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+        assert_eq!(pending(&w, &path), ["1000:7", "1015:7"]);
+        drop(held);
+        w.flush_all();
+        assert_eq!(ganglion_rrd::last(&path).unwrap(), 1015);
+        assert!(pending(&w, &path).is_empty());
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+    }
 }
