@@ -545,12 +545,25 @@ mod tests {
         evict(&small);
         evict(&large);
         let file = File::open(&large).unwrap();
-        match cached_pages(&file, 0..1) {
-            Some(0) => {}
-            Some(_) => {
-                return eprintln!("this file system keeps files cached (tmpfs?): not tested");
+        // Without eviction (tmpfs keeps every page) or without cachestat
+        // (Linux < 6.5) nothing here can be checked: that fails under
+        // GANGLION_REQUIRE_PRIVILEGED=1, else is said on the real stderr
+        // (not captured by the harness, so every run shows it).
+        let missing = match cached_pages(&file, 0..1) {
+            Some(0) => None,
+            Some(_) => Some("this file system keeps files cached (tmpfs?)"),
+            None => Some("no cachestat (Linux < 6.5)"),
+        };
+        if let Some(what) = missing {
+            if std::env::var("GANGLION_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+                panic!("{what}, and GANGLION_REQUIRE_PRIVILEGED=1 requires this test to run");
             }
-            None => return eprintln!("no cachestat (Linux < 6.5): not tested"),
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (not run): evicted_files_are_counted_and_the_pages_an_update_needs_requested: {what}"
+            );
+            return;
         }
         let upcoming = [
             Upcoming {
