@@ -306,6 +306,14 @@ pub fn start(
     if let Some(r) = &params.rrdcached {
         r.validate().map_err(invalid)?;
     }
+    // The journal names files by path as text: a root that is not UTF-8
+    // would lose every path in it.
+    if params.rrd_root.to_str().is_none() {
+        return Err(invalid((
+            "rrd_root",
+            "must be valid UTF-8 (the journal names files by it)",
+        )));
+    }
     std::fs::create_dir_all(&params.rrd_root)?;
     let params = Arc::new(params);
     let journal = if params.config.journal {

@@ -100,7 +100,7 @@ mod tests {
         assert!(!s.push_update(1000, "2"), "not newer");
         assert!(!s.push_update(990, "2"), "older");
         assert!(s.push_update(1015, "U"));
-        assert_eq!(s.pending, b"1000:1.5\01015:U\0");
+        assert_eq!(s.pending, b"1000:1.5\x001015:U\x00");
         let got: Vec<u64> = entries(&s.pending).map(entry_time).collect();
         assert_eq!(got, [1000, 1015]);
     }
