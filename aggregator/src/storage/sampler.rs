@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Which file a sample belongs to. Names are shared (`Arc`) with the
 /// snapshot they come from, so a sample copies no strings; the writer maps
-/// each key to its file once ([`layout::path`]).
+/// each key to its file once ([`ganglion_rrd::layout::path`]).
 #[derive(Debug, Clone, Eq)]
 pub enum SeriesKey {
     /// One host's metric.
