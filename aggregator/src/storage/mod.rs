@@ -1,13 +1,16 @@
 //! Round-robin storage in gmetad's exact layout, off the ingest path.
 //!
 //! ```text
-//! sampler (every step): Snapshot → samples (gmetad's rules)          sampler.rs
-//!   └─▶ bounded queue (full = counted drop, never blocks) ─▶ writer  mailbox.rs
-//!        (readers' flush requests: their own bounded queue; flush-all:
-//!         single-flight, rate-limited; never in the sample queue)
-//!          journal: every accepted sample appended, fsync'd about once a second  journal.rs
-//!          (each record checksummed; a torn or damaged record never replays)
-//!          write-back cache: many samples per file, written every flush interval  slot.rs, writer.rs, flush.rs
+//! sampler (every step): Snapshot → samples (gmetad's rules)      sampler.rs
+//!   └─▶ bounded sample queue (full = counted drop, never blocks)  mailbox.rs
+//!       readers' flush requests: their own bounded queue (full = "busy");
+//!       flush-all: single-flight passes, rate-limited; never in the sample queue
+//!   └─▶ writer thread                                             writer.rs, flush.rs
+//!          journal: every accepted sample appended, fsync'd about  journal.rs
+//!            once a second; records checksummed, a torn or damaged
+//!            record never replays
+//!          write-back cache: many samples per file (slots), written slot.rs
+//!            every flush interval
 //!          librrd (one rrd_updatex_r call per file) or rrdcached BATCH
 //! ```
 //!
@@ -25,7 +28,8 @@
 //! RRD files are only ever written by librrd (or rrdcached).
 //!
 //! Faults cost only the files they touch. Every failed file write is counted
-//! by cause ([`Cause`]: `no_space`, `read_only`, `bad_file`, `other`) and
+//! by cause ([`Cause`]: `no_space`, `read_only`, `bad_file`, `transient`,
+//! `other`) and
 //! logged at most once per 10 minutes (per cause for the disk, per file for a
 //! file). A full or read-only disk is temporary: the file's samples stay
 //! cached (up to `retry_window_secs`) and are retried at every flush, and the
@@ -34,9 +38,9 @@
 //! memory, rrdcached down or restarting, whose client reconnects with
 //! backoff). When rrdcached is configured it is the only way files are
 //! updated: if it is down, even at start, samples wait for it (logged), and
-//! nothing is written around it. A file librrd cannot use (foreign, truncated, corrupt)
-//! is never touched: its samples are dropped and counted until someone
-//! repairs or removes it. A metric whose DS type changes keeps writing into
+//! nothing is written around it. A file librrd cannot use (foreign,
+//! truncated, corrupt) is never touched: its samples are dropped and counted
+//! until someone repairs or removes it. A metric whose DS type changes keeps writing into
 //! its existing file, as gmetad does.
 
 mod flush;
