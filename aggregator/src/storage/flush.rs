@@ -780,4 +780,69 @@ mod tests {
         assert!(pending(&w, &path).is_empty());
         assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
     }
+
+    /// After a lost connection the writer may resend what rrdcached took
+    /// before it went; the daemon then refuses the whole update, naming its
+    /// last update. The writer sends again only what is newer, and nothing
+    /// is discarded.
+    #[test]
+    fn an_update_rrdcached_partly_has_is_sent_again_without_what_it_has() {
+        use std::io::{BufRead, BufReader, Write as _};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("fake.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            let mut batches: Vec<Vec<String>> = Vec::new();
+            for reply in [
+                "1 errors\n1 illegal attempt to update using time 1000.000000 when last update \
+                 time is 1015.000000 (minimum one second step)\n",
+                "0 errors\n",
+            ] {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                assert_eq!(line, "BATCH\n");
+                w.write_all(b"0 Go ahead.  End with dot '.' on its own line.\n")
+                    .unwrap();
+                let mut lines = Vec::new();
+                loop {
+                    let mut l = String::new();
+                    r.read_line(&mut l).unwrap();
+                    if l == ".\n" {
+                        break;
+                    }
+                    lines.push(l.trim_end().to_string());
+                }
+                batches.push(lines);
+                w.write_all(reply.as_bytes()).unwrap();
+            }
+            batches
+        });
+        let root = dir.path().join("rrds");
+        std::fs::create_dir(&root).unwrap();
+        let mut w = writer(&root, 3600);
+        w.cached = Some(ganglion_rrd::rrdcached::Client::new(
+            &format!("unix:{}", sock.display()),
+            ganglion_rrd::rrdcached::Options::default(),
+        ));
+        for t in [1000u64, 1015, 1030] {
+            w.accept(sample("m", "GAUGE", t, &t.to_string()), true);
+        }
+        w.flush_all();
+        let path = path_of(&root, "m");
+        let batches = fake.join().unwrap();
+        let file = ganglion_rrd::rrdcached::escape_field(&path.display().to_string());
+        assert_eq!(
+            batches,
+            [
+                vec![format!("UPDATE {file} 1000:1000 1015:1015 1030:1030")],
+                vec![format!("UPDATE {file} 1030:1030")],
+            ]
+        );
+        assert!(pending(&w, &path).is_empty());
+        assert_eq!(w.counters.samples_discarded.load(Ordering::Relaxed), 0);
+        assert_eq!(w.counters.file_writes.load(Ordering::Relaxed), 1);
+    }
 }
