@@ -45,8 +45,6 @@ impl Writer {
     /// for it (see [`Mailbox`]). `forced`: asked for, not timed.
     pub(super) fn pass(&mut self, forced: bool) {
         let mailbox = self.mailbox.clone();
-        // A timed pass that callers wait for serves them as a forced one.
-        let asked = forced || mailbox.as_ref().is_some_and(|m| m.pass_wanted());
         let n = mailbox.as_ref().map(|m| m.pass_started());
         if forced {
             self.last_forced = Some(Instant::now());
@@ -57,6 +55,12 @@ impl Writer {
         self.counters.flush_passes.fetch_add(1, Ordering::Relaxed);
         self.commit_journal();
         self.flush_all();
+        // A timed pass that callers wait for serves them as a forced one.
+        let asked = forced
+            || mailbox
+                .as_ref()
+                .zip(n)
+                .is_some_and(|(m, n)| m.pass_wanted_by_caller(n));
         if asked {
             // With rrdcached, the daemon holds the values too: FLUSH them so
             // readers of the files see everything.

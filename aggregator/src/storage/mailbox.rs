@@ -226,6 +226,11 @@ impl Mailbox {
         inbox.wanted > inbox.started
     }
 
+    /// Whether a flush-all caller waits for pass `n` (or a later one).
+    pub(super) fn pass_wanted_by_caller(&self, n: u64) -> bool {
+        self.lock().wanted >= n
+    }
+
     /// The writer starts a pass over every file (forced or timed); returns
     /// its number.
     pub(super) fn pass_started(&self) -> u64 {
