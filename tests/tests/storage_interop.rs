@@ -879,4 +879,5 @@ fn an_rrdcached_restart_loses_no_probe_sample() {
         metrics_value(agg.http, "ganglion_rrd_dropped_batches_total"),
         0
     );
+    assert!(metrics_value(agg.http, "ganglion_rrd_rrdcached_reconnects_total") >= 1);
 }

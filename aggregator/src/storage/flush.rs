@@ -68,6 +68,11 @@ impl Writer {
             self.flush_cached(&written);
         }
         self.evict_idle();
+        if let Some(c) = &self.cached {
+            self.counters
+                .rrdcached_reconnects
+                .store(c.reconnects(), Ordering::Relaxed);
+        }
         if let (Some(m), Some(n)) = (mailbox, n) {
             m.pass_finished(n);
         }
@@ -97,11 +102,17 @@ impl Writer {
     /// During a flush pass (a minute or more at a million files), samples
     /// keep arriving: take them in and commit the journal on the usual
     /// cadence, so a crash mid-pass loses no more than one commit interval.
-    /// Flush requests wait (in their own queue) until the pass is over.
+    /// Readers' per-file requests are answered here too (a few file writes),
+    /// so a dashboard does not wait for the whole pass.
     pub(super) fn absorb(&mut self) {
         if let Some(m) = self.mailbox.clone() {
             for batch in m.take_samples() {
                 self.accept_batch(batch);
+            }
+            let files = m.take_files();
+            if !files.is_empty() {
+                self.deferred.extend(files);
+                self.run_deferred();
             }
         }
         self.commit_journal();

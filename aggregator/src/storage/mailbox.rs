@@ -203,8 +203,7 @@ impl Mailbox {
         }
     }
 
-    /// The writer, during a pass: every batch queued now (per-file
-    /// requests wait for the pass to end).
+    /// The writer, during a pass: every batch queued now.
     pub(super) fn take_samples(&self) -> Vec<Vec<Sample>> {
         self.lock().samples.drain(..).collect()
     }

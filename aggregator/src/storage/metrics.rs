@@ -54,6 +54,8 @@ pub struct StorageCounters {
     pub journal_bad_records: AtomicU64,
     /// Writer slots of idle series dropped (see `retry_window_secs`).
     pub slots_evicted: AtomicU64,
+    /// Connections to rrdcached made again after one was lost.
+    pub rrdcached_reconnects: AtomicU64,
 }
 
 /// Failed file writes by [`Cause`].
@@ -196,6 +198,11 @@ impl StorageCounters {
                 "ganglion_rrd_flush_requests_refused_total",
                 "Per-file flush requests refused because storage.control_queue_max were waiting",
                 g(&self.flush_requests_refused),
+            ),
+            (
+                "ganglion_rrd_rrdcached_reconnects_total",
+                "Connections to rrdcached made again after one was lost (a restart, an error, a timeout)",
+                g(&self.rrdcached_reconnects),
             ),
             (
                 "ganglion_rrd_slots_evicted_total",
