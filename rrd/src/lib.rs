@@ -54,9 +54,12 @@ pub enum RrdError {
 
 impl RrdError {
     /// What this failure says about the disk or the file (see [`Cause`]).
+    /// The file's own name is left out of what is read: a sender chooses
+    /// metric names, and a metric called "No space left on device" must not
+    /// look like a full disk.
     pub fn cause(&self) -> Cause {
         match self {
-            RrdError::Librrd { message, .. } => Cause::of_message(message),
+            RrdError::Librrd { message, path, .. } => Cause::of_error(message, Some(path)),
             RrdError::InvalidArgument { .. } | RrdError::Time { .. } => Cause::Other,
         }
     }
@@ -79,19 +82,72 @@ pub enum Cause {
     /// corrupt, from another architecture or version, or with other data
     /// sources than the update carries.
     BadFile,
+    /// Something the write needs is missing for now and will very likely be
+    /// back: file descriptors (`EMFILE`, `ENFILE`), memory (`ENOMEM`), the
+    /// rrdcached connection, or a temporary file librrd could not make.
+    /// Retrying the same samples later works, so they are kept.
+    Transient,
     /// Anything else (a value that is not a number, a time that goes back, a
-    /// lock held by another process, an rrdcached connection…).
+    /// lock held by another process…): retrying the same samples would fail
+    /// the same way.
     Other,
 }
 
 impl Cause {
-    /// Classifies a librrd (or rrdcached) error message.
+    /// Whether samples whose write failed this way are kept and retried
+    /// (within the retry window) rather than given up.
+    pub fn retryable(self) -> bool {
+        matches!(self, Cause::NoSpace | Cause::ReadOnly | Cause::Transient)
+    }
+
+    /// Classifies a librrd (or rrdcached) error message. Quoted text (librrd
+    /// quotes the file name) is left out, see [`Cause::of_error`].
     pub fn of_message(message: &str) -> Cause {
+        Cause::of_error(message, None)
+    }
+
+    /// Classifies a librrd (or rrdcached) error message about the file
+    /// `path`. The file's name is removed before the message is read: first
+    /// the path itself wherever it appears (rrdcached names files without
+    /// quotes), then everything from the first to the last single quote
+    /// (librrd's `'<path>'`, which may itself contain quotes). So only
+    /// librrd's own words and `strerror`'s decide.
+    pub fn of_error(message: &str, path: Option<&str>) -> Cause {
+        let mut text = std::borrow::Cow::Borrowed(message);
+        if let Some(p) = path.filter(|p| !p.is_empty())
+            && text.contains(p)
+        {
+            text = text.replace(p, "").into();
+        }
+        if let (Some(a), Some(b)) = (text.find('\''), text.rfind('\''))
+            && a < b
+        {
+            let mut t = String::with_capacity(text.len());
+            t.push_str(&text[..a]);
+            t.push_str(&text[b + 1..]);
+            text = t.into();
+        }
+        Cause::classify(&text)
+    }
+
+    fn classify(message: &str) -> Cause {
         const NO_SPACE: [&str; 2] = ["No space left on device", "Disk quota exceeded"];
         const READ_ONLY: [&str; 3] = [
             "Read-only file system",
             "Permission denied",
             "Operation not permitted",
+        ];
+        // Resources of the process or the system, back once freed: out of
+        // descriptors ("Too many open files", "… in system"), memory, or a
+        // temporary file librrd could not make (it gives no errno for that;
+        // a full or read-only disk is told apart by the caller's statvfs).
+        const TRANSIENT: [&str; 6] = [
+            "Too many open files",
+            "Cannot allocate memory",
+            "Resource temporarily unavailable",
+            "Cannot create temporary file",
+            "librrd could not write the new file and gave no reason",
+            "Connection reset by peer",
         ];
         // librrd 1.7's phrases for a file it cannot read as an RRD, or whose
         // data sources do not match the update.
@@ -111,6 +167,8 @@ impl Cause {
             Cause::NoSpace
         } else if has(&READ_ONLY) {
             Cause::ReadOnly
+        } else if has(&TRANSIENT) {
+            Cause::Transient
         } else if has(&BAD_FILE)
             // An empty file: mmap of length 0 is EINVAL.
             || (message.contains("mmaping file") && message.contains("Invalid argument"))
@@ -118,6 +176,25 @@ impl Cause {
             Cause::BadFile
         } else {
             Cause::Other
+        }
+    }
+
+    /// The cause of a system error, where one of the kinds above applies.
+    pub fn of_io(e: &std::io::Error) -> Cause {
+        use std::io::ErrorKind as K;
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR) => {
+                return Cause::Transient;
+            }
+            Some(libc::ENOSPC | libc::EDQUOT) => return Cause::NoSpace,
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => return Cause::ReadOnly,
+            _ => {}
+        }
+        match e.kind() {
+            K::StorageFull | K::QuotaExceeded => Cause::NoSpace,
+            K::ReadOnlyFilesystem | K::PermissionDenied => Cause::ReadOnly,
+            K::OutOfMemory | K::WouldBlock | K::Interrupted | K::TimedOut => Cause::Transient,
+            _ => Cause::Other,
         }
     }
 }
@@ -601,10 +678,75 @@ mod tests {
             ("opening 'a.rrd': Read-only file system", Cause::ReadOnly),
             ("opening 'a.rrd': Permission denied", Cause::ReadOnly),
             ("opening 'a.rrd': Operation not permitted", Cause::ReadOnly),
-            ("Cannot create temporary file", Cause::Other),
+            ("Cannot create temporary file", Cause::Transient),
+            ("opening 'a.rrd': Too many open files", Cause::Transient),
+            (
+                "opening 'a.rrd': Too many open files in system",
+                Cause::Transient,
+            ),
+            (
+                "mmaping file 'a.rrd': Cannot allocate memory",
+                Cause::Transient,
+            ),
         ] {
             assert_eq!(Cause::of_message(msg), want, "{msg}");
         }
+    }
+
+    /// A sender chooses metric names, so the file name in librrd's message
+    /// must not decide the cause: only librrd's words and `strerror` do.
+    #[test]
+    fn the_file_name_never_decides_the_cause() {
+        for name in [
+            "No space left on device",
+            "Permission denied",
+            "Read-only file system",
+            "Too many open files",
+            "x' is not an RRD file",
+            "a': No space left on device",
+        ] {
+            let path = format!("/r/c/h/{name}.rrd");
+            for (template, want) in [
+                ("opening '{}': No such file or directory", Cause::Other),
+                ("'{}' is not an RRD file", Cause::BadFile),
+                ("opening '{}': Too many open files", Cause::Transient),
+                ("opening '{}': Read-only file system", Cause::ReadOnly),
+                (
+                    "illegal attempt to update using time 10 when last update time is 20",
+                    Cause::Other,
+                ),
+            ] {
+                let msg = template.replace("{}", &path);
+                assert_eq!(Cause::of_message(&msg), want, "{msg}");
+                assert_eq!(Cause::of_error(&msg, Some(&path)), want, "{msg}");
+                let e = RrdError::Librrd {
+                    op: "update",
+                    path: path.clone(),
+                    message: msg.clone(),
+                };
+                assert_eq!(e.cause(), want, "{msg}");
+            }
+            // rrdcached names the file without quotes.
+            let msg = format!("No such file: {path}");
+            assert_eq!(Cause::of_error(&msg, Some(&path)), Cause::Other, "{msg}");
+        }
+    }
+
+    #[test]
+    fn io_errors_that_pass_are_transient() {
+        for (errno, want) in [
+            (libc::EMFILE, Cause::Transient),
+            (libc::ENFILE, Cause::Transient),
+            (libc::ENOMEM, Cause::Transient),
+            (libc::ENOSPC, Cause::NoSpace),
+            (libc::EROFS, Cause::ReadOnly),
+            (libc::ENOENT, Cause::Other),
+        ] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(Cause::of_io(&e), want, "{e}");
+        }
+        assert!(Cause::Transient.retryable() && !Cause::Other.retryable());
+        assert!(!Cause::BadFile.retryable());
     }
 
     #[test]

@@ -102,17 +102,24 @@ impl Header {
         })
     }
 
-    /// Step of RRA `i` in seconds.
+    /// Step of RRA `i` in seconds (saturating: the numbers come from a file).
     pub fn rra_step(&self, i: usize) -> u64 {
-        self.step * self.rras[i].pdp_per_row
+        self.step.saturating_mul(self.rras[i].pdp_per_row)
+    }
+
+    /// [`Header::rra_step`] as a time difference, at least 1.
+    fn rra_step_secs(&self, i: usize) -> i64 {
+        i64::try_from(self.rra_step(i)).unwrap_or(i64::MAX).max(1)
     }
 
     /// Start of the time covered by RRA `i` ("cal_start"): its rows hold the
-    /// steps ending after this time, up to the last update.
+    /// steps ending after this time, up to the last update. Saturates.
     pub fn rra_cal_start(&self, i: usize) -> i64 {
-        let s = self.rra_step(i) as i64;
+        let s = self.rra_step_secs(i);
+        // Truncating `%`, as librrd: never leaves the range of a time.
         let cal_end = self.last_update - self.last_update % s;
-        cal_end - s * self.rras[i].rows as i64
+        let rows = i64::try_from(self.rras[i].rows).unwrap_or(i64::MAX);
+        cal_end.saturating_sub(s.saturating_mul(rows))
     }
 
     /// Whether RRA `i` can answer a request for `cf`.
@@ -133,13 +140,16 @@ impl Header {
                 continue;
             }
             let cal_start = self.rra_cal_start(i);
-            let diff = (resolution as i64 - self.rra_step(i) as i64).abs();
+            let res = i64::try_from(resolution).unwrap_or(i64::MAX);
+            let diff = res.saturating_sub(self.rra_step_secs(i)).saturating_abs();
             if cal_start <= start {
                 if best_full.is_none_or(|(_, d)| diff < d) {
                     best_full = Some((i, diff));
                 }
             } else {
-                let covered = (end - start) - (cal_start - start);
+                let covered = end
+                    .saturating_sub(start)
+                    .saturating_sub(cal_start.saturating_sub(start));
                 if best_part.is_none_or(|(_, m, d)| m < covered || (m == covered && diff < d)) {
                     best_part = Some((i, covered, diff));
                 }
@@ -171,26 +181,37 @@ pub struct FetchPlan {
 }
 
 impl FetchPlan {
-    /// Plans a fetch; `None` when librrd would fail (no eligible RRA).
+    /// Plans a fetch; `None` when librrd would fail (no eligible RRA), or
+    /// when the widened range does not fit a time (a client's `end` near
+    /// the largest time), or `end` is before `start`.
     pub fn new(h: &Header, cf: &str, start: i64, end: i64, resolution: u64) -> Option<FetchPlan> {
+        if end < start {
+            return None;
+        }
         let rra = h.choose(cf, start, end, resolution.max(1))?;
         let step = h.rra_step(rra);
-        let s = step as i64;
+        let s = h.rra_step_secs(rra);
         let ambiguous =
             (0..h.rras.len()).any(|j| j != rra && h.rra_step(j) == step && h.eligible(j, cf));
+        // librrd's `start - start % s` and `end + (s - end % s)` (C's `%`
+        // truncates toward zero, as Rust's does), checked.
+        let start = start.checked_sub(start % s)?;
+        let end = end.checked_add(s.checked_sub(end % s)?)?;
         Some(FetchPlan {
             rra,
             step,
-            start: start - start % s,
-            end: end + (s - end % s),
+            start,
+            end,
             covered_from: h.rra_cal_start(rra),
             ambiguous,
         })
     }
 
-    /// Number of rows the whole fetch returns.
+    /// Number of rows the whole fetch returns (0 for an empty or inverted
+    /// range; saturating).
     pub fn rows(&self) -> u64 {
-        ((self.end - self.start) / self.step as i64) as u64
+        let span = self.end.saturating_sub(self.start).max(0) as u64;
+        span / self.step.max(1)
     }
 }
 
@@ -271,5 +292,51 @@ mod tests {
         assert_eq!(h.rras.len(), 1);
         assert_eq!((h.step, h.last_update), (15, 1000));
         assert!(Header::from_info(&info[..3]).is_none());
+    }
+
+    /// Times and counts at the edges of their types plan without a panic
+    /// or a wrapped (negative) range: either a plan or `None`.
+    #[test]
+    fn extreme_times_and_counts_never_overflow() {
+        let mut headers = vec![
+            gmetad_like(1_700_000_000),
+            gmetad_like(i64::MAX),
+            gmetad_like(i64::MIN),
+        ];
+        let mut huge = gmetad_like(1_700_000_000);
+        huge.step = u64::MAX;
+        huge.rras[0].rows = u64::MAX;
+        huge.rras[1].pdp_per_row = u64::MAX;
+        headers.push(huge);
+        let times = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            1_700_000_000,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        for h in &headers {
+            for i in 0..h.rras.len() {
+                let _ = (h.rra_step(i), h.rra_cal_start(i));
+            }
+            for &start in &times {
+                for &end in &times {
+                    for res in [0, 1, 15, u64::MAX] {
+                        if let Some(p) = FetchPlan::new(h, "AVERAGE", start, end, res) {
+                            // (C's `%` truncates, so a negative start
+                            // rounds up, as in librrd.)
+                            assert!(p.end > end && (start < 0 || p.start <= start), "{p:?}");
+                            let _ = p.rows();
+                        }
+                    }
+                }
+            }
+        }
+        // The daemon's case: a client's end near the largest time.
+        let h = gmetad_like(1_700_000_000);
+        assert_eq!(FetchPlan::new(&h, "AVERAGE", 0, i64::MAX, 1), None);
     }
 }

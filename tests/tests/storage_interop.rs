@@ -1,8 +1,13 @@
 //! RRD storage against the real peers: the same real gmond polled by the real
 //! gmetad and by our aggregator gives the same tree with the same file
 //! parameters; kill -9 loses nothing that was journaled; rrdcached works as the
-//! write backend. Faults (full disk, read-only or foreign files, type
-//! changes) are in `storage_faults.rs`.
+//! write backend, and a restart of rrdcached while samples flow loses none.
+//! Faults (full disk, read-only or foreign files, type changes) are in
+//! `storage_faults.rs`.
+//!
+//! No test sleeps for a fixed time to let something happen: each waits for
+//! the event itself (a counter on `/metrics`, a record in the journal, a
+//! file's last update).
 
 use ganglion_tests::*;
 use std::collections::BTreeMap;
@@ -50,6 +55,17 @@ fn shape(info: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Waits until the sampler has taken two batches after this call, so a
+/// value that reached the aggregator before it is in at least one sample.
+fn wait_sampled(agg: &Aggregator) {
+    for _ in 0..2 {
+        let before = metrics_value(agg.http, "ganglion_rrd_samples_total");
+        wait_until("a sampler step", Duration::from_secs(20), || {
+            (metrics_value(agg.http, "ganglion_rrd_samples_total") > before).then_some(())
+        });
+    }
 }
 
 fn rrd_files(root: &Path) -> Vec<PathBuf> {
@@ -259,6 +275,28 @@ fn rrdtool_fetch(file: &Path) -> BTreeMap<i64, Vec<f64>> {
         .collect()
 }
 
+/// Whether the journal (current or set aside) holds a sample record with
+/// `value`: `<n>\t<time>\t<value>\t<crc>`.
+fn journal_has(root: &Path, value: &str) -> bool {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ganglion-journal")
+        })
+        .any(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    f.len() == 4 && f[2] == value
+                })
+            })
+        })
+}
+
 #[test]
 fn kill_9_then_restart_loses_no_journaled_sample() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,13 +363,16 @@ fn kill_9_then_restart_loses_no_journaled_sample() {
             },
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(700));
+        // Sampled and committed to the journal (no HTTP here to ask).
+        wait_until("the value in the journal", Duration::from_secs(20), || {
+            journal_has(&root, &value).then_some(())
+        });
     }
     let before_kill = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
-    std::thread::sleep(Duration::from_millis(600)); // > one journal commit
+        .as_secs()
+        - 1;
     let _ = first.child.kill(); // SIGKILL: no flush, no clean shutdown
     let _ = first.child.wait();
     let file = root.join("crash/127.0.0.1/temp.rrd");
@@ -413,7 +454,7 @@ fn rrdcached_backend_writes_through_the_real_daemon() {
         // A space is a field separator in rrdcached's protocol: the name
         // must travel escaped.
         gmetric(&gm, &["-n", "room temp", "-v", "21", "-t", "float"]);
-        std::thread::sleep(Duration::from_millis(800));
+        wait_sampled(&agg);
     }
     let file = agg.dir.path().join("rrds/cached/127.0.0.1/temp.rrd");
     wait_until("file created", Duration::from_secs(10), || {
@@ -538,7 +579,7 @@ fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
     let gm = gmetric_conf(agg.dir.path(), agg.udp);
     for v in [30, 31, 32] {
         gmetric(&gm, &["-n", "temp", "-v", &v.to_string(), "-t", "float"]);
-        std::thread::sleep(Duration::from_millis(1100));
+        wait_sampled(&agg);
     }
     let rel = "sock/127.0.0.1/temp.rrd";
     let file = agg.rrd_root.join(rel);
@@ -575,7 +616,7 @@ fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
 
     // A new value is cached, not on disk, until a reader asks.
     gmetric(&gm, &["-n", "temp", "-v", "99", "-t", "float"]);
-    std::thread::sleep(Duration::from_millis(2100));
+    wait_sampled(&agg);
     let plain = rrdtool_ok(&[o("lastupdate"), f]);
     assert!(!plain.contains(": 99"), "{plain}");
     let fresh = rrdtool_ok(&[o("lastupdate"), o("--daemon"), u, f]);
@@ -586,7 +627,7 @@ fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
 
     // rrd-export's --daemon (FLUSH, then its own reader) works the same way.
     gmetric(&gm, &["-n", "temp", "-v", "77", "-t", "float"]);
-    std::thread::sleep(Duration::from_millis(2100));
+    wait_sampled(&agg);
     let export = Command::new(workspace_bin("rrd-export"))
         .arg(&file)
         .args(["--daemon", &unix, "-s", "end-5", "-e", "now", "-r", "1"])
@@ -708,4 +749,135 @@ fn rrdtool_readers_through_our_daemon_socket_see_cached_samples() {
 
     agg.guard.terminate(Duration::from_secs(30));
     assert!(!sock.exists(), "the socket file goes with the aggregator");
+}
+
+/// Starts the real rrdcached on `sock` (foreground; `-F`: what it holds is
+/// written at shutdown, as a restart needs).
+fn start_rrdcached(dir: &Path, sock: &Path) -> ChildGuard {
+    let _ = std::fs::remove_file(sock);
+    let g = ChildGuard::spawn(
+        "rrdcached",
+        Command::new(require_binary("rrdcached"))
+            .args(["-g", "-F", "-w", "2", "-z", "1", "-l"])
+            .arg(format!("unix:{}", sock.display()))
+            .arg("-p")
+            .arg(dir.join("rrdcached.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("rrdcached socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(sock)
+            .ok()
+            .map(|_| ())
+    });
+    g
+}
+
+/// rrdcached restarted while samples flow: the writer's connection breaks,
+/// its writes fail as `transient` and stay cached and journaled, the client
+/// reconnects, and every probe value reaches the file. Also: the aggregator
+/// started while rrdcached is down says so and writes nothing around it.
+#[test]
+fn an_rrdcached_restart_loses_no_probe_sample() {
+    use ganglion_proto::xdr::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("rrdcached.sock");
+    // Down at start: logged, and no file written directly meanwhile.
+    let agg = Aggregator::start(
+        "restart",
+        &format!(
+            "step_secs = 1\n[storage]\nflush_interval_secs = 1\n\
+             [rrdcached]\naddress = \"unix:{}\"\ntimeout_secs = 5\nreconnect_max_secs = 1\n",
+            sock.display()
+        ),
+    );
+    let host = "10.0.0.9:probe";
+    let file = agg.rrd_root.join("restart/probe/probe.rrd");
+    let mut sent: Vec<f64> = Vec::new();
+    let mut probe = |v: f64, agg: &Aggregator| {
+        send_metric(agg.udp, host, "probe", "float", 3, Value::Float(v as f32));
+        sent.push(v);
+        wait_sampled(agg);
+    };
+    let transient = |agg: &Aggregator| {
+        metrics_value(
+            agg.http,
+            "ganglion_rrd_write_errors_total{reason=\"transient\"}",
+        )
+    };
+    probe(1.0, &agg);
+    wait_until("the outage counted", Duration::from_secs(20), || {
+        (transient(&agg) >= 1).then_some(())
+    });
+    assert!(
+        agg.log()
+            .contains("rrdcached is configured but not reachable"),
+        "{}",
+        agg.log()
+    );
+    // The file is created directly (rrdcached cannot create files), but no
+    // sample goes around the daemon.
+    if file.exists() {
+        let info = ganglion_rrd::info(&file).unwrap();
+        assert!(
+            info.contains(&(
+                "ds[sum].last_ds".into(),
+                ganglion_rrd::InfoValue::Str("U".into())
+            )),
+            "no update may go around rrdcached: {info:?}"
+        );
+    }
+    let mut cached = start_rrdcached(dir.path(), &sock);
+    for v in [2.0, 3.0, 4.0] {
+        probe(v, &agg);
+    }
+    // Restart it mid-run while probes keep coming.
+    let errors_before = transient(&agg);
+    cached.terminate(Duration::from_secs(10));
+    probe(5.0, &agg);
+    wait_until(
+        "writes refused while it is down",
+        Duration::from_secs(20),
+        || (transient(&agg) > errors_before).then_some(()),
+    );
+    probe(6.0, &agg);
+    let _cached = start_rrdcached(dir.path(), &sock);
+    for v in [7.0, 8.0, 9.0] {
+        probe(v, &agg);
+    }
+    // Everything written and flushed through the daemon.
+    let resp = read_tcp(
+        agg.http,
+        Some(b"POST /api/flush HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert!(
+        String::from_utf8_lossy(&resp).contains("\"flushed\":true"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    let last = ganglion_rrd::last(&file).unwrap();
+    let f = ganglion_rrd::fetch(&file, "AVERAGE", last - 600, last, 1).unwrap();
+    let stored: Vec<f64> = (0..f.rows())
+        .map(|i| f.data[i * f.ds_names.len()])
+        .filter(|v| !v.is_nan())
+        .collect();
+    for v in &sent {
+        assert!(
+            stored.contains(v),
+            "probe value {v} is not in {}: {stored:?}\n{}",
+            file.display(),
+            agg.log()
+        );
+    }
+    assert_eq!(
+        metrics_value(agg.http, "ganglion_rrd_samples_discarded_total"),
+        0,
+        "{}",
+        agg.log()
+    );
+    assert_eq!(
+        metrics_value(agg.http, "ganglion_rrd_dropped_batches_total"),
+        0
+    );
+    assert!(metrics_value(agg.http, "ganglion_rrd_rrdcached_reconnects_total") >= 1);
 }
