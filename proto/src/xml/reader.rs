@@ -218,6 +218,13 @@ pub enum XmlError {
     /// Reading the input failed (including a corrupt gzip stream).
     #[error("read error: {0}")]
     Io(String),
+    /// The document, as given or once gunzipped, is larger than
+    /// [`Limits::max_input_bytes`]; nothing of it is kept.
+    #[error("document larger than {limit} bytes (limit max_input_bytes), as given or gunzipped")]
+    LimitExceeded {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Bounds on what one document may make the reader hold.
@@ -231,6 +238,9 @@ pub struct Limits {
     pub max_extras: usize,
     /// Maximum attribute value length in bytes.
     pub max_attr_len: usize,
+    /// Maximum document size in bytes, as given and once gunzipped (a gzip
+    /// bomb inflates about 1000:1). Inflating stops one byte past it.
+    pub max_input_bytes: usize,
 }
 
 impl Default for Limits {
@@ -240,6 +250,7 @@ impl Default for Limits {
             max_elements: 20_000_000,
             max_extras: 32,
             max_attr_len: 64 * 1024,
+            max_input_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -257,10 +268,24 @@ pub struct ParseOutcome {
 
 /// Parses bytes that are either plain XML or gzip (`1f 8b` magic), in UTF-8 or
 /// ISO-8859-1 (the encoding Ganglia declares; transcoded before parsing).
+/// A document over [`Limits::max_input_bytes`] (as given or gunzipped) is
+/// refused whole with [`XmlError::LimitExceeded`].
 pub fn parse_bytes(input: &[u8], limits: &Limits) -> ParseOutcome {
+    let too_large = || ParseOutcome {
+        error: Some(XmlError::LimitExceeded {
+            limit: limits.max_input_bytes,
+        }),
+        ..ParseOutcome::default()
+    };
+    if input.len() > limits.max_input_bytes {
+        return too_large();
+    }
     if input.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        if let Err(e) = GzDecoder::new(input).read_to_end(&mut plain) {
+        let (plain, result) = inflate(input, limits.max_input_bytes.saturating_add(1));
+        if plain.len() > limits.max_input_bytes {
+            return too_large();
+        }
+        if let Err(e) = result {
             // Keep what decompressed: a cut gzip stream still yields its prefix.
             let mut out = parse_text(&plain, limits);
             if out.error.is_none() || plain.is_empty() {
@@ -271,6 +296,35 @@ pub fn parse_bytes(input: &[u8], limits: &Limits) -> ParseOutcome {
         parse_text(&plain, limits)
     } else {
         parse_text(input, limits)
+    }
+}
+
+/// Gunzips `input`, stopping at `cap` bytes of output. The buffer grows by
+/// doubling but never past `cap`, so a bomb costs at most `cap` bytes.
+fn inflate(input: &[u8], cap: usize) -> (Vec<u8>, std::io::Result<()>) {
+    let mut d = GzDecoder::new(input).take(u64::try_from(cap).unwrap_or(u64::MAX));
+    let mut out: Vec<u8> = Vec::with_capacity(input.len().saturating_mul(4).min(cap));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match d.read(&mut chunk) {
+            Ok(0) => return (out, Ok(())),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return (out, Err(e)),
+        };
+        let Some(got) = chunk.get(..n) else {
+            return (out, Ok(()));
+        };
+        let spare = out.capacity().saturating_sub(out.len());
+        if spare < got.len() {
+            let want = out
+                .capacity()
+                .saturating_mul(2)
+                .max(out.len().saturating_add(got.len()))
+                .min(cap);
+            out.reserve_exact(want.saturating_sub(out.len()));
+        }
+        out.extend_from_slice(got);
     }
 }
 
@@ -856,18 +910,6 @@ pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
         skipped,
         error,
     }
-}
-
-/// Reads everything from `r` and parses it (plain or gzip).
-pub fn parse_reader<R: Read>(mut r: R, limits: &Limits) -> ParseOutcome {
-    let mut v = Vec::new();
-    if let Err(e) = r.read_to_end(&mut v) {
-        return ParseOutcome {
-            error: Some(XmlError::Io(e.to_string())),
-            ..ParseOutcome::default()
-        };
-    }
-    parse_bytes(&v, limits)
 }
 
 #[cfg(test)]
