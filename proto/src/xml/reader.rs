@@ -433,6 +433,11 @@ fn split_attrs<'a>(raw: &'a str, limits: &Limits) -> Result<Attrs<'a>, String> {
 }
 
 /// Calls `each` with every attribute of a tag's attribute text, in order.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "every `b[i]` is read after `i < b.len()` is checked, `i + len` is inside `raw` (where `find` found the quote), and no index exceeds a slice length"
+)]
 fn scan_attrs<'a>(
     raw: &'a str,
     limits: &Limits,
@@ -490,6 +495,7 @@ fn scan_attrs<'a>(
 /// attributes first: it is the element a polled document is made of. The
 /// rules are those of the general path ([`open`]): the first of a repeated
 /// attribute counts, and the same checks fail with the same messages.
+#[allow(clippy::indexing_slicing, reason = "constant indices below 9 into an array of 9")]
 fn read_metric(raw: &str, limits: &Limits) -> Result<Metric, String> {
     let mut v: [Option<Cow<'_, str>>; 9] = Default::default();
     scan_attrs(raw, limits, |key, value| {
@@ -661,6 +667,11 @@ impl Builder {
     }
 
     /// The extras of the METRIC or METRICS whose EXTRA_DATA is open.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "`n >= 3` is checked first, so every index is below `n`"
+    )]
     fn open_extras(&mut self) -> Option<&mut Vec<(CompactString, CompactString)>> {
         let n = self.stack.len();
         if n < 3 || !matches!(self.stack[n - 1], Frame::ExtraData) {
@@ -778,7 +789,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> ParseOutcome {
             _ => continue,
         };
         let Some(start) = start else { continue };
-        elements += 1;
+        elements = elements.saturating_add(1);
         if elements > limits.max_elements {
             break Some(XmlError::Limit {
                 offset,
@@ -957,6 +968,65 @@ mod tests {
         };
         assert!(split_attrs(&long, &tight).is_err());
         assert!(split_attrs(&long, &Limits::default()).is_ok());
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn oversized_documents_are_refused_whole_plain_or_gunzipped() {
+        let doc = br#"<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond"><CLUSTER NAME="c" LOCALTIME="1"/></GANGLIA_XML>"#;
+        let fits = Limits {
+            max_input_bytes: doc.len(),
+            ..Limits::default()
+        };
+        let tight = Limits {
+            max_input_bytes: doc.len() - 1,
+            ..Limits::default()
+        };
+        let refused = Some(XmlError::LimitExceeded {
+            limit: doc.len() - 1,
+        });
+        assert_eq!(parse_bytes(doc, &fits).error, None);
+        let gz = gzip(doc);
+        let fits_gz = Limits {
+            max_input_bytes: doc.len().max(gz.len()),
+            ..Limits::default()
+        };
+        assert_eq!(parse_bytes(&gz, &fits_gz).error, None);
+        let out = parse_bytes(doc, &tight);
+        assert_eq!((out.error, out.document.items.len()), (refused.clone(), 0));
+        let out = parse_bytes(&gzip(doc), &tight);
+        assert_eq!((out.error, out.document.items.len()), (refused, 0));
+        // A bomb: 64 MiB of zeros in about 64 KB, against a 1 MiB limit.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let small = Limits {
+            max_input_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let out = parse_bytes(&bomb, &small);
+        assert_eq!(
+            out.error,
+            Some(XmlError::LimitExceeded { limit: 1 << 20 })
+        );
+        assert!(
+            out.error.unwrap().to_string().contains("max_input_bytes"),
+            "the message names the limit"
+        );
+    }
+
+    #[test]
+    fn inflating_stops_one_byte_past_the_cap() {
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        let (plain, result) = inflate(&bomb, 1000);
+        assert!(result.is_ok());
+        assert_eq!(plain.len(), 1000);
+        assert!(plain.capacity() <= 1000, "{}", plain.capacity());
     }
 
     /// METRIC read through the general attribute list, as every other
