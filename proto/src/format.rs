@@ -317,7 +317,10 @@ fn sign_of(negative: bool, spec: &Spec) -> String {
 }
 
 /// Integer precision = minimum digits; `%.0d` of 0 prints nothing, as in C.
-#[allow(clippy::arithmetic_side_effects, reason = "subtracts only when `digits.len() < p`")]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "subtracts only when `digits.len() < p`"
+)]
 fn int_precision(digits: String, spec: &Spec) -> String {
     match spec.precision {
         Some(0) if digits == "0" => String::new(),

@@ -53,7 +53,10 @@ impl MetricId {
     /// Splits a spoofed host string into `(ip, name)` the way gmond does: at the
     /// first `:` searched from the second character. `None` when there is no
     /// such `:` or the name part is empty (gmond drops such messages).
-    #[allow(clippy::arithmetic_side_effects, reason = "`idx` is the position of a `:` in `h`, so `idx + 1 <= h.len()`")]
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "`idx` is the position of a `:` in `h`, so `idx + 1 <= h.len()`"
+    )]
     pub fn spoof_parts(&self) -> Option<(&str, &str)> {
         let h = &self.host;
         let idx = h.char_indices().skip(1).find(|&(_, c)| c == ':')?.0;
@@ -431,7 +434,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&[0u8; 3][..pad]);
 }
 
-#[allow(clippy::arithmetic_side_effects, reason = "the length of a string held in memory, rounded up to 4")]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "the length of a string held in memory, rounded up to 4"
+)]
 fn str_len(s: &str) -> usize {
     4 + s.len().div_ceil(4) * 4
 }

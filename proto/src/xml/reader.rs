@@ -495,7 +495,10 @@ fn scan_attrs<'a>(
 /// attributes first: it is the element a polled document is made of. The
 /// rules are those of the general path ([`open`]): the first of a repeated
 /// attribute counts, and the same checks fail with the same messages.
-#[allow(clippy::indexing_slicing, reason = "constant indices below 9 into an array of 9")]
+#[allow(
+    clippy::indexing_slicing,
+    reason = "constant indices below 9 into an array of 9"
+)]
 fn read_metric(raw: &str, limits: &Limits) -> Result<Metric, String> {
     let mut v: [Option<Cow<'_, str>>; 9] = Default::default();
     scan_attrs(raw, limits, |key, value| {
@@ -1010,10 +1013,7 @@ mod tests {
             ..Limits::default()
         };
         let out = parse_bytes(&bomb, &small);
-        assert_eq!(
-            out.error,
-            Some(XmlError::LimitExceeded { limit: 1 << 20 })
-        );
+        assert_eq!(out.error, Some(XmlError::LimitExceeded { limit: 1 << 20 }));
         assert!(
             out.error.unwrap().to_string().contains("max_input_bytes"),
             "the message names the limit"
