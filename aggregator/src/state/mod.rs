@@ -2,16 +2,16 @@
 //!
 //! Writers hold the lock only to update maps; nothing formats, does IO or
 //! awaits under it. Readers share one `Arc<Snapshot>` rebuilt at most once a
-//! second (see [`snapshot`](mod@snapshot)) and render XML/JSON from it with no
+//! second (see [`State::snapshot`]) and render XML/JSON from it with no
 //! lock held, so neither a slow client nor many clients can delay ingest.
 //!
-//! - [`intern`](mod@intern): shared texts and metric descriptions.
-//! - [`entry`](mod@entry): what is held per host and metric.
-//! - [`gmond`](mod@gmond): the UDP front door (`apply`, `rename_host`, `cleanup`).
-//! - [`polled`](mod@polled): the gmetad front door (`replace_polled_cluster`,
+//! - `intern`: shared texts and metric descriptions.
+//! - `entry`: what is held per host and metric.
+//! - `gmond`: the UDP front door (`apply`, `rename_host`, `cleanup`).
+//! - `polled`: the gmetad front door (`replace_polled_cluster`,
 //!   `replace_grid`, `mark_stale`), with cluster-name ownership.
-//! - [`snapshot`](mod@snapshot): reader views and the shared snapshot cache.
-//! - [`summary`](mod@summary): gmetad's HOSTS/METRICS arithmetic.
+//! - `snapshot`: reader views and the shared snapshot cache.
+//! - `summary`: gmetad's HOSTS/METRICS arithmetic.
 
 mod entry;
 mod gmond;

@@ -14,7 +14,11 @@
 //! `derivative`, which the DTD does not list, is written as `unspecified`
 //! ([`writer::dtd_slope`]) so documents validate against Ganglia's own DTD.
 
+mod attrs;
+mod builder;
 pub mod escape;
+mod input;
+mod model;
 pub mod reader;
 pub mod writer;
 
