@@ -769,5 +769,40 @@ mod tests {
         };
         s.replace_grid("src1", grid("G")).unwrap();
         assert!(s.replace_grid("src2", grid("G")).is_err());
+        assert!(s.replace_grid("src1", grid(SUMMARY_DIR)).is_err());
+    }
+
+    #[test]
+    fn concurrent_readers_never_get_an_older_second_than_they_ask_for() {
+        let s = Arc::new(state_for(100, SNAPSHOT_INTERVAL));
+        let src: SocketAddr = SRC.parse().unwrap();
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for now in 100..400 {
+                    s.apply(0, src, None, meta("m", "float", 0), now);
+                    s.apply(0, src, None, value("m", Value::Float(1.0), "%.1f"), now);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..4)
+            .map(|k| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300u64 {
+                        let now = 100 + (i + k * 7) % 300;
+                        let snap = s.snapshot(now);
+                        assert!(snap.localtime >= now, "{} for {now}", snap.localtime);
+                        for h in &snap.clusters[0].hosts {
+                            assert_eq!(h.tn, snap.localtime.saturating_sub(h.reported));
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
     }
 }

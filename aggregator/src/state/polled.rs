@@ -38,7 +38,7 @@ pub enum Refusal {
         owner: String,
     },
     /// The name is reserved.
-    #[error("cluster name {name:?} is reserved for the grid summary")]
+    #[error("name {name:?} is reserved for the grid summary")]
     Reserved {
         /// Cluster name.
         name: String,
@@ -212,6 +212,10 @@ impl State {
     /// Replaces a child grid's summary. A grid name is owned by the first
     /// source that delivers it, as a cluster name is.
     pub fn replace_grid(&self, source: &str, grid: GridSnap) -> Result<(), Refusal> {
+        if grid.name == SUMMARY_DIR {
+            // Its summary files would be the grid's own.
+            return Err(Refusal::Reserved { name: grid.name });
+        }
         let mut inner = self.lock();
         match inner.grids.iter_mut().find(|(_, g)| g.name == grid.name) {
             Some((owner, _)) if **owner != *source => {

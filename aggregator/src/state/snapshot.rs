@@ -126,6 +126,8 @@ pub struct MetricSnap {
     pub(super) spoof_host: Option<Arc<str>>,
     /// Kept until the value is rendered outside the state lock.
     pub(super) raw: Option<Held>,
+    /// When the value arrived (`tn` is counted from it).
+    pub(super) at: u64,
 }
 
 impl MetricSnap {
@@ -344,7 +346,7 @@ impl State {
             if let Some((_, info, remote, hosts)) = fresh.next_if(|(j, ..)| *j == i) {
                 clusters.push(build_cluster(info, remote, hosts, now));
             } else if let Some((old, p)) = kept(i, *g).zip(previous) {
-                clusters.push(retime(old, now.saturating_sub(p.snap.localtime)));
+                clusters.push(retime(old, p.snap.localtime, now));
             }
         }
         Built {
@@ -399,17 +401,20 @@ pub struct Census {
     pub metrics: usize,
 }
 
-/// A cluster view `by` seconds later, with nothing received meanwhile: TN
-/// grows, hosts may die, metrics may pass their DMAX (and once past it they
-/// stay past it, so what was left out stays out).
-fn retime(c: &ClusterSnap, by: u64) -> ClusterSnap {
+/// A cluster view built at `then`, as it reads at `now` with nothing
+/// received meanwhile: TN grows (counted from REPORTED and each value's
+/// arrival, exactly as a build at `now` counts it), hosts may die, metrics
+/// may pass their DMAX (and once past it they stay past it, so what was
+/// left out stays out).
+fn retime(c: &ClusterSnap, then: u64, now: u64) -> ClusterSnap {
+    let by = now.saturating_sub(then);
     let mut hosts = c.hosts.clone();
     if by > 0 {
         for h in &mut hosts {
-            h.tn = h.tn.saturating_add(by);
+            h.tn = now.saturating_sub(h.reported);
             h.alive = alive(h.tn, h.tmax);
             h.metrics.retain_mut(|m| {
-                m.tn = m.tn.saturating_add(by);
+                m.tn = now.saturating_sub(m.at);
                 shown(m.tn, m.dmax)
             });
         }
@@ -470,6 +475,7 @@ fn host_snap(info: &ClusterInfo, h: &HostEntry, now: u64) -> HostSnap {
                 meta: meta.clone(),
                 spoof_host: e.spoof_host.clone(),
                 raw: Some(v.held.clone()),
+                at: v.at,
             })
         })
         .filter(|m| shown(m.tn, m.dmax))
