@@ -8,7 +8,20 @@ use std::sync::atomic::Ordering;
 
 use super::entry::{Held, HostEntry, StoredValue};
 use super::intern::Meta;
-use super::{ApplyOutcome, State, TypeChange, canonical_ip, cut};
+use super::{ApplyOutcome, Inner, State, TypeChange, canonical_ip, cut};
+
+/// A received datagram for [`State::apply_batch`]: its source, the
+/// source's reverse-DNS name when known, and the decoded message.
+pub type Datagram = (SocketAddr, Option<String>, Message);
+
+/// A datagram's host key, host name and metric name, computed before the
+/// lock is taken.
+struct Prepared {
+    key: String,
+    name: String,
+    metric_name: String,
+    trust: bool,
+}
 
 impl State {
     /// Applies one decoded datagram from `src` to cluster `cluster`.
@@ -21,18 +34,59 @@ impl State {
         msg: Message,
         now: u64,
     ) -> ApplyOutcome {
-        let c = &self.counters;
+        let Some(p) = self.prepare(cluster, src, resolved_name, &msg) else {
+            return ApplyOutcome::default();
+        };
+        let mut guard = self.lock();
+        self.apply_prepared(&mut guard, cluster, p, resolved_name, msg, now)
+    }
+
+    /// Applies a receive batch (`recvmmsg`) to cluster `cluster` under one
+    /// lock instead of one per datagram, draining `batch`; each datagram's
+    /// outcome is pushed to `outcomes` with its source, in order.
+    pub fn apply_batch(
+        &self,
+        cluster: usize,
+        batch: &mut Vec<Datagram>,
+        now: u64,
+        outcomes: &mut Vec<(SocketAddr, ApplyOutcome)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let prepared: Vec<Option<Prepared>> = batch
+            .iter()
+            .map(|(src, name, msg)| self.prepare(cluster, *src, name.as_deref(), msg))
+            .collect();
+        let mut guard = self.lock();
+        for ((src, name, msg), p) in batch.drain(..).zip(prepared) {
+            let out = match p {
+                Some(p) => self.apply_prepared(&mut guard, cluster, p, name.as_deref(), msg, now),
+                None => ApplyOutcome::default(),
+            };
+            outcomes.push((src, out));
+        }
+    }
+
+    /// What only depends on the datagram, worked out before the lock is
+    /// taken (the lock is shared with every other sender); `None` for a
+    /// spoofed message without a usable `IP:name` (counted).
+    fn prepare(
+        &self,
+        cluster: usize,
+        src: SocketAddr,
+        resolved_name: Option<&str>,
+        msg: &Message,
+    ) -> Option<Prepared> {
         let id = msg.metric_id();
-        // Everything that only depends on the datagram is worked out before
-        // the lock is taken: the lock is shared with every other sender.
         let trust = self.trust.get(cluster).copied().unwrap_or(false);
         // Host identity as gmond: source IP, or the IP part of "IP:name" when spoofed.
         let (key, name) = if id.spoof {
             match id.spoof_parts() {
                 Some((ip, name)) => (ip.to_string(), name.to_string()),
                 None => {
-                    c.bad_spoof.fetch_add(1, Ordering::Relaxed);
-                    return ApplyOutcome::default();
+                    self.counters.bad_spoof.fetch_add(1, Ordering::Relaxed);
+                    return None;
                 }
             }
         } else {
@@ -52,9 +106,32 @@ impl State {
         } else {
             id.name.clone()
         };
+        Some(Prepared {
+            key,
+            name,
+            metric_name,
+            trust,
+        })
+    }
 
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+    /// The part of `apply` that needs the lock.
+    fn apply_prepared(
+        &self,
+        inner: &mut Inner,
+        cluster: usize,
+        p: Prepared,
+        resolved_name: Option<&str>,
+        msg: Message,
+        now: u64,
+    ) -> ApplyOutcome {
+        let c = &self.counters;
+        let id = msg.metric_id();
+        let Prepared {
+            key,
+            name,
+            metric_name,
+            trust,
+        } = p;
         let Some(ce) = inner.clusters.get_mut(cluster) else {
             return ApplyOutcome::default();
         };

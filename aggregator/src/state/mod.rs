@@ -20,6 +20,7 @@ mod polled;
 mod snapshot;
 mod summary;
 
+pub use gmond::Datagram;
 pub use polled::{Refusal, SUMMARY_DIR};
 pub use snapshot::{
     Census, ClusterSnap, ClusterView, GridSnap, HostSnap, MetricSnap, SNAPSHOT_INTERVAL, Snapshot,
@@ -770,6 +771,45 @@ mod tests {
         s.replace_grid("src1", grid("G")).unwrap();
         assert!(s.replace_grid("src2", grid("G")).is_err());
         assert!(s.replace_grid("src1", grid(SUMMARY_DIR)).is_err());
+    }
+
+    #[test]
+    fn a_batch_is_applied_as_its_datagrams_one_by_one() {
+        let src: SocketAddr = SRC.parse().unwrap();
+        let mut bad = value("x", Value::Int(1), "%d");
+        if let Message::Value(v) = &mut bad {
+            v.id = id("nocolon", "x", true);
+        }
+        let msgs = || {
+            vec![
+                value("load", Value::Float(1.5), "%.2f"),
+                bad.clone(),
+                meta("load", "float", 0),
+                meta("os", "string", 0),
+            ]
+        };
+        let one = state();
+        let single: Vec<ApplyOutcome> = msgs()
+            .into_iter()
+            .map(|m| one.apply(0, src, Some("n1"), m, 100))
+            .collect();
+        let batched = state();
+        let mut batch: Vec<Datagram> = msgs()
+            .into_iter()
+            .map(|m| (src, Some("n1".to_string()), m))
+            .collect();
+        let mut outcomes = Vec::new();
+        batched.apply_batch(0, &mut batch, 100, &mut outcomes);
+        assert!(batch.is_empty(), "drained");
+        let (srcs, outcomes): (Vec<SocketAddr>, Vec<ApplyOutcome>) = outcomes.into_iter().unzip();
+        assert_eq!(srcs, [src; 4]);
+        assert_eq!(outcomes, single);
+        assert!(outcomes[0].request_metadata.is_some());
+        assert_eq!(batched.counters().bad_spoof.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            format!("{:?}", batched.snapshot(101)),
+            format!("{:?}", one.snapshot(101))
+        );
     }
 
     #[test]
