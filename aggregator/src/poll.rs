@@ -192,7 +192,8 @@ fn summary_metrics(ms: &[xml::SummaryMetric]) -> Vec<SummaryMetric> {
 }
 
 /// A cluster's summary: its HOSTS/METRICS when it carries them, else computed
-/// from its hosts as gmetad does (alive = TN < 4 × TMAX, numeric metrics only).
+/// from its hosts with the same arithmetic as our own clusters'
+/// ([`Summary::of_polled_hosts`]).
 fn summarize_cluster(c: &xml::Cluster) -> Summary {
     if let Some(h) = c.hosts_summary {
         let mut metrics = summary_metrics(&c.metrics);
@@ -203,42 +204,7 @@ fn summarize_cluster(c: &xml::Cluster) -> Summary {
             metrics,
         };
     }
-    let mut s = Summary::default();
-    for h in &c.hosts {
-        let alive = if h.tmax == 0 {
-            c.localtime.abs_diff(h.reported) < 60
-        } else {
-            h.tn < 4 * u64::from(h.tmax)
-        };
-        if !alive {
-            s.hosts_down += 1;
-            continue;
-        }
-        s.hosts_up += 1;
-        let mut one = Summary::default();
-        for m in h.metrics.iter().filter(|m| m.metric_type.is_numeric()) {
-            let Ok(x) = m.val.trim().parse::<f64>() else {
-                continue;
-            };
-            one.metrics.push(SummaryMetric {
-                name: m.name.to_string(),
-                sum: x,
-                num: 1,
-                metric_type: m.metric_type,
-                units: m.units.to_string(),
-                slope: m.slope,
-                precision_from: m.val.to_string(),
-                extras: m
-                    .extras
-                    .iter()
-                    .filter(|(k, _)| k != "SPOOF_HOST")
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            });
-        }
-        s.merge(&one);
-    }
-    s
+    Summary::of_polled_hosts(c)
 }
 
 /// A grid seen from above is summary only (gmetad's authority rule): its own

@@ -25,7 +25,7 @@ pub use polled::{Refusal, SUMMARY_DIR};
 pub use snapshot::{
     Census, ClusterSnap, ClusterView, GridSnap, HostSnap, MetricSnap, SNAPSHOT_INTERVAL, Snapshot,
 };
-pub use summary::{Summary, SummaryMetric};
+pub use summary::{Summary, SummaryMetric, host_alive};
 
 use crate::telemetry::Counters;
 use ganglion_proto::xdr::MetricId;
@@ -810,6 +810,54 @@ mod tests {
             format!("{:?}", batched.snapshot(101)),
             format!("{:?}", one.snapshot(101))
         );
+    }
+
+    #[test]
+    fn a_polled_cluster_is_summarised_alike_in_state_and_straight_from_its_document() {
+        use ganglion_proto::xml::{Cluster, Host, Metric};
+        let metric = |name: &str, val: &str, group: &str| Metric {
+            name: name.into(),
+            val: val.into(),
+            metric_type: ganglion_proto::MetricType::Float,
+            units: "u".into(),
+            tn: 5,
+            tmax: 60,
+            dmax: 0,
+            slope: ganglion_proto::Slope::Both,
+            source: "gmond".into(),
+            extras: vec![("GROUP".into(), group.into())],
+        };
+        let host = |name: &str, tn: u64, tmax: u32, metrics: Vec<Metric>| Host {
+            name: name.into(),
+            ip: "10.0.0.9".into(),
+            reported: 1000 - tn,
+            tn,
+            tmax,
+            metrics,
+            ..Default::default()
+        };
+        let c = Cluster {
+            name: "p".into(),
+            localtime: 1000,
+            hosts: vec![
+                host("a", 10, 20, vec![metric("load", "1.50", "cpu")]),
+                // No TMAX: alive within 60 s.
+                host("b", 50, 0, vec![metric("load", "2", "load")]),
+                host("dead", 100, 20, vec![metric("load", "9", "cpu")]),
+            ],
+            complete: true,
+            ..Default::default()
+        };
+        let direct = Summary::of_polled_hosts(&c);
+        let s = state();
+        s.replace_polled_cluster("src", c, 1000).unwrap();
+        let snap = s.snapshot(1000);
+        let held = &snap.cluster("p").unwrap().summary;
+        assert_eq!(format!("{direct:?}"), format!("{held:?}"));
+        assert_eq!((direct.hosts_up, direct.hosts_down), (2, 1));
+        let load = &direct.metrics[0];
+        assert_eq!((load.sum_text(), load.num), ("3.50".to_string(), 2));
+        assert_eq!(load.extras.len(), 2, "extras of both descriptions");
     }
 
     #[test]

@@ -435,9 +435,8 @@ fn retime(c: &ClusterSnap, then: u64, now: u64) -> ClusterSnap {
     }
 }
 
-/// gmetad's liveness: TN < 4 × TMAX.
 fn alive(tn: u64, tmax: u32) -> bool {
-    tn < 4 * u64::from(tmax.max(1))
+    super::summary::host_alive(tn, tmax)
 }
 
 /// A metric is shown until its value is older than DMAX (0: forever).
