@@ -17,6 +17,9 @@
 //! the previous snapshot when it is of the same second (only fresher data is
 //! at stake), and waits for the rebuild (not for the ingest lock) when it is
 //! older, so no reader is ever given a wrong TN.
+//!
+//! The price is memory: the last snapshot stays alive between reads (one
+//! copy of what readers see), where each read used to build and drop its own.
 
 use compact_str::CompactString;
 use ganglion_proto::model::{MetricType, Slope, special};
@@ -283,12 +286,12 @@ impl State {
         }
         // Same second, only fresher data wanted: if someone is rebuilding,
         // what there is will do.
-        let same_second = current.as_ref().is_some_and(|b| now <= b.snap.localtime);
-        let Some(_permit) = cache.permit(same_second) else {
-            if let Some(b) = current {
-                return b.snap.clone();
-            }
-            return self.snapshot(now);
+        let same_second = current.as_ref().filter(|b| now <= b.snap.localtime);
+        let _permit = match (cache.permit(same_second.is_some()), same_second) {
+            (Some(permit), _) => permit,
+            (None, Some(b)) => return b.snap.clone(),
+            // `permit` only declines when told a previous snapshot will do.
+            (None, None) => return self.snapshot(now),
         };
         // Rebuilt by the thread we waited for?
         let current = cache.current();
