@@ -75,7 +75,7 @@ impl Summary {
 
     /// The summary of a polled cluster's hosts as the document lists them
     /// (a cluster inside a polled grid that carries no HOSTS/METRICS of its
-    /// own): the same arithmetic as [`Summary::of_hosts`], over the
+    /// own): the same arithmetic as the snapshot's cluster summaries, over the
     /// document's view of each host.
     pub fn of_polled_hosts(c: &ganglion_proto::xml::Cluster) -> Summary {
         let mut summary = Summary::default();
