@@ -3,7 +3,8 @@
 //! everything the writer produces, and the reader's tolerance.
 #![allow(
     clippy::disallowed_methods,
-    reason = "fixtures are read from disk; proto/clippy.toml is about the library"
+    clippy::disallowed_types,
+    reason = "tests read fixtures and run xmllint; proto/clippy.toml is about the library"
 )]
 
 use ganglion_proto::model::{MetricType, Slope};
