@@ -4,10 +4,18 @@
 //! becomes a cluster; a gmetad source's clusters become clusters and its grids
 //! become child grids (summary only). A bad poll marks that source's last data
 //! stale instead of discarding it, and never touches other sources.
+//!
+//! A source is a remote peer, so what it can cost is bounded: a document
+//! (as received, and again once gunzipped) may hold at most
+//! [`MAX_DOCUMENT_BYTES`] and must arrive within [`poll_deadline`]; a cluster
+//! or grid name that belongs to one of our own clusters or to another source
+//! is refused (counted, logged once per name), so no source can wipe or
+//! overwrite data it does not own.
 
 use crate::config::DataSourceConfig;
-use crate::state::{GridSnap, State, Summary, SummaryMetric, now_secs};
-use ganglion_proto::xml::{self, Item, Limits};
+use crate::state::{GridSnap, Refusal, State, Summary, SummaryMetric, now_secs};
+use ganglion_proto::xml::{self, Item, Limits, XmlError};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,8 +24,26 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Largest document accepted from one source.
-const MAX_DOCUMENT_BYTES: usize = 512 * 1024 * 1024;
+/// Largest document accepted from one source, both as received and after
+/// gunzip (a gzip bomb inflates about 1000:1, so the inflated size is what
+/// needs the bound). A 1M-series gmetad document is about 300 MB.
+pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024 * 1024;
+
+/// How long one poll may take from connect to the end of the document:
+/// twice the poll interval (at least twice the per-read timeout). A source
+/// that keeps sending without ever ending its document is cut there, where
+/// the per-read timeout alone would never fire.
+pub fn poll_deadline(ds: &DataSourceConfig) -> Duration {
+    Duration::from_secs(2 * u64::from(ds.poll_secs.max(ds.timeout_secs).max(1)))
+}
+
+/// The reader's limits for polled documents.
+fn limits() -> Limits {
+    Limits {
+        max_input_bytes: MAX_DOCUMENT_BYTES,
+        ..Limits::default()
+    }
+}
 
 /// Why a poll failed.
 #[derive(Debug, Error)]
@@ -36,6 +62,14 @@ pub enum PollError {
     /// The document is larger than we accept.
     #[error("document from {0} exceeds {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge(String),
+    /// The document did not end within the poll deadline.
+    #[error("document from {addr} not complete after {secs} s")]
+    TooSlow {
+        /// Address.
+        addr: String,
+        /// The deadline.
+        secs: u64,
+    },
 }
 
 fn with_default_port(a: &str) -> String {
@@ -80,7 +114,16 @@ async fn fetch(
             }
         };
         *last_good = i;
-        return read_all(stream, &addr, timeout, size_hint).await;
+        let deadline = poll_deadline(ds);
+        return match tokio::time::timeout(deadline, read_all(stream, &addr, timeout, size_hint))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(PollError::TooSlow {
+                addr,
+                secs: deadline.as_secs(),
+            }),
+        };
     }
     Err(PollError::Connect(errors.join("; ")))
 }
@@ -149,7 +192,8 @@ fn summary_metrics(ms: &[xml::SummaryMetric]) -> Vec<SummaryMetric> {
 }
 
 /// A cluster's summary: its HOSTS/METRICS when it carries them, else computed
-/// from its hosts as gmetad does (alive = TN < 4 × TMAX, numeric metrics only).
+/// from its hosts with the same arithmetic as our own clusters'
+/// ([`Summary::of_polled_hosts`]).
 fn summarize_cluster(c: &xml::Cluster) -> Summary {
     if let Some(h) = c.hosts_summary {
         let mut metrics = summary_metrics(&c.metrics);
@@ -160,42 +204,7 @@ fn summarize_cluster(c: &xml::Cluster) -> Summary {
             metrics,
         };
     }
-    let mut s = Summary::default();
-    for h in &c.hosts {
-        let alive = if h.tmax == 0 {
-            c.localtime.abs_diff(h.reported) < 60
-        } else {
-            h.tn < 4 * u64::from(h.tmax)
-        };
-        if !alive {
-            s.hosts_down += 1;
-            continue;
-        }
-        s.hosts_up += 1;
-        let mut one = Summary::default();
-        for m in h.metrics.iter().filter(|m| m.metric_type.is_numeric()) {
-            let Ok(x) = m.val.trim().parse::<f64>() else {
-                continue;
-            };
-            one.metrics.push(SummaryMetric {
-                name: m.name.to_string(),
-                sum: x,
-                num: 1,
-                metric_type: m.metric_type,
-                units: m.units.to_string(),
-                slope: m.slope,
-                precision_from: m.val.to_string(),
-                extras: m
-                    .extras
-                    .iter()
-                    .filter(|(k, _)| k != "SPOOF_HOST")
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            });
-        }
-        s.merge(&one);
-    }
-    s
+    Summary::of_polled_hosts(c)
 }
 
 /// A grid seen from above is summary only (gmetad's authority rule): its own
@@ -230,28 +239,51 @@ fn grid_snap(g: &xml::Grid, now: u64) -> GridSnap {
     }
 }
 
-/// Applies one parsed document; returns the cluster and grid names it delivered
-/// (complete or not), so a later failure can mark exactly those stale.
+/// What one document did to the state.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Cluster names it delivered (complete or not), so a later failure can
+    /// mark exactly those stale.
+    pub clusters: Vec<String>,
+    /// Grid names it delivered.
+    pub grids: Vec<String>,
+    /// Clusters and grids refused for their name.
+    pub refused: Vec<Refusal>,
+}
+
+/// Applies one parsed document from an unnamed source; returns the cluster
+/// and grid names it delivered (see [`apply_from`]).
 pub fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, Vec<String>) {
-    let (mut clusters, mut grids, mut stale_c, mut stale_g) = (vec![], vec![], vec![], vec![]);
-    let mut take_cluster = |c: xml::Cluster| {
-        clusters.push(c.name.clone());
-        if c.complete {
-            state.replace_polled_cluster(c, now);
-        } else {
-            stale_c.push(c.name);
-        }
-    };
+    let a = apply_from(state, "", document, now);
+    (a.clusters, a.grids)
+}
+
+/// Applies one parsed document from data source `source`, which owns the
+/// cluster and grid names it delivers first.
+pub fn apply_from(state: &State, source: &str, document: xml::Document, now: u64) -> Applied {
+    let mut out = Applied::default();
+    let (mut stale_c, mut stale_g) = (vec![], vec![]);
     for item in document.items {
         match item {
-            Item::Cluster(c) => take_cluster(c),
+            Item::Cluster(c) => {
+                out.clusters.push(c.name.clone());
+                if c.complete {
+                    if let Err(r) = state.replace_polled_cluster(source, c, now) {
+                        out.refused.push(r);
+                    }
+                } else {
+                    stale_c.push(c.name);
+                }
+            }
             // A gmond source gives clusters (shown in full); a gmetad source
             // gives its GRID, which becomes a child grid: summary only, like
             // gmetad's `scalable` mode.
             Item::Grid(g) => {
-                grids.push(g.name.clone());
+                out.grids.push(g.name.clone());
                 if g.complete {
-                    state.replace_grid(grid_snap(&g, now));
+                    if let Err(r) = state.replace_grid(source, grid_snap(&g, now)) {
+                        out.refused.push(r);
+                    }
                 } else {
                     stale_g.push(g.name.clone());
                 }
@@ -259,8 +291,8 @@ pub fn apply(state: &State, document: xml::Document, now: u64) -> (Vec<String>, 
             Item::Host(_) => {}
         }
     }
-    state.mark_stale(&stale_c, &stale_g);
-    (clusters, grids)
+    state.mark_stale(source, &stale_c, &stale_g);
+    out
 }
 
 /// Polls one source until shutdown.
@@ -269,6 +301,8 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
     let mut last_size = 0usize;
     let mut seen: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut warned_at: Option<Instant> = None;
+    // Names refused from this source, each logged once.
+    let mut refused_logged: HashSet<String> = HashSet::new();
     let mut jitter = (now_secs() as u32).wrapping_mul(2654435761);
     loop {
         let started = Instant::now();
@@ -280,24 +314,48 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
         match result {
             Ok(bytes) => {
                 last_size = bytes.len();
-                let parsed = tokio::task::spawn_blocking(move || {
-                    xml::parse_bytes(&bytes, &Limits::default())
-                })
-                .await;
+                let parsed =
+                    tokio::task::spawn_blocking(move || xml::parse_bytes(&bytes, &limits())).await;
                 match parsed {
+                    Ok(out) if matches!(out.error, Some(XmlError::LimitExceeded { .. })) => {
+                        // Nothing of an oversized document is taken.
+                        counters.polls_failed.fetch_add(1, Ordering::Relaxed);
+                        counters.poll_too_large.fetch_add(1, Ordering::Relaxed);
+                        state.mark_stale(&ds.name, &seen.0, &seen.1);
+                        if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                            let e = out.error.map(|e| e.to_string()).unwrap_or_default();
+                            tracing::warn!(source = %ds.name, error = %e, "poll refused; keeping the last data as stale");
+                            warned_at = Some(Instant::now());
+                        }
+                    }
                     Ok(mut out) => {
                         counters
                             .poll_skipped_elements
                             .fetch_add(out.skipped.len() as u64, Ordering::Relaxed);
-                        let names = apply(&state, std::mem::take(&mut out.document), now_secs());
+                        let applied = apply_from(
+                            &state,
+                            &ds.name,
+                            std::mem::take(&mut out.document),
+                            now_secs(),
+                        );
+                        for r in &applied.refused {
+                            counters
+                                .poll_cluster_collisions
+                                .fetch_add(1, Ordering::Relaxed);
+                            if refused_logged.len() < 1024
+                                && refused_logged.insert(r.name().to_string())
+                            {
+                                tracing::warn!(source = %ds.name, error = %r, "refusing a polled name (logged once per name)");
+                            }
+                        }
                         if let Some(e) = &out.error {
                             counters.polls_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(source = %ds.name, error = %e, "partial poll: complete clusters updated, the rest kept as stale");
                         } else {
                             counters.polls_ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        if !names.0.is_empty() || !names.1.is_empty() {
-                            seen = names;
+                        if !applied.clusters.is_empty() || !applied.grids.is_empty() {
+                            seen = (applied.clusters, applied.grids);
                         }
                         warned_at = None;
                     }
@@ -306,7 +364,16 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
             }
             Err(e) => {
                 counters.polls_failed.fetch_add(1, Ordering::Relaxed);
-                state.mark_stale(&seen.0, &seen.1);
+                match e {
+                    PollError::TooLarge(_) => {
+                        counters.poll_too_large.fetch_add(1, Ordering::Relaxed);
+                    }
+                    PollError::TooSlow { .. } => {
+                        counters.poll_too_slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                state.mark_stale(&ds.name, &seen.0, &seen.1);
                 // One line when a source goes bad, then once every 10 minutes.
                 if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
                     tracing::warn!(source = %ds.name, error = %e, "poll failed; keeping the last data as stale");

@@ -9,7 +9,7 @@
 //! `ganglion-agent` (which listens on its sending socket) re-sends metadata at
 //! once after an aggregator restart; gmond senders simply ignore them.
 
-use crate::state::{State, canonical_ip, now_secs};
+use crate::state::{ApplyOutcome, Datagram, State, canonical_ip, now_secs};
 use crate::telemetry::LogLimiter;
 use ganglion_proto::model::MetricType;
 use ganglion_proto::xdr::{self, DecodeError, MAX_RECV_LEN, Message};
@@ -68,13 +68,18 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<U
     Ok(s)
 }
 
+/// Lookups waiting for the resolver thread, at most. Past it a new address
+/// is not queued (nor cached), so it is tried again on a later datagram:
+/// under a spoofed flood, real hosts never wait behind a million lookups.
+const DNS_QUEUE: usize = 4096;
+
 /// Reverse DNS with a cache, resolved off the receive path (a slow resolver
 /// must never stall ingest). Until a name is known the host is named by its IP,
 /// and renamed once the answer arrives.
 pub struct Resolver {
     enabled: bool,
     cache: Mutex<HashMap<IpAddr, Option<String>>>,
-    tx: Mutex<Option<mpsc::Sender<IpAddr>>>,
+    tx: Mutex<Option<mpsc::SyncSender<IpAddr>>>,
 }
 
 impl Resolver {
@@ -86,7 +91,7 @@ impl Resolver {
             tx: Mutex::new(None),
         });
         if enabled {
-            let (tx, rx) = mpsc::channel::<IpAddr>();
+            let (tx, rx) = mpsc::sync_channel::<IpAddr>(DNS_QUEUE);
             *r.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
             let weak = Arc::downgrade(&r);
             std::thread::Builder::new()
@@ -122,9 +127,9 @@ impl Resolver {
         }
         if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner())
             && c.len() < 1_000_000
+            && tx.try_send(ip).is_ok()
         {
             c.insert(ip, None);
-            let _ = tx.send(ip);
         }
         None
     }
@@ -193,6 +198,9 @@ struct Scratch {
     limiter: LogLimiter,
     asked: HashMap<(SocketAddr, String), u64>,
     out: Vec<u8>,
+    /// The decoded datagrams of one receive batch, applied under one lock.
+    batch: Vec<Datagram>,
+    outcomes: Vec<(SocketAddr, ApplyOutcome)>,
 }
 
 impl Receiver {
@@ -205,6 +213,8 @@ impl Receiver {
             limiter: LogLimiter::new(Duration::from_secs(60)),
             asked: HashMap::new(),
             out: Vec::with_capacity(256),
+            batch: Vec::with_capacity(BATCH),
+            outcomes: Vec::with_capacity(BATCH),
         };
         while !self.shutdown.is_cancelled() {
             match recv_batch(&self.socket, &mut bufs, &mut got) {
@@ -226,12 +236,23 @@ impl Receiver {
                 }
             }
             for (k, &(n, src)) in got.iter().enumerate() {
-                self.handle(&bufs[k], n, src, &mut scratch);
+                if let Some(d) = self.decode(&bufs[k], n, src, &mut scratch) {
+                    scratch.batch.push(d);
+                }
             }
+            let now = now_secs();
+            self.state
+                .apply_batch(self.cluster, &mut scratch.batch, now, &mut scratch.outcomes);
+            let mut outcomes = std::mem::take(&mut scratch.outcomes);
+            for (src, outcome) in outcomes.drain(..) {
+                self.follow_up(src, outcome, now, &mut scratch);
+            }
+            scratch.outcomes = outcomes;
         }
     }
 
-    fn handle(&self, buf: &[u8], n: usize, src: SocketAddr, s: &mut Scratch) {
+    /// Decodes one datagram (counting and logging what is wrong with it).
+    fn decode(&self, buf: &[u8], n: usize, src: SocketAddr, s: &mut Scratch) -> Option<Datagram> {
         let counters = self.state.counters();
         counters.datagrams.fetch_add(1, Ordering::Relaxed);
         // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
@@ -243,14 +264,14 @@ impl Receiver {
                 if s.limiter.allow(src.ip()) {
                     tracing::warn!(%src, id, "ignoring datagram with unknown message id (logged once a minute per sender)");
                 }
-                return;
+                return None;
             }
             Err(e) => {
                 counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 if s.limiter.allow(src.ip()) {
                     tracing::warn!(%src, error = %e, len = n, "dropping undecodable datagram (logged once a minute per sender)");
                 }
-                return;
+                return None;
             }
         };
         if matches!(msg, Message::Metadata(_) | Message::Value(_))
@@ -261,10 +282,12 @@ impl Receiver {
             tracing::warn!(%src, host = %msg.metric_id().host, "incorrect format for spoof argument (want IP:name)");
         }
         let name = self.resolver.name(canonical_ip(src.ip()));
-        let now = now_secs();
-        let outcome = self
-            .state
-            .apply(self.cluster, src, name.as_deref(), msg, now);
+        Some((src, name, msg))
+    }
+
+    /// What the receive path does after a datagram was applied.
+    fn follow_up(&self, src: SocketAddr, outcome: ApplyOutcome, now: u64, s: &mut Scratch) {
+        let counters = self.state.counters();
         if let Some(tc) = outcome.type_change
             && s.limiter.allow(src.ip())
         {

@@ -48,6 +48,13 @@ pub struct Counters {
     pub polls_failed: AtomicU64,
     /// Elements skipped while parsing polled XML.
     pub poll_skipped_elements: AtomicU64,
+    /// Polled documents refused for their size (as received or gunzipped).
+    pub poll_too_large: AtomicU64,
+    /// Polls cut because the document did not end within the poll deadline.
+    pub poll_too_slow: AtomicU64,
+    /// Polled clusters or grids refused because their name belongs to a
+    /// local cluster or to another data source (or is reserved).
+    pub poll_cluster_collisions: AtomicU64,
 }
 
 impl Counters {
@@ -145,6 +152,21 @@ impl Counters {
                 "Elements skipped in polled XML",
                 g(&self.poll_skipped_elements),
             ),
+            (
+                "ganglion_poll_too_large_total",
+                "Polled documents refused for their size, as received or gunzipped",
+                g(&self.poll_too_large),
+            ),
+            (
+                "ganglion_poll_too_slow_total",
+                "Polls cut because the document did not end within the poll deadline",
+                g(&self.poll_too_slow),
+            ),
+            (
+                "ganglion_poll_cluster_collisions_total",
+                "Polled clusters or grids refused: name of a local cluster, of another source's, or reserved",
+                g(&self.poll_cluster_collisions),
+            ),
         ]
     }
 }
@@ -241,45 +263,114 @@ impl Exposition {
     }
 }
 
+/// Keys a [`LogLimiter`] remembers unless told otherwise.
+pub const LOG_LIMITER_CAPACITY: usize = 10_000;
+
 /// Lets a warning through at most once per interval per key (a sender, a
 /// file, a kind of failure), so a flood of bad packets from one sender or a
 /// full disk is one log line, not a million.
+///
+/// Memory is fixed: at most `capacity` keys are remembered. Past that, new
+/// keys are refused (their messages suppressed) and one line per interval
+/// says how many were. Expired keys are swept once per interval, so a call
+/// costs O(1) amortised, flood or not.
 pub struct LogLimiter<K = IpAddr> {
-    last: Mutex<HashMap<K, Instant>>,
+    inner: Mutex<LimiterInner<K>>,
     every: Duration,
+    capacity: usize,
+}
+
+struct LimiterInner<K> {
+    last: HashMap<K, Instant>,
+    /// Start of the current sweep period.
+    swept: Instant,
+    /// Messages refused for lack of room since the last report.
+    suppressed: u64,
 }
 
 impl<K: Hash + Eq> LogLimiter<K> {
-    /// Allows one message per key per `every`.
+    /// Allows one message per key per `every`, for up to
+    /// [`LOG_LIMITER_CAPACITY`] keys.
     pub fn new(every: Duration) -> Self {
+        Self::with_capacity(every, LOG_LIMITER_CAPACITY)
+    }
+
+    /// As [`LogLimiter::new`], remembering at most `capacity` keys.
+    pub fn with_capacity(every: Duration, capacity: usize) -> Self {
         LogLimiter {
-            last: Mutex::new(HashMap::new()),
+            inner: Mutex::new(LimiterInner {
+                last: HashMap::new(),
+                swept: Instant::now(),
+                suppressed: 0,
+            }),
             every,
+            capacity,
         }
     }
 
     /// True when a message about `key` may be logged now.
     pub fn allow(&self, key: K) -> bool {
-        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if m.len() > 10_000 {
-            // Bounded memory under a spoofed-source flood.
-            m.retain(|_, t| now.duration_since(*t) < self.every);
+        if now.duration_since(m.swept) >= self.every {
+            m.swept = now;
+            let every = self.every;
+            m.last.retain(|_, t| now.duration_since(*t) < every);
+            if m.suppressed > 0 {
+                tracing::warn!(
+                    suppressed = m.suppressed,
+                    capacity = self.capacity,
+                    "log rate limiter full: messages from {} more sources suppressed",
+                    m.suppressed
+                );
+                m.suppressed = 0;
+            }
         }
-        match m.get(&key) {
+        let full = m.last.len() >= self.capacity;
+        match m.last.get_mut(&key) {
             Some(t) if now.duration_since(*t) < self.every => false,
-            _ => {
-                m.insert(key, now);
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None if full => {
+                m.suppressed += 1;
+                false
+            }
+            None => {
+                m.last.insert(key, now);
                 true
             }
         }
     }
 
+    /// Messages refused for lack of room since the last report.
+    pub fn suppressed(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .suppressed
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last
+            .len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets `key`, so the next message about it is logged at once (the
     /// condition ended; a new one deserves its own line).
     pub fn reset(&self, key: &K) {
-        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        m.remove(key);
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.last.remove(key);
     }
 }
 
@@ -323,5 +414,32 @@ mod tests {
         assert!(l.allow("file"));
         l.reset(&"disk");
         assert!(l.allow("disk"));
+    }
+
+    #[test]
+    fn log_limiter_has_a_fixed_capacity() {
+        let l: LogLimiter<u32> = LogLimiter::with_capacity(Duration::from_secs(600), 100);
+        // A spoofed flood: a new key every call.
+        let allowed = (0..10_000u32).filter(|k| l.allow(*k)).count();
+        assert_eq!(allowed, 100, "only the first 100 keys get a line");
+        assert_eq!(l.len(), 100, "memory stays at the capacity");
+        assert_eq!(l.suppressed(), 9_900, "the rest are counted for one report");
+        // Keys already known keep their own rate limit.
+        assert!(!l.allow(5));
+        // Making room (a condition ended) lets a new key in.
+        l.reset(&5);
+        assert!(l.allow(10_001));
+        assert!(!l.allow(10_002));
+    }
+
+    #[test]
+    fn log_limiter_sweeps_expired_keys_once_per_period() {
+        // A zero interval: every call starts a new period, every key has expired.
+        let l: LogLimiter<u32> = LogLimiter::with_capacity(Duration::ZERO, 2);
+        assert!(l.allow(1));
+        assert!(l.allow(2));
+        assert!(l.allow(3), "expired keys are swept, making room");
+        assert!(l.allow(1), "an expired key is allowed again");
+        assert!(l.len() <= 2);
     }
 }

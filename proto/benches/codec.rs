@@ -3,6 +3,11 @@
 //! hosts × 30 metrics, the storage benchmark's source).
 //! `cargo bench -p ganglion-proto --bench codec`. Throughput is reported in
 //! messages (or metrics) per second on one core.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "tests read fixtures and run xmllint; proto/clippy.toml is about the library"
+)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ganglion_proto::{xdr, xml};

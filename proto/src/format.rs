@@ -45,7 +45,7 @@ pub fn render(fmt: &str, value: &Value) -> String {
     let Some(p) = parse(fmt) else {
         return render_default(value);
     };
-    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut out = String::with_capacity(fmt.len().saturating_add(16));
     out.push_str(&unescape_percent(p.prefix));
     let body = convert(&p.spec, value);
     out.push_str(&body);
@@ -87,6 +87,11 @@ fn unescape_percent(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Finds the single conversion; `None` when the format has zero or several,
 /// or anything this renderer does not interpret.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "`b[i]` is read only while `i < b.len()`, and `i` never exceeds a slice length (at most isize::MAX), so `i + 2` cannot overflow"
+)]
 fn parse(fmt: &str) -> Option<Parsed<'_>> {
     let b = fmt.as_bytes();
     let mut i = 0;
@@ -161,6 +166,10 @@ fn parse(fmt: &str) -> Option<Parsed<'_>> {
 }
 
 /// Reads decimal digits; `Some(0)` when there are none, `None` on overflow.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "`c` is an ASCII digit, and `i` stays within `b`"
+)]
 fn digits(b: &[u8], mut i: usize) -> (Option<usize>, usize) {
     let mut v: usize = 0;
     while let Some(&c) = b.get(i) {
@@ -308,6 +317,10 @@ fn sign_of(negative: bool, spec: &Spec) -> String {
 }
 
 /// Integer precision = minimum digits; `%.0d` of 0 prints nothing, as in C.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "subtracts only when `digits.len() < p`"
+)]
 fn int_precision(digits: String, spec: &Spec) -> String {
     match spec.precision {
         Some(0) if digits == "0" => String::new(),
@@ -316,6 +329,10 @@ fn int_precision(digits: String, spec: &Spec) -> String {
     }
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "two in-memory string lengths cannot sum past usize::MAX; subtracts only when `len < width`"
+)]
 fn pad(spec: &Spec, sign: &str, body: &str) -> String {
     let len = sign.len() + body.len();
     if len >= spec.width {
@@ -353,13 +370,17 @@ fn fmt_e(v: f64, p: usize) -> String {
     let s = format!("{:.*e}", p, v);
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let mut out = String::with_capacity(mant.len() + 5);
+    let mut out = String::with_capacity(mant.len().saturating_add(5));
     out.push_str(mant);
     let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     out
 }
 
 /// C `%.pg` of a non-negative finite value.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "`p` is at least 1 and at most MAX_WIDTH, and `x` is a float exponent (|x| < 400)"
+)]
 fn fmt_g(v: f64, p: usize, alt: bool) -> String {
     let p = if p == 0 { 1 } else { p };
     // The exponent after rounding to p significant digits decides the style.

@@ -10,6 +10,22 @@
 //!
 //! This crate does no IO beyond `std::io::Read`/`Write` it is handed, has no
 //! async runtime and no logging, and never panics on any input.
+//!
+//! "Never panics" is machine-checked: outside tests, clippy warns on indexing,
+//! unchecked arithmetic, `unwrap`/`expect` and `panic!`, and the test gate
+//! runs clippy with `-D warnings`. Each remaining site carries an `allow`
+//! with the reason it cannot fail. "No IO" is checked the same way:
+//! `proto/clippy.toml` refuses files, sockets and processes.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 pub mod format;
 pub mod model;

@@ -53,6 +53,10 @@ impl MetricId {
     /// Splits a spoofed host string into `(ip, name)` the way gmond does: at the
     /// first `:` searched from the second character. `None` when there is no
     /// such `:` or the name part is empty (gmond drops such messages).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "`idx` is the position of a `:` in `h`, so `idx + 1 <= h.len()`"
+    )]
     pub fn spoof_parts(&self) -> Option<(&str, &str)> {
         let h = &self.host;
         let idx = h.char_indices().skip(1).find(|&(_, c)| c == ':')?.0;
@@ -271,7 +275,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
 
     fn take(&mut self, n: usize, field: Field) -> Result<&'a [u8], DecodeError> {
@@ -283,14 +287,22 @@ impl<'a> Reader<'a> {
                 available: self.remaining(),
             });
         }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
+        let end = self.pos.saturating_add(n);
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated {
+            field,
+            offset: self.pos,
+            needed: n,
+            available: self.remaining(),
+        })?;
+        self.pos = end;
         Ok(s)
     }
 
     fn u32(&mut self, field: Field) -> Result<u32, DecodeError> {
         let b = self.take(4, field)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        Ok(u32::from_be_bytes(a))
     }
 
     fn u64(&mut self, field: Field) -> Result<u64, DecodeError> {
@@ -315,12 +327,12 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Truncated {
                 field,
                 offset,
-                needed: 4 + padded,
-                available: self.remaining() + 4,
+                needed: padded.saturating_add(4),
+                available: self.remaining().saturating_add(4),
             });
         }
         let bytes = self.take(padded, field)?;
-        Ok(text_from_wire(&bytes[..len]))
+        Ok(text_from_wire(bytes.get(..len).unwrap_or(bytes)))
     }
 }
 
@@ -409,6 +421,11 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "`pad` is below 4, the length of the zeros it slices"
+)]
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     put_u32(out, b.len() as u32);
@@ -417,11 +434,19 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&[0u8; 3][..pad]);
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "the length of a string held in memory, rounded up to 4"
+)]
 fn str_len(s: &str) -> usize {
     4 + s.len().div_ceil(4) * 4
 }
 
 /// Exact encoded size of a message.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "a sum of the lengths of strings held in memory cannot reach usize::MAX"
+)]
 pub fn encoded_len(msg: &Message) -> usize {
     let id = msg.metric_id();
     let head = 4 + str_len(&id.host) + str_len(&id.name) + 4;

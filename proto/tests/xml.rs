@@ -1,6 +1,11 @@
 //! gmond/gmetad XML: golden documents captured from the real gmond/gmetad 3.7.2
 //! (`data/xml/recapture.py`), the writer's exact layout, xmllint validity of
 //! everything the writer produces, and the reader's tolerance.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "tests read fixtures and run xmllint; proto/clippy.toml is about the library"
+)]
 
 use ganglion_proto::model::{MetricType, Slope};
 use ganglion_proto::xml::{

@@ -21,9 +21,11 @@ pub fn write_escaped<W: Write + ?Sized>(w: &mut W, s: &str) -> io::Result<()> {
     let Some(first) = bytes.iter().position(|&b| needs_escape(b)) else {
         return w.write_all(bytes);
     };
-    w.write_all(&bytes[..first])?;
+    // `first` is the position of an ASCII byte, so a character boundary.
+    let (plain, rest) = s.split_at(first);
+    w.write_all(plain.as_bytes())?;
     let mut buf = [0u8; 4];
-    for c in s[first..].chars() {
+    for c in rest.chars() {
         match c {
             '&' => w.write_all(b"&amp;")?,
             '<' => w.write_all(b"&lt;")?,

@@ -14,7 +14,11 @@
 //! `derivative`, which the DTD does not list, is written as `unspecified`
 //! ([`writer::dtd_slope`]) so documents validate against Ganglia's own DTD.
 
+mod attrs;
+mod builder;
 pub mod escape;
+mod input;
+mod model;
 pub mod reader;
 pub mod writer;
 
@@ -37,13 +41,8 @@ pub fn format_sum(sum: f64, metric_type: MetricType, precision_from: &str) -> St
         return format!("{sum:.0}");
     }
     let prec = precision_from
-        .rfind('.')
-        .map(|i| {
-            precision_from[i + 1..]
-                .bytes()
-                .take_while(u8::is_ascii_digit)
-                .count()
-        })
+        .rsplit_once('.')
+        .map(|(_, decimals)| decimals.bytes().take_while(u8::is_ascii_digit).count())
         .unwrap_or(0);
     format!("{:.*}", prec.min(20), sum)
 }

@@ -186,6 +186,11 @@ mod itoa_lite {
         pub fn new() -> Self {
             Buffer([0; 20])
         }
+        #[allow(
+            clippy::indexing_slicing,
+            clippy::arithmetic_side_effects,
+            reason = "u64::MAX has 20 digits, the buffer's size: `i` stays in 0..20"
+        )]
         pub fn format(&mut self, mut v: u64) -> &[u8] {
             let mut i = self.0.len();
             loop {
