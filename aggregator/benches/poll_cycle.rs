@@ -80,11 +80,7 @@ fn poll_cycle(c: &mut Criterion) {
     g.bench_function("sample", |b| {
         b.iter(|| {
             let snap = st.snapshot(NOW + 5);
-            black_box(storage::samples(
-                Arc::unwrap_or_clone(snap),
-                15,
-                &Default::default(),
-            ))
+            black_box(storage::samples(&snap, 15, &Default::default()))
         })
     });
 
@@ -94,11 +90,7 @@ fn poll_cycle(c: &mut Criterion) {
             let d = xml::parse_bytes(black_box(&doc), &limits).document;
             poll::apply(&st, d, NOW);
             let snap = st.snapshot(NOW + 5);
-            black_box(storage::samples(
-                Arc::unwrap_or_clone(snap),
-                15,
-                &Default::default(),
-            ))
+            black_box(storage::samples(&snap, 15, &Default::default()))
         })
     });
     g.finish();

@@ -175,7 +175,7 @@ impl SummaryRrds {
 
 /// gmetad's samples for one snapshot (consumed: its strings move into the
 /// samples).
-pub fn samples(snap: Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
+pub fn samples(snap: &Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
     let grid = snap.grid_summary();
     // One sample per metric and summary line at most: sized once instead of
     // regrown (and moved) a dozen times per step.
@@ -191,20 +191,22 @@ pub fn samples(snap: Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
             .sum::<usize>()
         + grid.metrics.len();
     let mut out = Vec::with_capacity(most);
-    for c in snap.clusters.into_iter().filter(|c| !c.stale) {
-        let cluster: Arc<str> = c.name.into();
+    // Read from the shared snapshot (readers hold it too): names are Arc
+    // clones, values inline CompactStrings.
+    for c in snap.clusters.iter().filter(|c| !c.stale) {
+        let cluster: Arc<str> = c.name.as_str().into();
         let time = c.localtime;
-        for h in c.hosts.into_iter().filter(|h| h.alive) {
-            let host: Arc<str> = h.name.into();
+        for h in c.hosts.iter().filter(|h| h.alive) {
+            let host: Arc<str> = h.name.as_str().into();
             // A numeric type with a value that is not a number (a confused
             // sender) would make librrd reject the whole batch from there on.
             for m in h
                 .metrics
-                .into_iter()
+                .iter()
                 .filter(|m| m.metric_type.is_numeric() && m.number.is_some())
             {
                 let ds_type = m.slope.rrd_ds_type();
-                let mut values = m.val;
+                let mut values = m.val.clone();
                 if values.trim().len() != values.len() {
                     values = values.trim().into();
                 }
@@ -212,7 +214,7 @@ pub fn samples(snap: Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
                     series: SeriesKey::Host {
                         cluster: cluster.clone(),
                         host: host.clone(),
-                        metric: m.name,
+                        metric: m.name.clone(),
                     },
                     ds_type,
                     step,
@@ -252,7 +254,7 @@ pub fn samples(snap: Snapshot, step: u32, rrds: &SummaryRrds) -> Vec<Sample> {
             });
         }
     }
-    for m in grid.metrics.into_iter().filter(|m| rrds.root(&m.name)) {
+    for m in grid.metrics.iter().filter(|m| rrds.root(&m.name)) {
         out.push(Sample {
             series: SeriesKey::Root {
                 metric: m.name.as_str().into(),
@@ -281,17 +283,16 @@ pub async fn run_sampler(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // One last sample so a clean stop loses nothing of the final step.
-                handle.submit(samples(Arc::unwrap_or_clone(state.snapshot(now_secs())), step, &rrds));
+                handle.submit(samples(&state.snapshot(now_secs()), step, &rrds));
                 return;
             }
             _ = tick.tick() => {}
         }
         let snap = state.snapshot(now_secs());
         let r = rrds.clone();
-        let batch =
-            tokio::task::spawn_blocking(move || samples(Arc::unwrap_or_clone(snap), step, &r))
-                .await
-                .unwrap_or_default();
+        let batch = tokio::task::spawn_blocking(move || samples(&snap, step, &r))
+            .await
+            .unwrap_or_default();
         handle.submit(batch);
     }
 }
