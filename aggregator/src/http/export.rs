@@ -1,0 +1,136 @@
+//! `/api/export`: downloads of the shown data, through the same library as
+//! the CLI, streamed: a blocking task writes chunks into a small bounded
+//! channel that the response body drains, so memory stays a few chunks
+//! whatever the range, and a client that stops reading for
+//! [`SEND_TIMEOUT`] ends the export (and frees its permit).
+
+use super::select::{SeriesQ, check_export_rows, resolve};
+use super::series::{Flat, flush_for, window_rows};
+use super::{AppState, bad, error};
+use crate::state::now_secs;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::io::{self, Write};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Chunks (about 60 KiB each) buffered between the export and the client.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// A client that takes no chunk for this long ends its export.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Chunk = Result<Bytes, io::Error>;
+
+/// `io::Write` into the body channel, from a blocking thread.
+struct ChannelWriter {
+    tx: mpsc::Sender<Chunk>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let chunk = Bytes::copy_from_slice(buf);
+        let sent = self
+            .rt
+            .block_on(tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(chunk))));
+        match sent {
+            Ok(Ok(())) => Ok(buf.len()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Response {
+    let snap = app.state.snapshot(now_secs());
+    let r = match resolve(&app, &snap, &q) {
+        Ok(r) => Flat::from(r),
+        Err(e) => return e.into_response(),
+    };
+    drop(snap);
+    let (format, mime, ext) = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => (rrd_export::Format::Csv, "text/csv; charset=utf-8", "csv"),
+        "json" => (rrd_export::Format::Json, "application/json", "json"),
+        "ndjson" => (rrd_export::Format::Ndjson, "application/x-ndjson", "ndjson"),
+        other => return bad(format!("unknown format {other:?} (csv, json, ndjson)")),
+    };
+    let permit = match app.limits.heavy().await {
+        Ok(p) => p,
+        Err(busy) => return busy,
+    };
+    flush_for(&app, &r.sources).await;
+    let sources: Vec<rrd_export::Source> =
+        r.sources.into_iter().filter(|s| s.path.is_file()).collect();
+    if sources.is_empty() {
+        return error(StatusCode::NOT_FOUND, "no RRD files for that selection yet");
+    }
+    let req = rrd_export::Request {
+        window_rows: Some(window_rows(sources.len())),
+        sources,
+        start: r.start,
+        end: r.end,
+        cf: r.cf,
+        resolution: r.resolution,
+    };
+    // Open and align first, so a cap or a librrd error is a proper status.
+    let joined = tokio::task::spawn_blocking(move || rrd_export::join(&req, |_, _| {})).await;
+    let joined = match joined {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    if let Err(e) = check_export_rows(joined.rows(), joined.step, &app.limits.caps) {
+        app.limits.counters.over_cap.fetch_add(1, Ordering::Relaxed);
+        return e.into_response();
+    }
+    let opts = rrd_export::Options {
+        format,
+        ..rrd_export::Options::default()
+    };
+    let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut w = ChannelWriter { tx, rt };
+        if let Err(e) = rrd_export::export_joined(joined, &opts, &mut w) {
+            // Ends the body with an error: the client sees a cut download,
+            // never a silently short one.
+            let msg = e.to_string();
+            tracing::debug!(error = %msg, "export ended early");
+            let _ = w.tx.blocking_send(Err(io::Error::other(msg)));
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    (
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{}.{ext}\"",
+                    q.metric.replace(['"', '/', '\\'], "_")
+                ),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
