@@ -535,7 +535,22 @@ impl Joined {
     /// O(`max_rows` × columns) whatever the range (plus the readers' windows).
     pub fn decimated(&mut self, max_rows: usize) -> Result<Decimated, ExportError> {
         let n_rows = self.rows();
-        let k = n_rows.div_ceil(max_rows.max(1)).max(1);
+        let max_rows = max_rows.max(1);
+        let mut k = n_rows.div_ceil(max_rows).max(1);
+        // Aligned buckets can cut a partial one at each end: grow k until
+        // the count of buckets is within max_rows, as promised.
+        let step = self.step.max(1) as i64;
+        let last = self
+            .first
+            .saturating_add(step.saturating_mul(n_rows as i64 - 1));
+        let buckets = |k: usize| {
+            let big = step.saturating_mul(k as i64).max(1);
+            let b = |t: i64| (t + big - 1).div_euclid(big);
+            (b(last) - b(self.first) + 1).max(0) as usize
+        };
+        while n_rows > 0 && buckets(k) > max_rows && k < n_rows {
+            k += 1;
+        }
         let out_rows = n_rows / k + 2;
         let ncols = self.columns.len();
         let mut out_times = Vec::with_capacity(out_rows);
@@ -545,6 +560,15 @@ impl Joined {
         // ranges merge the same rows (stable graphs while live).
         let big = (self.step as i64).saturating_mul(k as i64).max(1);
         let cf = self.cf;
+        // Rows that end before every file's oldest row are NaN in every
+        // column: a ten-year range over an RRA of weeks walks its millions of
+        // empty rows without reading (each still yields its bucket).
+        let data_from = self
+            .readers
+            .iter()
+            .map(Reader::data_from)
+            .min()
+            .unwrap_or(i64::MIN);
         let mut bucket: Option<i64> = None;
         let mut last_t = 0;
         let mut row = Vec::with_capacity(ncols);
@@ -557,12 +581,15 @@ impl Joined {
                 }
             }
             bucket = Some(end);
+            last_t = t;
+            if t <= data_from {
+                continue;
+            }
             row.clear();
             self.row(t, &mut row)?;
             for (a, v) in acc.iter_mut().zip(&row) {
                 a.push(*v, cf);
             }
-            last_t = t;
         }
         if bucket.is_some() {
             out_times.push(last_t);
@@ -852,6 +879,13 @@ mod tests {
         assert_eq!(t, vec![120, 150, 180, 200]);
         // (1+2)/2, (3+5)/2 (NaN skipped), (6+7+8)/3, (9+10)/2
         assert_eq!(c[0], vec![1.5, 4.0, 7.0, 9.5]);
+        // Never more rows than asked for: aligned buckets can cut a partial
+        // one at each end, so k grows until they fit.
+        for max in 1..=10 {
+            let (t, _, c) = j.decimated(max).unwrap();
+            assert!(t.len() <= max && !t.is_empty(), "{max}: {t:?}");
+            assert_eq!(c[0].len(), t.len());
+        }
     }
 
     #[test]
