@@ -11,6 +11,7 @@
 //! wait ([`Ticket::RateLimited`]; HTTP answers `429` with `Retry-After`).
 
 use crate::storage::StorageHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -26,6 +27,7 @@ pub struct FlushGate {
     wait: Duration,
     runtime: tokio::runtime::Handle,
     inner: Mutex<Inner>,
+    passes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -72,6 +74,7 @@ impl FlushGate {
             wait,
             runtime: tokio::runtime::Handle::current(),
             inner: Mutex::new(Inner::default()),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -125,12 +128,66 @@ impl FlushGate {
         Ticket::Pass(rx)
     }
 
+    /// Passes started so far.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
     /// One full pass on one blocking thread, whatever the number of callers.
     async fn pass(&self) -> bool {
+        self.passes.fetch_add(1, Ordering::Relaxed);
         let s = self.storage.clone();
         let wait = self.wait;
         tokio::task::spawn_blocking(move || s.flush(Vec::new(), wait))
             .await
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_callers_cost_at_most_two_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, writer) = crate::storage::start(
+            crate::storage::StorageParams {
+                rrd_root: dir.path().to_path_buf(),
+                step_secs: 15,
+                rras: vec!["RRA:AVERAGE:0.5:1:10".into()],
+                case_sensitive_hostnames: false,
+                config: crate::storage::StorageConfig::default(),
+                rrdcached: None,
+            },
+            &Arc::new(crate::telemetry::Counters::default()),
+        )
+        .unwrap();
+        let gate = FlushGate::new(h, Duration::from_secs(3600), Duration::from_secs(30));
+        let tickets: Vec<Ticket> = (0..100).map(|_| gate.request()).collect();
+        let mut passed = 0;
+        let mut limited = 0;
+        for t in tickets {
+            match t {
+                Ticket::RateLimited(d) => {
+                    assert!(d <= Duration::from_secs(3600));
+                    limited += 1;
+                }
+                t => {
+                    assert_eq!(t.wait().await, Some(true));
+                    passed += 1;
+                }
+            }
+        }
+        assert_eq!(passed + limited, 100);
+        assert!(passed >= 1);
+        assert!(gate.passes() <= 2, "{} passes", gate.passes());
+        // Idle and within the interval: told to come back, no pass.
+        assert!(matches!(gate.request(), Ticket::RateLimited(_)));
+        assert!(gate.passes() <= 2);
+        drop(gate);
+        tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
     }
 }

@@ -375,3 +375,45 @@ fn flush_sooner_than_the_interval_is_429_with_retry_after() {
         ) >= 1
     );
 }
+
+#[test]
+fn caps_that_do_not_fit_the_descriptor_limit_stop_the_start_naming_the_keys() {
+    use ganglion_tests::{require_binary, workspace_bin};
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("aggregator.toml");
+    // Default caps: 256 HTTP + 3 × 64 XML + fd_reserve 256 and the sockets
+    // need about 710 descriptors; 300 cannot hold them.
+    std::fs::write(
+        &conf,
+        format!(
+            "rrd_root = \"{}\"\n[[cluster]]\nname = \"c\"\nudp_listen = \"127.0.0.1:0\"\n\
+             xml_listen = \"127.0.0.1:0\"\nreverse_dns = false\n[xml]\n\
+             dump_listen = \"127.0.0.1:0\"\nquery_listen = \"127.0.0.1:0\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("rrds").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(require_binary("prlimit"))
+        .arg("--nofile=300:300")
+        .arg(workspace_bin("ganglion-aggregator"))
+        .arg("--config")
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started within 300 descriptors: {err}"
+    );
+    for key in [
+        "http.max_connections",
+        "xml.max_connections",
+        "limits.fd_reserve",
+        "RLIMIT_NOFILE allows 300",
+        "LimitNOFILE",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+}
