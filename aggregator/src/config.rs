@@ -241,14 +241,15 @@ pub struct HttpConfig {
     /// Connections one client address may hold; beyond it a connection is
     /// answered `503` with `Retry-After` and closed.
     pub max_connections_per_ip: usize,
-    /// Time a client has to send a request's headers, counted from accept or
-    /// from the previous response (slowloris defence; hyper's timer).
+    /// Time a client has to send a whole request head, counted from its
+    /// first byte (from accept for a new connection that sends nothing);
+    /// then the connection is closed (slowloris defence).
     pub header_read_timeout_secs: u32,
-    /// An idle keep-alive connection (no request in flight) is closed after
-    /// this long.
+    /// A keep-alive connection with no next request this long after the
+    /// last response is closed.
     pub keepalive_timeout_secs: u32,
-    /// Largest request head (request line plus headers), in bytes; larger
-    /// ones get `431`.
+    /// Largest request head (request line plus headers), in bytes (at least
+    /// 8192, hyper's smallest buffer); larger ones get `431`.
     pub max_header_bytes: usize,
     /// `/api/series`, `/api/export` and `/api/search` requests served at
     /// once; more get `503` with `Retry-After`.
@@ -630,10 +631,10 @@ impl Config {
                 return Err(invalid(key, "must be at most 1000000"));
             }
         }
-        if !(1024..=1024 * 1024).contains(&self.http.max_header_bytes) {
+        if !(8192..=1024 * 1024).contains(&self.http.max_header_bytes) {
             return Err(invalid(
                 "http.max_header_bytes",
-                "must be between 1024 and 1048576",
+                "must be between 8192 and 1048576",
             ));
         }
         if !(10..=1_000_000).contains(&self.http.max_series_rows) {

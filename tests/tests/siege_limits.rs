@@ -417,3 +417,48 @@ fn caps_that_do_not_fit_the_descriptor_limit_stop_the_start_naming_the_keys() {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }
+
+#[test]
+fn keep_alive_outlives_the_header_timeout_and_idle_connections_close() {
+    let agg = Aggregator::start_tuned(
+        "siege",
+        &Tuning {
+            http: "header_read_timeout_secs = 2\nkeepalive_timeout_secs = 5\n".into(),
+            ..Tuning::default()
+        },
+    );
+    let mut s = TcpStream::connect(agg.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let get = |s: &mut TcpStream| {
+        s.write_all(b"GET /api/grid HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(status(&get(&mut s)), 200);
+    // Idle for longer than the header timeout, less than keep-alive: the
+    // connection is still there for the next request.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status(&get(&mut s)), 200);
+    // A next head that never ends is cut by the header timeout.
+    s.write_all(b"GET /api/grid HTTP/1.1\r\n").unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(15)));
+    // An idle keep-alive connection is closed after keepalive_timeout_secs.
+    let mut idle = TcpStream::connect(agg.http).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(status(&get(&mut idle)), 200);
+    assert!(closed_within(&mut idle, Duration::from_secs(20)));
+    assert!(
+        metrics_value(
+            agg.http,
+            "ganglion_http_refused_total{reason=\"idle_keepalive\"}"
+        ) >= 1
+    );
+    assert!(
+        metrics_value(
+            agg.http,
+            "ganglion_http_refused_total{reason=\"header_timeout\"}"
+        ) >= 1
+    );
+}

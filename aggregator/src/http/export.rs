@@ -1,8 +1,9 @@
 //! `/api/export`: downloads of the shown data, through the same library as
 //! the CLI, streamed: a blocking task writes chunks into a small bounded
 //! channel that the response body drains, so memory stays a few chunks
-//! whatever the range, and a client that stops reading for
-//! [`SEND_TIMEOUT`] ends the export (and frees its permit).
+//! whatever the range. A client that stops reading for [`SEND_TIMEOUT`], or
+//! an export still running after [`EXPORT_DEADLINE`], ends with a cut body
+//! (and frees its permit).
 
 use super::select::{SeriesQ, check_export_rows, resolve};
 use super::series::{Flat, flush_for, window_rows};
@@ -23,18 +24,32 @@ const CHANNEL_CHUNKS: usize = 4;
 /// A client that takes no chunk for this long ends its export.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest an export may stream: it holds a heavy-request permit, so a
+/// client reading a trickle cannot keep it for hours.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(600);
+
 type Chunk = Result<Bytes, io::Error>;
 
 /// `io::Write` into the body channel, from a blocking thread.
 struct ChannelWriter {
     tx: mpsc::Sender<Chunk>,
     rt: tokio::runtime::Handle,
+    deadline: std::time::Instant,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if std::time::Instant::now() >= self.deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the export took longer than {} s",
+                    EXPORT_DEADLINE.as_secs()
+                ),
+            ));
         }
         let chunk = Bytes::copy_from_slice(buf);
         let sent = self
@@ -108,7 +123,11 @@ pub(super) async fn export(AxState(app): AxState<AppState>, Query(q): Query<Seri
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut w = ChannelWriter { tx, rt };
+        let mut w = ChannelWriter {
+            tx,
+            rt,
+            deadline: std::time::Instant::now() + EXPORT_DEADLINE,
+        };
         if let Err(e) = rrd_export::export_joined(joined, &opts, &mut w) {
             // Ends the body with an error: the client sees a cut download,
             // never a silently short one.

@@ -8,11 +8,16 @@
 //! - `http.max_connections_per_ip` reached: the connection is accepted,
 //!   answered `503 Service Unavailable` with `Retry-After: 5` and a JSON
 //!   error, and closed.
-//! - Headers not complete within `http.header_read_timeout_secs` of accept
-//!   (or of the previous response): the connection is closed (hyper answers
-//!   `408` when it has read part of a request).
-//! - No request for `http.keepalive_timeout_secs` after the last response:
-//!   the idle connection is closed.
+//! - A request head not complete within `http.header_read_timeout_secs` of
+//!   its first byte (or of accept, for a client that sends nothing): the
+//!   connection is closed.
+//! - No byte of a next request within `http.keepalive_timeout_secs` of the
+//!   last response: the idle connection is closed.
+//!
+//! hyper's own header timer starts as soon as a connection waits for a head,
+//! idle or not, so it would cut keep-alive at the header timeout; it is set to
+//! the sum of both timeouts as a backstop, and the two limits above are
+//! enforced per connection by a watchdog that sees the bytes arrive.
 //! - A request head over `http.max_header_bytes`: `431`.
 //! - Shutdown: no new connections; idle ones are closed, running requests
 //!   finish (bounded by the aggregator's stop timeout).
@@ -62,7 +67,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(params.header_read_timeout)
+        .header_read_timeout(params.header_read_timeout + params.keepalive_timeout)
         .max_buf_size(params.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -103,15 +108,130 @@ pub async fn serve(
 struct Activity {
     started: AtomicU64,
     in_flight: AtomicUsize,
-    last_end: Mutex<Instant>,
+    times: Mutex<Times>,
+    /// Wakes the watchdog when its deadline may have moved.
+    changed: tokio::sync::Notify,
+}
+
+struct Times {
+    /// When the last response was produced (or the connection accepted).
+    last_end: Instant,
+    /// First byte received since then: a head is being read.
+    head_since: Option<Instant>,
+}
+
+impl Activity {
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    fn begin(a: &Arc<Activity>) -> InFlight {
+        a.started.fetch_add(1, Ordering::Relaxed);
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.times().head_since = None;
+        a.changed.notify_one();
+        InFlight(a.clone())
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let mut t = self.0.times();
+        t.last_end = Instant::now();
+        t.head_since = None;
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_one();
+    }
+}
+
+/// The socket, noting when the bytes of a new request head start to arrive.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && self.activity.in_flight.load(Ordering::Relaxed) == 0 {
+            let mut t = self.activity.times();
+            if t.head_since.is_none() {
+                t.head_since = Some(Instant::now());
+                self.activity.changed.notify_one();
+            }
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why the watchdog may close a connection at its next deadline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// A request is running: only look again later.
+    Busy,
+    /// A head started (or a fresh connection sent nothing) too long ago.
+    Header,
+    /// No next request after the keep-alive time.
+    Idle,
+}
+
+/// The watchdog's next deadline and what it would mean.
+fn next_deadline(a: &Activity, accepted: Instant, p: &ServerParams) -> (Instant, Due) {
+    if a.in_flight.load(Ordering::Relaxed) > 0 {
+        return (Instant::now() + p.keepalive_timeout, Due::Busy);
+    }
+    let t = a.times();
+    match t.head_since {
+        Some(since) => (since + p.header_read_timeout, Due::Header),
+        None if a.started.load(Ordering::Relaxed) == 0 => {
+            (accepted + p.header_read_timeout, Due::Header)
+        }
+        None => (t.last_end + p.keepalive_timeout, Due::Idle),
     }
 }
 
@@ -131,13 +251,15 @@ async fn connection(
     let activity = Arc::new(Activity {
         started: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
-        last_end: Mutex::new(accepted),
+        times: Mutex::new(Times {
+            last_end: accepted,
+            head_since: None,
+        }),
+        changed: tokio::sync::Notify::new(),
     });
     let act = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        act.started.fetch_add(1, Ordering::Relaxed);
-        act.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(act.clone());
+        let guard = InFlight::begin(&act);
         req.extensions_mut().insert(ConnectInfo(peer));
         let fut = tower::ServiceExt::oneshot(app.clone(), req);
         async move {
@@ -146,22 +268,16 @@ async fn connection(
             r
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let io = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let counters: &HttpCounters = &limits.counters;
     let mut closing = false;
     loop {
-        // Before the first request the header timeout runs from accept (it
-        // also covers the HTTP-version sniffing, which hyper does not time);
-        // between requests the keep-alive timeout runs from the last response.
-        let (deadline, first) = if activity.started.load(Ordering::Relaxed) == 0 {
-            (accepted + params.header_read_timeout, true)
-        } else if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            (Instant::now() + params.keepalive_timeout, false)
-        } else {
-            let last = *activity.last_end.lock().unwrap_or_else(|p| p.into_inner());
-            (last + params.keepalive_timeout, false)
-        };
+        let (deadline, due) = next_deadline(&activity, accepted, &params);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -179,22 +295,19 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            _ = activity.changed.notified(), if !closing => {}
             _ = tokio::time::sleep_until(deadline), if !closing => {
-                let idle = activity.in_flight.load(Ordering::Relaxed) == 0;
-                let due = if first {
-                    activity.started.load(Ordering::Relaxed) == 0
-                } else {
-                    idle && activity.last_end.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-                        >= params.keepalive_timeout
-                };
-                if due {
-                    if first {
-                        counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        counters.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                // Still the same situation at its deadline? Then close.
+                let (now_deadline, now_due) = next_deadline(&activity, accepted, &params);
+                if now_due != Due::Busy && now_due == due && now_deadline <= Instant::now() {
+                    match due {
+                        Due::Header => counters.header_timeouts.fetch_add(1, Ordering::Relaxed),
+                        _ => counters.idle_closed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    // No request is running: dropping the connection closes
+                    // the socket at once (a graceful shutdown would wait for
+                    // a half-read head to finish).
+                    break;
                 }
             }
         }
