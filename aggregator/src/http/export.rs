@@ -73,6 +73,30 @@ impl Write for ChannelWriter {
     }
 }
 
+/// `attachment` with an ASCII `filename` and the exact name as RFC 6266's
+/// `filename*` (any metric name gives a valid header).
+fn content_disposition(metric: &str, ext: &str) -> String {
+    let ascii: String = metric
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '/' | '\\' | ';' | '%') || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in format!("{metric}.{ext}").bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}.{ext}\"; filename*=UTF-8''{encoded}")
+}
+
 pub(super) async fn export(AxState(app): AxState<AppState>, Query(q): Query<SeriesQ>) -> Response {
     let snap = app.state.snapshot(now_secs());
     let r = match resolve(&app, &snap, &q) {
@@ -143,13 +167,37 @@ pub(super) async fn export(AxState(app): AxState<AppState>, Query(q): Query<Seri
             (header::CONTENT_TYPE, mime.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"{}.{ext}\"",
-                    q.metric.replace(['"', '/', '\\'], "_")
-                ),
+                content_disposition(&q.metric, ext),
             ),
         ],
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn any_metric_name_makes_a_valid_header() {
+        for m in [
+            "load_one",
+            "room temp",
+            "a\"b/c\\d",
+            "x\ny",
+            "température;%",
+        ] {
+            let v = content_disposition(m, "csv");
+            assert!(
+                axum::http::HeaderValue::from_str(&v).is_ok(),
+                "{m:?} → {v:?}"
+            );
+            assert!(v.starts_with("attachment; filename=\""), "{v}");
+        }
+        assert_eq!(
+            content_disposition("room temp", "csv"),
+            "attachment; filename=\"room temp.csv\"; filename*=UTF-8''room%20temp.csv"
+        );
+    }
 }
