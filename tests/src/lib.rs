@@ -645,6 +645,8 @@ pub struct Tuning {
     pub http_host: String,
     /// `prlimit --nofile=N:N`.
     pub nofile: Option<u64>,
+    /// Extra environment variables (e.g. a `PATH` with a stand-in program).
+    pub env: Vec<(String, String)>,
 }
 
 impl Aggregator {
@@ -683,6 +685,7 @@ impl Aggregator {
             None => Command::new(bin),
         };
         cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
+        cmd.envs(t.env.iter().map(|(k, v)| (k, v)));
         let log = dir.path().join("aggregator.log");
         cmd.env("NO_COLOR", "1")
             .stderr(std::fs::File::create(&log).expect("create log file"));

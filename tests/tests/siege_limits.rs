@@ -462,3 +462,66 @@ fn keep_alive_outlives_the_header_timeout_and_idle_connections_close() {
         ) >= 1
     );
 }
+
+#[test]
+fn graphs_beyond_their_slots_get_503_with_retry_after() {
+    // A stand-in `rrdtool` that takes 6 s, first on the aggregator's PATH:
+    // one graph holds the only slot while a second one asks.
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("rrdtool");
+    std::fs::write(&fake, "#!/bin/sh\nsleep 6\nexit 1\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let agg = Aggregator::start_tuned(
+        "siege",
+        &Tuning {
+            top: "step_secs = 1\n".into(),
+            http: "max_graph_processes = 1\n".into(),
+            env: vec![("PATH".into(), path)],
+            ..Tuning::default()
+        },
+    );
+    send_synthetic_hosts(agg.udp, 1, &["load_one"], |_, _| 1.0);
+    let url = "/api/graph.png?cluster=siege&host=host0000&metric=load_one";
+    wait_until("the host's RRD file", Duration::from_secs(30), || {
+        let v: serde_json::Value = serde_json::from_str(&http_get(
+            agg.http,
+            "/api/series?cluster=siege&host=host0000&metric=load_one",
+        ))
+        .ok()?;
+        (!v["columns"].as_array()?.is_empty()).then_some(())
+    });
+    let http = agg.http;
+    let first = std::thread::spawn(move || get_from(lo(1), http, url, Duration::from_secs(30)));
+    wait_until("the first graph running", Duration::from_secs(10), || {
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 6"])
+            .output()
+            .ok()?;
+        (!ps.stdout.is_empty()).then_some(())
+    });
+    let second = get_from(lo(2), agg.http, url, Duration::from_secs(30));
+    assert_eq!(status(&second), 503, "{second}");
+    assert!(
+        second.contains("Retry-After:") || second.contains("retry-after:"),
+        "{second}"
+    );
+    assert!(second.contains("http.max_graph_processes"), "{second}");
+    // The first one ran its (failing) subprocess: an error, not a 503.
+    let first = first.join().unwrap();
+    assert_eq!(status(&first), 500, "{first}");
+    assert_eq!(
+        metrics_value(
+            agg.http,
+            "ganglion_http_refused_total{reason=\"graph_busy\"}"
+        ),
+        1
+    );
+}
