@@ -695,7 +695,7 @@ impl Config {
             + self.data_source.len()
             + 1
             + self.storage.daemon_listen.len();
-        lines.push(("listening and UDP sockets, polls".into(), sockets as u64));
+        lines.push(("listening/UDP sockets and polls".into(), sockets as u64));
         lines.push(("limits.fd_reserve".into(), self.limits.fd_reserve as u64));
         lines
     }

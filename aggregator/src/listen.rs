@@ -367,8 +367,9 @@ pub fn check_fd_budget(lines: &[BudgetLine], limit: u64) -> Result<u64, String> 
     }
     let parts: Vec<String> = lines.iter().map(|(k, n)| format!("{k} = {n}")).collect();
     Err(format!(
-        "the connection caps need {total} file descriptors but RLIMIT_NOFILE allows {limit}: \
-         lower {} or raise the limit (LimitNOFILE= in the systemd unit, ulimit -n)",
+        "the connection caps need {total} file descriptors ({}) but RLIMIT_NOFILE allows \
+         {limit}: lower those keys or raise the limit (LimitNOFILE= in the systemd unit, \
+         ulimit -n)",
         parts.join(", ")
     ))
 }
