@@ -760,6 +760,18 @@ mod tests {
                 "[storage]\ndaemon_socket_mode = \"0999\"\n",
                 "storage.daemon_socket_mode",
             ),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\nmax_header_bytes = 100\n", "http.max_header_bytes"),
+            ("[http]\nmax_series_rows = 5\n", "http.max_series_rows"),
+            (
+                "[xml]\nmax_connections_per_ip = 0\n",
+                "xml.max_connections_per_ip",
+            ),
+            ("[limits]\nfd_reserve = 10\n", "limits.fd_reserve"),
+            (
+                "[limits]\ndaemon_max_connections = 0\n",
+                "limits.daemon_max_connections",
+            ),
         ] {
             let e = Config::from_toml(&format!("{toml}[[cluster]]\n")).unwrap_err();
             assert!(e.to_string().contains(key), "{toml}: {e}");
