@@ -567,7 +567,7 @@ fn daemon_socket_takes_the_same_governor() {
         ) >= 1
     );
     // FLUSHALL twice: the second joins or is told to wait, never a queue.
-    let mut flush = |s: &mut TcpStream| {
+    let flush = |s: &mut TcpStream| {
         s.write_all(b"FLUSHALL\n").unwrap();
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).unwrap_or(0);
