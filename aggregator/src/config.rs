@@ -266,9 +266,10 @@ pub struct HttpConfig {
     /// Most rows one `/api/export` writes (at the step of the files it
     /// reads); more gets `400` naming this key.
     pub max_export_rows: usize,
-    /// `POST /api/flush` starts at most one new pass per this many seconds;
-    /// a caller arriving during a pass joins the next one, a caller
-    /// arriving sooner after an idle pass gets `429` with `Retry-After`.
+    /// `POST /api/flush` (and the daemon socket's `FLUSHALL`) start at most
+    /// one new full pass per this many seconds; a caller arriving during a
+    /// pass joins the next one, a caller arriving sooner after an idle pass
+    /// gets `429` with `Retry-After` (`FLUSHALL`: `-1 Flush rate limited…`).
     pub flush_min_interval_secs: u32,
 }
 
