@@ -209,6 +209,12 @@ pub struct XmlConfig {
     pub query_listen: String,
     /// A client must be served within this time or is dropped.
     pub client_timeout_secs: u32,
+    /// Connections served at once by EACH XML listener (8651, 8652 and every
+    /// cluster's `xml_listen`); at the cap, new clients wait in the backlog.
+    pub max_connections: usize,
+    /// Connections one client address may hold on one XML listener; beyond
+    /// it a connection is closed without a reply.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for XmlConfig {
@@ -217,6 +223,8 @@ impl Default for XmlConfig {
             dump_listen: "0.0.0.0:8651".into(),
             query_listen: "0.0.0.0:8652".into(),
             client_timeout_secs: 60,
+            max_connections: 64,
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -227,12 +235,59 @@ impl Default for XmlConfig {
 pub struct HttpConfig {
     /// Listen address, `""` to disable.
     pub listen: String,
+    /// Connections served at once; at the cap, new clients wait in the
+    /// listen backlog until one ends.
+    pub max_connections: usize,
+    /// Connections one client address may hold; beyond it a connection is
+    /// answered `503` with `Retry-After` and closed.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a whole request head, counted from its
+    /// first byte (from accept for a new connection that sends nothing);
+    /// then the connection is closed (slowloris defence).
+    pub header_read_timeout_secs: u32,
+    /// A keep-alive connection with no next request this long after the
+    /// last response is closed.
+    pub keepalive_timeout_secs: u32,
+    /// Largest request head (request line plus headers), in bytes (at least
+    /// 8192, hyper's smallest buffer); larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// `/api/series`, `/api/export` and `/api/search` requests served at
+    /// once; more get `503` with `Retry-After`.
+    pub max_heavy_requests: usize,
+    /// `rrdtool graph` subprocesses at once (`/api/graph.png`); more get
+    /// `503` with `Retry-After`.
+    pub max_graph_processes: usize,
+    /// Most columns (hosts) one `/api/series` or `/api/export` answers;
+    /// a selection matching more gets `400` naming this key.
+    pub max_series_columns: usize,
+    /// Most rows (`points`) one `/api/series` answers; more gets `400`
+    /// naming this key.
+    pub max_series_rows: usize,
+    /// Most rows one `/api/export` writes (at the step of the files it
+    /// reads); more gets `400` naming this key.
+    pub max_export_rows: usize,
+    /// `POST /api/flush` (and the daemon socket's `FLUSHALL`) start at most
+    /// one new full pass per this many seconds; a caller arriving during a
+    /// pass joins the next one, a caller arriving sooner after an idle pass
+    /// gets `429` with `Retry-After` (`FLUSHALL`: `-1 Flush rate limited…`).
+    pub flush_min_interval_secs: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:8080".into(),
+            max_connections: 256,
+            max_connections_per_ip: 32,
+            header_read_timeout_secs: 10,
+            keepalive_timeout_secs: 60,
+            max_header_bytes: 16 * 1024,
+            max_heavy_requests: 4,
+            max_graph_processes: 2,
+            max_series_columns: 1000,
+            max_series_rows: 10_000,
+            max_export_rows: 200_000,
+            flush_min_interval_secs: 5,
         }
     }
 }
@@ -247,6 +302,16 @@ pub struct LimitsConfig {
     pub max_metrics_per_host: usize,
     /// Longest string value kept, in bytes; longer ones are cut.
     pub max_string_bytes: usize,
+    /// File descriptors kept out of the listeners' reach, for RRD files
+    /// (librrd), the journal, rrdcached, UDP sockets and polls. At start the
+    /// sum of every listener's `max_connections` plus this must fit in the
+    /// (raised) soft `RLIMIT_NOFILE`, or the aggregator refuses to start.
+    pub fd_reserve: usize,
+    /// Connections served at once by EACH `storage.daemon_listen` socket.
+    pub daemon_max_connections: usize,
+    /// Connections one client address may hold on a TCP `daemon_listen`
+    /// socket (unix sockets have no address: only the cap above applies).
+    pub daemon_max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -255,6 +320,9 @@ impl Default for LimitsConfig {
             max_hosts_per_cluster: 100_000,
             max_metrics_per_host: 10_000,
             max_string_bytes: 1_400,
+            fd_reserve: 256,
+            daemon_max_connections: 64,
+            daemon_max_connections_per_ip: 16,
         }
     }
 }
@@ -504,7 +572,133 @@ impl Config {
         if self.limits.max_metrics_per_host == 0 {
             return Err(invalid("limits.max_metrics_per_host", "must be at least 1"));
         }
+        let at_least_1 = [
+            ("http.max_connections", self.http.max_connections as u64),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip as u64,
+            ),
+            (
+                "http.header_read_timeout_secs",
+                u64::from(self.http.header_read_timeout_secs),
+            ),
+            (
+                "http.keepalive_timeout_secs",
+                u64::from(self.http.keepalive_timeout_secs),
+            ),
+            (
+                "http.max_heavy_requests",
+                self.http.max_heavy_requests as u64,
+            ),
+            (
+                "http.max_graph_processes",
+                self.http.max_graph_processes as u64,
+            ),
+            (
+                "http.max_series_columns",
+                self.http.max_series_columns as u64,
+            ),
+            ("xml.max_connections", self.xml.max_connections as u64),
+            (
+                "xml.max_connections_per_ip",
+                self.xml.max_connections_per_ip as u64,
+            ),
+            (
+                "limits.daemon_max_connections",
+                self.limits.daemon_max_connections as u64,
+            ),
+            (
+                "limits.daemon_max_connections_per_ip",
+                self.limits.daemon_max_connections_per_ip as u64,
+            ),
+        ];
+        for (key, v) in at_least_1 {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // Bounded above so one key cannot ask for more than a process could
+        // ever get (the descriptor budget is checked at start).
+        for (key, v) in [
+            ("http.max_connections", self.http.max_connections),
+            ("xml.max_connections", self.xml.max_connections),
+            (
+                "limits.daemon_max_connections",
+                self.limits.daemon_max_connections,
+            ),
+            ("limits.fd_reserve", self.limits.fd_reserve),
+        ] {
+            if v > 1_000_000 {
+                return Err(invalid(key, "must be at most 1000000"));
+            }
+        }
+        if !(8192..=1024 * 1024).contains(&self.http.max_header_bytes) {
+            return Err(invalid(
+                "http.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if !(10..=1_000_000).contains(&self.http.max_series_rows) {
+            return Err(invalid(
+                "http.max_series_rows",
+                "must be between 10 and 1000000",
+            ));
+        }
+        if self.http.max_export_rows == 0 {
+            return Err(invalid("http.max_export_rows", "must be at least 1"));
+        }
+        if self.limits.fd_reserve < 64 {
+            return Err(invalid(
+                "limits.fd_reserve",
+                "must be at least 64 (librrd, the journal, rrdcached and the UDP sockets need them)",
+            ));
+        }
         Ok(())
+    }
+
+    /// What every listener may hold open, plus the reserve, keyed by the
+    /// config key that sets each figure: checked against `RLIMIT_NOFILE`.
+    pub fn fd_budget(&self) -> Vec<(String, u64)> {
+        let mut lines = Vec::new();
+        if !self.http.listen.is_empty() {
+            lines.push((
+                "http.max_connections".into(),
+                self.http.max_connections as u64,
+            ));
+        }
+        let xml_listeners = self
+            .cluster
+            .iter()
+            .filter(|c| c.xml_listen.as_deref().is_some_and(|x| !x.is_empty()))
+            .count()
+            + usize::from(!self.xml.dump_listen.is_empty())
+            + usize::from(!self.xml.query_listen.is_empty());
+        if xml_listeners > 0 {
+            lines.push((
+                format!("xml.max_connections ({xml_listeners} listeners)"),
+                (self.xml.max_connections * xml_listeners) as u64,
+            ));
+        }
+        if self.write_rrds && !self.storage.daemon_listen.is_empty() {
+            let n = self.storage.daemon_listen.len();
+            lines.push((
+                format!("limits.daemon_max_connections ({n} listeners)"),
+                (self.limits.daemon_max_connections * n) as u64,
+            ));
+        }
+        // Listening and UDP sockets, one poll connection per data source.
+        let sockets = self
+            .cluster
+            .iter()
+            .map(|c| c.udp_listen.len())
+            .sum::<usize>()
+            + xml_listeners
+            + self.data_source.len()
+            + 1
+            + self.storage.daemon_listen.len();
+        lines.push(("listening/UDP sockets and polls".into(), sockets as u64));
+        lines.push(("limits.fd_reserve".into(), self.limits.fd_reserve as u64));
+        lines
     }
 }
 
@@ -566,6 +760,18 @@ mod tests {
             (
                 "[storage]\ndaemon_socket_mode = \"0999\"\n",
                 "storage.daemon_socket_mode",
+            ),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\nmax_header_bytes = 100\n", "http.max_header_bytes"),
+            ("[http]\nmax_series_rows = 5\n", "http.max_series_rows"),
+            (
+                "[xml]\nmax_connections_per_ip = 0\n",
+                "xml.max_connections_per_ip",
+            ),
+            ("[limits]\nfd_reserve = 10\n", "limits.fd_reserve"),
+            (
+                "[limits]\ndaemon_max_connections = 0\n",
+                "limits.daemon_max_connections",
             ),
         ] {
             let e = Config::from_toml(&format!("{toml}[[cluster]]\n")).unwrap_err();

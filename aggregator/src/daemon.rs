@@ -18,6 +18,8 @@
 //! answer for a file outside its base directory.
 
 use crate::config::Trusted;
+use crate::flush_gate::{FlushGate, Ticket};
+use crate::listen::{Admission, ConnPermit, Governor};
 use crate::storage::StorageHandle;
 use crate::telemetry::LogLimiter;
 use anyhow::Context;
@@ -31,15 +33,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Longest request line, as rrdcached (`RRD_CMD_MAX`).
 const MAX_LINE: usize = 4096;
 /// Most rows one FETCH returns (80 MB per data source).
 const MAX_FETCH_ROWS: u64 = 10_000_000;
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
 /// How long a request waits for its file's cached samples to be written
 /// before the file is read as it is (a request that arrives during a flush
 /// pass is answered when the pass ends: about a minute at a million files).
@@ -56,6 +55,7 @@ const SERVED: &str = "FLUSH, FLUSHALL, FETCH, INFO, FIRST, LAST, STATS, PING, HE
 pub struct Daemon {
     storage: StorageHandle,
     root: PathBuf,
+    gate: Arc<FlushGate>,
     log: LogLimiter<&'static str>,
 }
 
@@ -133,37 +133,50 @@ pub struct Trust {
     pub all: bool,
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown, each under a permit of `governor`
+/// (`limits.daemon_max_connections`, and per client address on TCP).
 pub async fn serve(
     listener: Listener,
     daemon: Arc<Daemon>,
     trust: Trust,
+    governor: Arc<Governor>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = slots.clone().acquire_owned() => p,
-        };
-        let Ok(permit) = permit else {
-            return;
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = accept(&listener, &trust) => r,
-        };
-        let (d, sd) = (daemon.clone(), shutdown.clone());
-        match accepted {
-            Ok(Some(Conn::Unix(s))) => spawn_session(s, d, sd, permit),
-            Ok(Some(Conn::Tcp(s))) => spawn_session(s, d, sd, permit),
-            Ok(None) => daemon.count_error(),
-            Err(e) => {
-                if daemon.log.allow("accept") {
-                    tracing::warn!(error = %e, "rrdcached socket: accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let admitted = match &listener {
+            Listener::Unix(l, _) => {
+                governor
+                    .accept(&shutdown, || async {
+                        l.accept().await.map(|(s, _)| (Conn::Unix(s), None))
+                    })
+                    .await
             }
+            Listener::Tcp(l) => {
+                governor
+                    .accept(&shutdown, || async {
+                        l.accept().await.map(|(s, p)| (Conn::Tcp(s), Some(p)))
+                    })
+                    .await
+            }
+        };
+        let (conn, peer, permit) = match admitted {
+            None => return,
+            Some(Admission::Serve(c, peer, permit)) => (c, peer, permit),
+            // Over `limits.daemon_max_connections_per_ip`: closed at once.
+            Some(Admission::OverIpCap(..)) => continue,
+        };
+        if let Some(p) = peer
+            && !crate::config::trusts(&trust.trusted, trust.all, p.ip())
+        {
+            // Outside trusted_hosts: closed without a reply, as gmetad's
+            // ports do, and counted as an error.
+            daemon.count_error();
+            continue;
+        }
+        let (d, sd) = (daemon.clone(), shutdown.clone());
+        match conn {
+            Conn::Unix(s) => spawn_session(s, d, sd, permit),
+            Conn::Tcp(s) => spawn_session(s, d, sd, permit),
         }
     }
 }
@@ -173,7 +186,7 @@ fn spawn_session<S: AsyncRead + AsyncWrite + Send + 'static>(
     s: S,
     daemon: Arc<Daemon>,
     shutdown: CancellationToken,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: ConnPermit,
 ) {
     tokio::spawn(async move {
         session(s, daemon, shutdown).await;
@@ -184,18 +197,6 @@ fn spawn_session<S: AsyncRead + AsyncWrite + Send + 'static>(
 enum Conn {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
-}
-
-/// One connection, or `None` for a TCP peer outside `trusted_hosts` (closed
-/// without a reply, as gmetad's ports do, and counted as an error).
-async fn accept(l: &Listener, trust: &Trust) -> std::io::Result<Option<Conn>> {
-    match l {
-        Listener::Unix(l, _) => Ok(Some(Conn::Unix(l.accept().await?.0))),
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            Ok(crate::config::trusts(&trust.trusted, trust.all, peer.ip()).then_some(Conn::Tcp(s)))
-        }
-    }
 }
 
 /// Reads request lines and answers each until the client quits or goes.
@@ -252,10 +253,12 @@ fn refuse(message: &str) -> String {
 
 impl Daemon {
     /// Requests flush through `storage`; files must lie in `root` (absolute).
-    pub fn new(storage: StorageHandle, root: PathBuf) -> Daemon {
+    /// `FLUSHALL` goes through `gate`, shared with `POST /api/flush`.
+    pub fn new(storage: StorageHandle, root: PathBuf, gate: Arc<FlushGate>) -> Daemon {
         Daemon {
             storage,
             root,
+            gate,
             log: LogLimiter::new(Duration::from_secs(600)),
         }
     }
@@ -286,9 +289,17 @@ impl Daemon {
             "HELP" => Ok(help()),
             "STATS" => Ok(self.stats()),
             "FLUSHALL" => {
-                // rrdcached answers before the pass is done; so do we.
-                self.storage.flush(Vec::new(), Duration::ZERO);
-                Ok(ok("Started flush.", ""))
+                // rrdcached answers before the pass is done; so do we. The
+                // gate joins the running or queued pass, so a flood of
+                // FLUSHALL costs at most two passes, never one each.
+                match self.gate.request() {
+                    Ticket::Pass(_) => Ok(ok("Started flush.", "")),
+                    Ticket::RateLimited(d) => Err(format!(
+                        "Flush rate limited: a full flush ran less than {} s ago; retry in {} s",
+                        self.gate.min_interval().as_secs(),
+                        d.as_secs() + 1
+                    )),
+                }
             }
             "FLUSH" => self.flush(args),
             "FETCH" => self.fetch(args),

@@ -6,13 +6,17 @@
 //! [`state`] (gmond semantics, snapshots), [`xml`] (gmond port, 8651, 8652),
 //! [`poll`] (gmetad-style data sources), [`http`] (dashboard, `/api`,
 //! `/metrics`), [`storage`] (RRD sampler, write-back cache, journal,
-//! rrdcached), [`daemon`] (rrdcached's protocol for readers), [`telemetry`]
+//! rrdcached), [`daemon`] (rrdcached's protocol for readers), [`listen`]
+//! (the connection governor every TCP listener shares, `RLIMIT_NOFILE`),
+//! [`flush_gate`] (single-flight, rate-limited full flushes), [`telemetry`]
 //! (counters, log rate limits).
 
 pub mod config;
 pub mod daemon;
+pub mod flush_gate;
 pub mod http;
 pub mod import;
+pub mod listen;
 pub mod poll;
 pub mod receive;
 pub mod state;
@@ -21,6 +25,7 @@ pub mod telemetry;
 pub mod xml;
 
 use crate::config::Config;
+use crate::listen::{Caps, Governor, Kind, ListenCounters};
 use crate::receive::{Receiver, Resolver};
 use crate::state::{ClusterInfo, Limits, State, now_secs};
 use crate::telemetry::Counters;
@@ -48,6 +53,8 @@ pub struct Running {
     pub state: Arc<State>,
     /// The RRD writer, when `write_rrds` is on.
     pub storage: Option<storage::StorageHandle>,
+    /// Connection counters of every listener.
+    pub listen_counters: Arc<ListenCounters>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -97,6 +104,21 @@ async fn bind_tcp(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
 /// Binds every listener and starts every task. Returns once all are bound.
 pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
+    // Descriptors first: raise the soft limit, then check that the
+    // listeners' caps leave `limits.fd_reserve` for storage.
+    let nofile = listen::raise_nofile();
+    let budget =
+        listen::check_fd_budget(&config.fd_budget(), nofile).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        needed = budget,
+        limit = nofile,
+        "descriptor budget: listener caps plus limits.fd_reserve fit RLIMIT_NOFILE"
+    );
+    let listen_counters = Arc::new(ListenCounters::default());
+    let xml_caps = Caps {
+        max_connections: config.xml.max_connections,
+        max_connections_per_ip: config.xml.max_connections_per_ip,
+    };
     // One absolute root for the writer, the readers and rrdcached (which
     // resolves relative names against its own directory).
     if config.write_rrds {
@@ -175,10 +197,17 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             let bound = l.local_addr()?;
             tracing::info!(cluster = %c.name, addr = %bound, "serving gmond XML");
             gmond_addrs.push((c.name.clone(), bound));
+            let gov = Governor::new(
+                Kind::Gmond,
+                format!("cluster {:?} xml_listen", c.name),
+                xml_caps,
+                listen_counters.clone(),
+            );
             tasks.spawn(xml::serve(
                 l,
                 xml::Service::Gmond(c.name.clone()),
                 ctx.clone(),
+                gov,
                 shutdown.clone(),
             ));
         }
@@ -189,10 +218,17 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         let l = bind_tcp("xml.dump_listen", &config.xml.dump_listen).await?;
         let a = l.local_addr()?;
         tracing::info!(addr = %a, "serving gmetad XML dump");
+        let gov = Governor::new(
+            Kind::Dump,
+            "xml.dump_listen",
+            xml_caps,
+            listen_counters.clone(),
+        );
         tasks.spawn(xml::serve(
             l,
             xml::Service::Dump,
             ctx.clone(),
+            gov,
             shutdown.clone(),
         ));
         Some(a)
@@ -203,14 +239,22 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         let l = bind_tcp("xml.query_listen", &config.xml.query_listen).await?;
         let a = l.local_addr()?;
         tracing::info!(addr = %a, "serving gmetad interactive queries");
+        let gov = Governor::new(
+            Kind::Query,
+            "xml.query_listen",
+            xml_caps,
+            listen_counters.clone(),
+        );
         tasks.spawn(xml::serve(
             l,
             xml::Service::Query,
             ctx.clone(),
+            gov,
             shutdown.clone(),
         ));
         Some(a)
     };
+    let mut flush_gate = None;
     let (storage, writer) = if config.write_rrds {
         let (h, t) = storage::start(
             storage::StorageParams {
@@ -238,15 +282,41 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         ));
         let mode = (config.storage.daemon_socket_mode_bits())
             .context("storage.daemon_socket_mode is not octal permissions")?;
-        let daemon = Arc::new(daemon::Daemon::new(h.clone(), config.rrd_root.clone()));
+        let gate = flush_gate::FlushGate::new(
+            h.clone(),
+            Duration::from_secs(u64::from(config.http.flush_min_interval_secs)),
+            http::admin::FULL_FLUSH_WAIT,
+        );
+        flush_gate = Some(gate.clone());
+        let daemon = Arc::new(daemon::Daemon::new(
+            h.clone(),
+            config.rrd_root.clone(),
+            gate,
+        ));
         for (i, a) in config.storage.daemon_listen.iter().enumerate() {
-            let l = daemon::Listener::bind(&format!("storage.daemon_listen[{i}]"), a, mode).await?;
+            let key = format!("storage.daemon_listen[{i}]");
+            let l = daemon::Listener::bind(&key, a, mode).await?;
             tracing::info!(addr = %l.describe(), "serving rrdcached's protocol for readers");
             let trust = daemon::Trust {
                 trusted: ctx.trusted.clone(),
                 all: ctx.all_trusted,
             };
-            tasks.spawn(daemon::serve(l, daemon.clone(), trust, shutdown.clone()));
+            let gov = Governor::new(
+                Kind::Daemon,
+                key,
+                Caps {
+                    max_connections: config.limits.daemon_max_connections,
+                    max_connections_per_ip: config.limits.daemon_max_connections_per_ip,
+                },
+                listen_counters.clone(),
+            );
+            tasks.spawn(daemon::serve(
+                l,
+                daemon.clone(),
+                trust,
+                gov,
+                shutdown.clone(),
+            ));
         }
         (Some(h), Some(t))
     } else {
@@ -258,21 +328,35 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         let l = bind_tcp("http.listen", &config.http.listen).await?;
         let a = l.local_addr()?;
         tracing::info!(addr = %a, url = %format!("http://{a}/"), "serving dashboard");
+        let limits = http::HttpLimits::new(&config.http);
         let app = http::router(http::AppState {
             state: state.clone(),
             storage: storage.clone(),
             rrd_root: config.rrd_root.clone(),
             case_sensitive_hostnames: config.case_sensitive_hostnames,
+            limits: limits.clone(),
+            flush: flush_gate.clone(),
+            trusted: ctx.trusted.clone(),
+            all_trusted: ctx.all_trusted,
+            listen_counters: listen_counters.clone(),
         });
-        let sd = shutdown.clone();
-        tasks.spawn(async move {
-            let r = axum::serve(l, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let gov = Governor::new(
+            Kind::Http,
+            "http.listen",
+            Caps {
+                max_connections: config.http.max_connections,
+                max_connections_per_ip: config.http.max_connections_per_ip,
+            },
+            listen_counters.clone(),
+        );
+        let params = http::ServerParams {
+            header_read_timeout: Duration::from_secs(u64::from(
+                config.http.header_read_timeout_secs,
+            )),
+            keepalive_timeout: Duration::from_secs(u64::from(config.http.keepalive_timeout_secs)),
+            max_header_bytes: config.http.max_header_bytes,
+        };
+        tasks.spawn(http::serve(l, app, gov, params, limits, shutdown.clone()));
         Some(a)
     };
     for ds in &config.data_source {
@@ -309,6 +393,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         http_addr,
         state,
         storage,
+        listen_counters,
         shutdown,
         tasks,
         threads,

@@ -78,7 +78,12 @@ fn main() -> anyhow::Result<()> {
         (None, false) => anyhow::bail!("give --config FILE, or --local for a localhost setup"),
     };
     if cli.check_config {
-        println!("configuration OK");
+        // The descriptor budget too: the caps must fit the (raised) limit
+        // this process would run with.
+        let limit = ganglion_aggregator::listen::raise_nofile();
+        let needed = ganglion_aggregator::listen::check_fd_budget(&config.fd_budget(), limit)
+            .map_err(anyhow::Error::msg)?;
+        println!("configuration OK ({needed} of {limit} file descriptors budgeted)");
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

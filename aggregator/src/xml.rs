@@ -4,6 +4,7 @@
 //! that reads slowly or never reads is dropped and delays nobody.
 
 use crate::config::Trusted;
+use crate::listen::{Admission, Governor};
 use crate::state::{
     ClusterSnap, GridSnap, HostSnap, MetricSnap, Snapshot, State, Summary, now_secs,
 };
@@ -56,19 +57,19 @@ pub async fn serve(
     listener: TcpListener,
     service: Service,
     ctx: XmlContext,
+    governor: Arc<Governor>,
     shutdown: CancellationToken,
 ) {
+    let accept = || async { listener.accept().await.map(|(s, p)| (s, Some(p))) };
     loop {
-        let (sock, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        // A permit first, then accept: at `xml.max_connections` new clients
+        // wait in the backlog instead of taking descriptors storage needs.
+        let (sock, peer, permit) = match governor.accept(&shutdown, accept).await {
+            None => return,
+            Some(Admission::Serve(s, Some(p), permit)) => (s, p, permit),
+            // A TCP listener always names the peer; a client over
+            // `xml.max_connections_per_ip` is closed without a reply.
+            Some(Admission::Serve(..)) | Some(Admission::OverIpCap(..)) => continue,
         };
         if !ctx.is_trusted(peer.ip()) {
             ctx.state
@@ -92,6 +93,7 @@ pub async fn serve(
                     tracing::debug!(%peer, "XML client too slow; dropped");
                 }
             }
+            drop(permit);
         });
     }
 }

@@ -332,11 +332,29 @@ fn label(src: &Source, ds: &str, n_ds: usize) -> String {
 /// Consolidates values with `cf` the way rrdtool consolidates PDPs: NaN
 /// inputs are skipped, and the result is NaN only when every input is.
 pub fn consolidate(vals: impl Iterator<Item = f64>, cf: Cf) -> f64 {
-    let mut acc: Option<f64> = None;
-    let mut n = 0u32;
-    for v in vals.filter(|v| !v.is_nan()) {
-        n += 1;
-        acc = Some(match (acc, cf) {
+    let mut c = Consolidator::default();
+    for v in vals {
+        c.push(v, cf);
+    }
+    c.take(cf)
+}
+
+/// [`consolidate`] one value at a time, so a run of rows can be merged
+/// while they are read, without holding them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Consolidator {
+    acc: Option<f64>,
+    n: u32,
+}
+
+impl Consolidator {
+    /// Adds one value (NaN is skipped).
+    pub fn push(&mut self, v: f64, cf: Cf) {
+        if v.is_nan() {
+            return;
+        }
+        self.n += 1;
+        self.acc = Some(match (self.acc, cf) {
             (None, _) => v,
             (Some(a), Cf::Average) => a + v,
             (Some(a), Cf::Min) => a.min(v),
@@ -344,10 +362,16 @@ pub fn consolidate(vals: impl Iterator<Item = f64>, cf: Cf) -> f64 {
             (Some(_), Cf::Last) => v,
         });
     }
-    match (acc, cf) {
-        (None, _) => f64::NAN,
-        (Some(a), Cf::Average) => a / f64::from(n),
-        (Some(a), _) => a,
+
+    /// The consolidated value, and a fresh start for the next run.
+    pub fn take(&mut self, cf: Cf) -> f64 {
+        let r = match (self.acc, cf) {
+            (None, _) => f64::NAN,
+            (Some(a), Cf::Average) => a / f64::from(self.n),
+            (Some(a), _) => a,
+        };
+        *self = Consolidator::default();
+        r
     }
 }
 
@@ -493,51 +517,86 @@ impl Joined {
 pub type Decimated = (Vec<i64>, u64, Vec<Vec<f64>>);
 
 impl Joined {
+    /// Number of rows [`Joined::times`] yields.
+    pub fn rows(&self) -> usize {
+        if self.end < self.first {
+            return 0;
+        }
+        ((self.end - self.first) / self.step.max(1) as i64) as usize + 1
+    }
+
     /// The table column by column, with at most `max_rows` rows: when the
     /// chosen RRA has more rows than that, runs of `k` consecutive rows are
     /// consolidated with the request's CF (so a graph `max_rows` pixels wide
     /// gets one point per pixel). Each merged row carries the timestamp of its
     /// last member, as an RRA row does. Returns `(times, step, columns)`.
+    ///
+    /// Runs are merged while the rows are read, so memory is
+    /// O(`max_rows` × columns) whatever the range (plus the readers' windows).
     pub fn decimated(&mut self, max_rows: usize) -> Result<Decimated, ExportError> {
-        let times: Vec<i64> = self.times().collect();
-        let k = times.len().div_ceil(max_rows.max(1)).max(1);
-        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(times.len()); self.columns.len()];
-        let mut row = Vec::with_capacity(self.columns.len());
-        for t in &times {
-            row.clear();
-            self.row(*t, &mut row)?;
-            for (c, v) in row.iter().enumerate() {
-                cols[c].push(*v);
-            }
+        let n_rows = self.rows();
+        let max_rows = max_rows.max(1);
+        let mut k = n_rows.div_ceil(max_rows).max(1);
+        // Aligned buckets can cut a partial one at each end: grow k until
+        // the count of buckets is within max_rows, as promised.
+        let step = self.step.max(1) as i64;
+        let last = self
+            .first
+            .saturating_add(step.saturating_mul(n_rows as i64 - 1));
+        let buckets = |k: usize| {
+            let big = step.saturating_mul(k as i64).max(1);
+            let b = |t: i64| (t + big - 1).div_euclid(big);
+            (b(last) - b(self.first) + 1).max(0) as usize
+        };
+        while n_rows > 0 && buckets(k) > max_rows && k < n_rows {
+            k += 1;
         }
-        if k == 1 {
-            return Ok((times, self.step, cols));
-        }
+        let out_rows = n_rows / k + 2;
+        let ncols = self.columns.len();
+        let mut out_times = Vec::with_capacity(out_rows);
+        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(out_rows); ncols];
+        let mut acc = vec![Consolidator::default(); ncols];
         // Buckets end on multiples of k·step so that refreshes and different
         // ranges merge the same rows (stable graphs while live).
-        let big = self.step as i64 * k as i64;
-        let mut out_times = Vec::with_capacity(times.len() / k + 1);
-        let mut bounds = Vec::with_capacity(times.len() / k + 1);
-        let mut lo = 0;
-        while lo < times.len() {
-            let end = (times[lo] + big - 1).div_euclid(big) * big;
-            let mut hi = lo;
-            while hi < times.len() && times[hi] <= end {
-                hi += 1;
-            }
-            out_times.push(times[hi - 1]);
-            bounds.push((lo, hi));
-            lo = hi;
-        }
-        let cols = cols
+        let big = (self.step as i64).saturating_mul(k as i64).max(1);
+        let cf = self.cf;
+        // Rows that end before every file's oldest row are NaN in every
+        // column: a ten-year range over an RRA of weeks walks its millions of
+        // empty rows without reading (each still yields its bucket).
+        let data_from = self
+            .readers
             .iter()
-            .map(|c| {
-                bounds
-                    .iter()
-                    .map(|&(a, b)| consolidate(c[a..b].iter().copied(), self.cf))
-                    .collect()
-            })
-            .collect();
+            .map(Reader::data_from)
+            .min()
+            .unwrap_or(i64::MIN);
+        let mut bucket: Option<i64> = None;
+        let mut last_t = 0;
+        let mut row = Vec::with_capacity(ncols);
+        for t in self.times() {
+            let end = (t + big - 1).div_euclid(big) * big;
+            if bucket.is_some_and(|b| b != end) {
+                out_times.push(last_t);
+                for (c, a) in cols.iter_mut().zip(acc.iter_mut()) {
+                    c.push(a.take(cf));
+                }
+            }
+            bucket = Some(end);
+            last_t = t;
+            if t <= data_from {
+                continue;
+            }
+            row.clear();
+            self.row(t, &mut row)?;
+            for (a, v) in acc.iter_mut().zip(&row) {
+                a.push(*v, cf);
+            }
+        }
+        if bucket.is_some() {
+            out_times.push(last_t);
+            for (c, a) in cols.iter_mut().zip(acc.iter_mut()) {
+                c.push(a.take(cf));
+            }
+        }
         Ok((out_times, self.step * k as u64, cols))
     }
 }
@@ -603,7 +662,16 @@ pub fn export<W: Write>(
     w: &mut W,
     progress: impl FnMut(usize, usize),
 ) -> Result<Summary, ExportError> {
-    let mut joined = join(req, progress)?;
+    export_joined(join(req, progress)?, opts, w)
+}
+
+/// Writes an already [`join`]ed table to `w` in bounded chunks (callers
+/// check [`Joined::rows`] first when they cap the output).
+pub fn export_joined<W: Write>(
+    mut joined: Joined,
+    opts: &Options,
+    w: &mut W,
+) -> Result<Summary, ExportError> {
     let (step, first, end) = (joined.step, joined.first, joined.end);
     let s = step as i64;
     let columns = &joined.columns.clone();
@@ -624,7 +692,7 @@ pub fn export<W: Write>(
                 format!(
                     "{{\"meta\":{{\"start\":{},\"end\":{end},\"step\":{step},\"cf\":\"{}\",\"non_finite\":[\"NaN\",\"Inf\",\"-Inf\"],\"columns\":[",
                     first - s,
-                    req.cf.as_str()
+                    joined.cf.as_str()
                 )
                 .as_bytes(),
             );
@@ -800,8 +868,10 @@ mod tests {
             }],
             warnings: vec![],
         };
+        assert_eq!(j.rows(), j.times().count());
         let (t, step, c) = j.decimated(100).unwrap();
         assert_eq!((t.len(), step), (10, 10));
+        assert_eq!(t, j.times().collect::<Vec<_>>());
         assert!(c[0][3].is_nan());
         // At most 4 rows: k = 3, buckets end on multiples of 30 s.
         let (t, step, c) = j.decimated(4).unwrap();
@@ -809,6 +879,13 @@ mod tests {
         assert_eq!(t, vec![120, 150, 180, 200]);
         // (1+2)/2, (3+5)/2 (NaN skipped), (6+7+8)/3, (9+10)/2
         assert_eq!(c[0], vec![1.5, 4.0, 7.0, 9.5]);
+        // Never more rows than asked for: aligned buckets can cut a partial
+        // one at each end, so k grows until they fit.
+        for max in 1..=10 {
+            let (t, _, c) = j.decimated(max).unwrap();
+            assert!(t.len() <= max && !t.is_empty(), "{max}: {t:?}");
+            assert_eq!(c[0].len(), t.len());
+        }
     }
 
     #[test]

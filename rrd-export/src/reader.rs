@@ -119,6 +119,16 @@ impl Reader {
         }
     }
 
+    /// Rows ending at or before this time are NaN without reading (they lie
+    /// before the RRA's oldest row). A whole fetch is not known to be: its
+    /// start.
+    pub(crate) fn data_from(&self) -> i64 {
+        match &self.chunked {
+            Some(c) => c.covered_from.max(self.start),
+            None => self.start,
+        }
+    }
+
     /// Rows in the whole range.
     pub(crate) fn rows(&self) -> usize {
         ((self.end - self.start) / self.step as i64).max(0) as usize

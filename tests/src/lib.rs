@@ -626,3 +626,108 @@ pub fn start_gmetad(dir: &Path, name: &str, body: &str) -> Gmetad {
         rrds,
     }
 }
+
+/// Keys and process limits for [`Aggregator::start_tuned`]: lines added to
+/// the `[http]` and `[xml]` tables, top-level keys, trailing tables, the
+/// HTTP listen host, and an optional `RLIMIT_NOFILE` (soft = hard) applied
+/// with util-linux `prlimit` before the aggregator starts.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// TOML lines for `[http]`.
+    pub http: String,
+    /// TOML lines for `[xml]`.
+    pub xml: String,
+    /// Top-level TOML lines.
+    pub top: String,
+    /// Tables after `[xml]` and `[http]` (e.g. `[limits]`, `[storage]`).
+    pub tables: String,
+    /// Address the HTTP port binds (`127.0.0.1` when empty).
+    pub http_host: String,
+    /// `prlimit --nofile=N:N`.
+    pub nofile: Option<u64>,
+    /// Extra environment variables (e.g. a `PATH` with a stand-in program).
+    pub env: Vec<(String, String)>,
+}
+
+impl Aggregator {
+    /// Starts an aggregator with one cluster and the given [`Tuning`].
+    pub fn start_tuned(cluster: &str, t: &Tuning) -> Aggregator {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rrds");
+        let port = free_port_pair();
+        let (dump, query, http) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+        let http_host = if t.http_host.is_empty() {
+            "127.0.0.1"
+        } else {
+            t.http_host.as_str()
+        };
+        let cfg = format!(
+            "{top}\ngrid_name = \"TestGrid\"\nauthority = \"http://test/\"\nrrd_root = \"{root}\"\n\
+             [[cluster]]\nname = \"{cluster}\"\nudp_listen = \"127.0.0.1:{port}\"\n\
+             xml_listen = \"127.0.0.1:{port}\"\nreverse_dns = false\n\
+             [xml]\ndump_listen = \"127.0.0.1:{dump}\"\nquery_listen = \"127.0.0.1:{query}\"\n\
+             client_timeout_secs = 5\n{xml}\n[http]\nlisten = \"{http_host}:{http}\"\n{http_keys}\n{tables}",
+            top = t.top,
+            root = root.display(),
+            xml = t.xml,
+            http_keys = t.http,
+            tables = t.tables,
+        );
+        let path = dir.path().join("aggregator.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let bin = workspace_bin("ganglion-aggregator");
+        let mut cmd = match t.nofile {
+            Some(n) => {
+                let mut c = Command::new(require_binary("prlimit"));
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
+        cmd.envs(t.env.iter().map(|(k, v)| (k, v)));
+        let log = dir.path().join("aggregator.log");
+        cmd.env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&log).expect("create log file"));
+        let guard = ChildGuard::spawn("ganglion-aggregator", &mut cmd);
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut agg = Aggregator {
+            guard,
+            udp: a(port),
+            gmond: a(port),
+            dump: a(dump),
+            query: a(query),
+            http: a(http),
+            rrd_root: root,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&agg.http, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(st)) = agg.guard.child.try_wait() {
+                panic!(
+                    "ganglion-aggregator exited ({st}) before listening:\n{}",
+                    agg.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ganglion-aggregator not listening on {} after 10 s:\n{}",
+                agg.http,
+                agg.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agg
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of
+/// 127.0.0.0/8), so one test can act as many client addresses.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
