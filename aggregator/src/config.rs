@@ -458,6 +458,12 @@ impl Config {
         if self.rras.is_empty() {
             return Err(invalid("rras", "needs at least one RRA"));
         }
+        // The storage keys are checked here too, so --check-config and a bad
+        // file at start say the same thing before anything is bound.
+        self.storage.validate().map_err(|(k, m)| invalid(k, m))?;
+        if let Some(r) = &self.rrdcached {
+            r.validate().map_err(|(k, m)| invalid(k, m))?;
+        }
         for (i, r) in self.rras.iter().enumerate() {
             let parts: Vec<&str> = r.split(':').collect();
             let ok = parts.len() == 5

@@ -66,6 +66,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A closed stderr (the reader of a pipe gone, e.g. `| tee` stopped
         // by the same Ctrl-C) must not matter: by default the subscriber
         // reports a failed write with eprintln!, which panics the logging
