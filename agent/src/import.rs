@@ -421,6 +421,8 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
     let mut xml_ports: Vec<String> = Vec::new();
     let mut cluster_extra = String::new();
     let mut py_dir = "/usr/lib/ganglia/python_modules".to_string();
+    let mut mcast_groups: Vec<String> = Vec::new();
+    let mut mcast_if: Option<String> = None;
     let mut py_modules: Vec<(String, Vec<String>, String)> = Vec::new();
 
     for n in &nodes {
@@ -597,11 +599,10 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                 };
                 recv_ports.push(q(&addr));
                 if let Some(g) = opt(body, "mcast_join") {
-                    let _ = writeln!(
-                        collector,
-                        "# udp_recv_channel at {} joined multicast group {g}: point senders at the aggregator's address instead",
-                        at(line)
-                    );
+                    mcast_groups.push(q(g));
+                }
+                if let Some(i) = opt(body, "mcast_if") {
+                    mcast_if = Some(q(i));
                 }
                 if body
                     .iter()
@@ -788,6 +789,13 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
         out.push_str(&cluster_extra);
         if !recv_ports.is_empty() {
             let _ = writeln!(out, "# udp_listen = [{}]", recv_ports.join(", "));
+        }
+        if !mcast_groups.is_empty() {
+            mcast_groups.dedup();
+            let _ = writeln!(out, "# mcast_join = [{}]", mcast_groups.join(", "));
+        }
+        if let Some(i) = &mcast_if {
+            let _ = writeln!(out, "# mcast_if = {i}");
         }
         if let Some(x) = xml_ports.first() {
             let _ = writeln!(out, "# xml_listen = {x}");

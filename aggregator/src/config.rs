@@ -139,9 +139,17 @@ pub struct ClusterConfig {
     pub latlong: String,
     /// `URL`.
     pub url: String,
-    /// UDP listen addresses (IPv4 or IPv6); one string or a list.
+    /// UDP listen addresses (IPv4 or IPv6); one string or a list. A multicast
+    /// address is bound and joined, like gmond's `bind = <group>`.
     #[serde(deserialize_with = "one_or_many")]
     pub udp_listen: Vec<String>,
+    /// Multicast groups every `udp_listen` socket of the same family joins
+    /// (gmond's `udp_recv_channel { mcast_join }`); one string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub mcast_join: Vec<String>,
+    /// Interface the groups are joined on (gmond's `mcast_if`); default: the
+    /// kernel's choice from the routing table.
+    pub mcast_if: Option<String>,
     /// Optional gmond-compatible XML port for this cluster.
     pub xml_listen: Option<String>,
     /// Forget hosts silent this long (0 = never), like gmond `host_dmax`.
@@ -164,6 +172,8 @@ impl Default for ClusterConfig {
             latlong: "unspecified".into(),
             url: "unspecified".into(),
             udp_listen: vec!["0.0.0.0:8649".into()],
+            mcast_join: Vec::new(),
+            mcast_if: None,
             xml_listen: Some("0.0.0.0:8649".into()),
             host_dmax_secs: 86400,
             host_tmax_secs: 20,
@@ -505,6 +515,20 @@ impl Config {
             }
             if c.udp_listen.is_empty() {
                 return Err(invalid(k("udp_listen"), "needs at least one address"));
+            }
+            for (j, g) in c.mcast_join.iter().enumerate() {
+                if !g
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_multicast())
+                {
+                    return Err(invalid(
+                        format!("cluster[{i}].mcast_join[{j}]"),
+                        format!("{g:?} is not a multicast address (224.0.0.0/4 or ff00::/8)"),
+                    ));
+                }
+            }
+            if c.mcast_if.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(k("mcast_if"), "must name an interface"));
             }
             for (j, a) in c.udp_listen.iter().enumerate() {
                 parse_addr(&format!("cluster[{i}].udp_listen[{j}]"), a)?;

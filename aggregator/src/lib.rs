@@ -174,12 +174,24 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             let addr: SocketAddr = a
                 .parse()
                 .with_context(|| format!("cluster {:?} udp_listen", c.name))?;
-            let socket = receive::bind_udp(addr, c.recv_buffer_bytes)
-                .with_context(|| format!("cannot bind UDP {addr} for cluster {:?}", c.name))?;
+            let groups: Vec<std::net::IpAddr> =
+                c.mcast_join.iter().filter_map(|g| g.parse().ok()).collect();
+            let socket =
+                receive::bind_udp_joined(addr, c.recv_buffer_bytes, &groups, c.mcast_if.as_deref())
+                    .with_context(|| format!("cannot bind UDP {addr} for cluster {:?}", c.name))?;
             let bound = socket.local_addr()?;
             tracing::info!(cluster = %c.name, addr = %bound, "receiving UDP");
             udp_addrs.push((c.name.clone(), bound));
+            let mut request_groups: Vec<SocketAddr> = groups
+                .iter()
+                .filter(|g| g.is_ipv4() == addr.is_ipv4())
+                .map(|g| SocketAddr::new(*g, addr.port()))
+                .collect();
+            if addr.ip().is_multicast() && !request_groups.contains(&addr) {
+                request_groups.push(addr);
+            }
             let r = Receiver {
+                request_groups,
                 socket,
                 cluster: i,
                 state: state.clone(),

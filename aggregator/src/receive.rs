@@ -25,6 +25,20 @@ use tokio_util::sync::CancellationToken;
 /// Binds a UDP socket with the requested receive buffer (IPv6 sockets are
 /// v6-only so `0.0.0.0` and `[::]` can both be bound on one port).
 pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    bind_udp_joined(addr, recv_buffer_bytes, &[], None)
+}
+
+/// [`bind_udp`], joining the multicast `groups` of the socket's family (and
+/// the bound address itself when it is a group) on interface `iface`, as
+/// gmond's `udp_recv_channel { mcast_join, bind, mcast_if }` does. The
+/// address is shared (SO_REUSEADDR) so other receivers of the group, a gmond
+/// among them, can bind the same port.
+pub fn bind_udp_joined(
+    addr: SocketAddr,
+    recv_buffer_bytes: usize,
+    groups: &[std::net::IpAddr],
+    iface: Option<&str>,
+) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -33,6 +47,17 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<U
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    let mut joined: Vec<std::net::IpAddr> = groups
+        .iter()
+        .copied()
+        .filter(|g| g.is_ipv4() == addr.is_ipv4())
+        .collect();
+    if addr.ip().is_multicast() && !joined.contains(&addr.ip()) {
+        joined.push(addr.ip());
+    }
+    if !joined.is_empty() {
+        s.set_reuse_address(true)?;
     }
     if recv_buffer_bytes > 0 {
         // The kernel caps a plain request at net.core.rmem_max; with
@@ -62,6 +87,41 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> std::io::Result<U
         }
     }
     s.bind(&addr.into())?;
+    if !joined.is_empty() {
+        let index = match iface {
+            Some(name) => nix::net::if_::if_nametoindex(name).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("mcast_if {name:?}: {e}"),
+                )
+            })?,
+            None => 0,
+        };
+        for g in &joined {
+            match g {
+                std::net::IpAddr::V4(g4) => {
+                    s.join_multicast_v4_n(g4, &socket2::InterfaceIndexOrAddress::Index(index))?
+                }
+                std::net::IpAddr::V6(g6) => s.join_multicast_v6(g6, index)?,
+            }
+            tracing::info!(%addr, group = %g, interface = iface.unwrap_or("(routing table)"), "joined multicast group");
+        }
+        // Metadata requests to the groups leave by the same interface.
+        if let Some(name) = iface {
+            match addr {
+                SocketAddr::V6(_) => s.set_multicast_if_v6(index)?,
+                SocketAddr::V4(_) => {
+                    let v4 = nix::ifaddrs::getifaddrs()
+                        .map_err(std::io::Error::from)?
+                        .filter(|a| a.interface_name == name)
+                        .find_map(|a| a.address.and_then(|x| x.as_sockaddr_in().map(|i| i.ip())));
+                    if let Some(v4) = v4 {
+                        s.set_multicast_if_v4(&v4)?;
+                    }
+                }
+            }
+        }
+    }
     let s: UdpSocket = s.into();
     // Wake up regularly to notice shutdown.
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -147,6 +207,10 @@ pub struct Receiver {
     pub resolver: Arc<Resolver>,
     /// Stops the loop.
     pub shutdown: CancellationToken,
+    /// Multicast groups (with the port) this socket joined: metadata requests
+    /// also go there, as gmond sends them on its channels, so every gmond
+    /// listening on the group re-sends what the aggregator lacks.
+    pub request_groups: Vec<SocketAddr>,
 }
 
 const BATCH: usize = 64;
@@ -307,12 +371,19 @@ impl Receiver {
                     s.asked.clear();
                 }
                 s.asked.insert(key, now);
-                if xdr::encode_into(&Message::MetadataRequest(req), &mut s.out).is_ok()
-                    && self.socket.send_to(&s.out, src).is_ok()
-                {
-                    counters
-                        .metadata_requests_sent
-                        .fetch_add(1, Ordering::Relaxed);
+                if xdr::encode_into(&Message::MetadataRequest(req), &mut s.out).is_ok() {
+                    if self.socket.send_to(&s.out, src).is_ok() {
+                        counters
+                            .metadata_requests_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    for g in &self.request_groups {
+                        if self.socket.send_to(&s.out, *g).is_ok() {
+                            counters
+                                .metadata_requests_sent
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         }

@@ -456,7 +456,7 @@ class Rrdcached:
         exe = shutil.which("rrdcached") or "/usr/bin/rrdcached"
         self.proc = subprocess.Popen(
             [exe, "-g", "-l", "unix:" + self.sock, "-p", self.pidfile, "-b", self.root, "-B",
-             "-j", self.journal, "-w", "3600", "-z", "0", "-F"],
+             "-j", self.journal, "-w", "3600", "-z", "1", "-f", "7200", "-F"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             if os.path.exists(self.sock):
