@@ -52,7 +52,8 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = "siege"
-PROBE_HOST = "probe-host"
+PROBE_HOST = "10.9.255.1:probe-host"   # spoofed as gmetric -S does: IP:name
+PROBE_NAME = "probe-host"
 PROBE_METRIC = "probe_seq"
 
 
@@ -523,7 +524,7 @@ daemon_listen = ["127.0.0.1:{ports['daemon']}"]
 
 
 def fetch_probe(rrd_root, start, end):
-    path = os.path.join(rrd_root, CLUSTER, PROBE_HOST, PROBE_METRIC + ".rrd")
+    path = os.path.join(rrd_root, CLUSTER, PROBE_NAME, PROBE_METRIC + ".rrd")
     if not os.path.exists(path):
         return None, path
     out = subprocess.run(["rrdtool", "fetch", path, "AVERAGE", "-r", "1", "-s", str(start), "-e", str(end)],
@@ -630,7 +631,9 @@ def main():
             running = [asyncio.ensure_future(t) for t in tasks]
             await asyncio.sleep(max(0, stop_at - time.time()))
             stop.set()
-            done, pending = await asyncio.wait(running, timeout=130)
+            # Clients still inside a request (a flush waiting for its pass, a
+            # dump being read) get a short grace, then are cancelled.
+            done, pending = await asyncio.wait(running, timeout=15)
             for p in pending:
                 p.cancel()
             for d in done:
