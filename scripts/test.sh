@@ -12,6 +12,14 @@ step "installing build and test dependencies (Debian packages)"
 step "installing the browser-test driver (playwright-core, from the npm registry)"
 npm ci --prefix tests/browser --no-audit --no-fund --silent
 
+# As root, tests that need privileges (tmpfs and bind mounts, network
+# namespaces, installing the packages) or a kernel feature fail when it is
+# missing instead of reporting SKIPPED; the package and multicast tests need
+# root in any case.
+if [ "$(id -u)" -eq 0 ]; then
+  export GANGLION_REQUIRE_PRIVILEGED=1
+fi
+
 # Two cores: keep parallelism bounded so the interop tests' real peers get CPU.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
