@@ -41,11 +41,20 @@ function timeWindow() {
 }
 
 // ---- helpers -----------------------------------------------------------------
-async function api(path) {
-  const resp = await fetch(path);
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(body.error || resp.statusText);
-  return body;
+// A busy server answers 503 with Retry-After (heavy requests are bounded):
+// wait as told and ask again, a few times, before showing an error.
+async function api(path, attempts = 4) {
+  for (let i = 0; ; i++) {
+    const resp = await fetch(path);
+    const body = await resp.json().catch(() => ({}));
+    if (resp.ok) return body;
+    const retry = Number(resp.headers.get("Retry-After"));
+    if (resp.status === 503 && i + 1 < attempts && retry > 0 && retry <= 30) {
+      await new Promise((r) => setTimeout(r, retry * 1000));
+      continue;
+    }
+    throw new Error(body.error || resp.statusText);
+  }
 }
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
