@@ -2,8 +2,9 @@
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use thiserror::Error;
 
 /// A configuration problem, naming the key.
@@ -92,9 +93,9 @@ pub struct Config {
     /// Memory bounds.
     pub limits: LimitsConfig,
     /// The RRD writer.
-    pub storage: crate::storage::StorageConfig,
+    pub storage: StorageConfig,
     /// Optional rrdcached for writes.
-    pub rrdcached: Option<crate::storage::RrdcachedConfig>,
+    pub rrdcached: Option<RrdcachedConfig>,
 }
 
 impl Default for Config {
@@ -121,7 +122,7 @@ impl Default for Config {
             xml: XmlConfig::default(),
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
-            storage: crate::storage::StorageConfig::default(),
+            storage: StorageConfig::default(),
             rrdcached: None,
         }
     }
@@ -337,6 +338,9 @@ impl Default for LimitsConfig {
     }
 }
 
+use crate::acl::resolve_name;
+pub use crate::acl::{Trusted, trusts};
+
 /// The TOML printed by `--print-default-config` (parsed in a test).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../examples/aggregator.toml");
 
@@ -347,82 +351,6 @@ pub const LOCAL_CONFIG_TOML: &str = include_str!("../examples/local.toml");
 pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse::<SocketAddr>()
         .map_err(|e| invalid(key, format!("{s:?} is not an IP:port address ({e})")))
-}
-
-/// Every address a host name resolves to, as single-address blocks.
-fn resolve_name(name: &str) -> Vec<Trusted> {
-    use std::net::ToSocketAddrs;
-    if name.is_empty() || name.contains('/') {
-        return Vec::new();
-    }
-    (name, 0)
-        .to_socket_addrs()
-        .map(|addrs| {
-            addrs
-                .filter_map(|a| Trusted::parse(&a.ip().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether a TCP peer may use gmetad's ports (and the rrdcached-protocol
-/// socket): loopback always, else `all_trusted` or a `trusted_hosts` entry.
-pub fn trusts(trusted: &[Trusted], all_trusted: bool, ip: IpAddr) -> bool {
-    let ip = crate::state::canonical_ip(ip);
-    all_trusted || ip.is_loopback() || trusted.iter().any(|t| t.contains(ip))
-}
-
-/// A `trusted_hosts` entry: an address or a CIDR block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trusted {
-    /// Network address.
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub prefix: u8,
-}
-
-impl Trusted {
-    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
-    pub fn parse(s: &str) -> Option<Trusted> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.trim().parse().ok().filter(|&p| p <= max)?,
-            None => max,
-        };
-        Some(Trusted { addr, prefix })
-    }
-
-    /// Whether `ip` is inside this block (IPv4-mapped IPv6 counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
 }
 
 impl Config {
@@ -575,7 +503,7 @@ impl Config {
             if !self.write_rrds {
                 return Err(invalid(&key, "serves RRD files: needs write_rrds = true"));
             }
-            if crate::daemon::unix_path(a).is_none() {
+            if crate::addr::unix_path(a).is_none() {
                 parse_addr(&key, a)?;
             }
         }
@@ -732,6 +660,145 @@ impl Config {
     }
 }
 
+// The storage sections live here with the rest of the configuration, so
+// `config` depends on no service module (a tidy test checks it).
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Write cached samples to the RRD files this often.
+    pub flush_interval_secs: u32,
+    /// At most this many file writes per second (0 = unlimited).
+    pub max_file_writes_per_sec: u32,
+    /// Samples waiting for the writer; beyond this, new batches are dropped and counted.
+    pub queue_max_batches: usize,
+    /// Keep a write-ahead journal for crash safety.
+    pub journal: bool,
+    /// Journal group-commit interval.
+    pub journal_commit_interval_ms: u32,
+    /// After a write fails because the disk is full or read-only, keep the
+    /// file's samples for retry while they are at most this old (0 = drop
+    /// them at once). Costs about 64 bytes per sample held.
+    pub retry_window_secs: u32,
+    /// Serve rrdcached's protocol for readers here (`unix:/path`, `/path` or
+    /// `host:port`; none by default), so `rrdtool … --daemon` and
+    /// ganglia-web's `rrdcached_socket` read files with every cached sample.
+    pub daemon_listen: Vec<String>,
+    /// Permissions of a unix `daemon_listen` socket (octal).
+    pub daemon_socket_mode: String,
+    /// Readers' per-file flush requests that may wait for the writer;
+    /// beyond this a reader is answered "busy" at once (HTTP 503).
+    pub control_queue_max: usize,
+    /// At most one forced pass over every file (`POST /api/flush`,
+    /// FLUSHALL) starts per this many seconds; callers beyond that join the
+    /// next allowed pass. Unset: `flush_interval_secs / 10`. 0: no limit.
+    pub min_forced_flush_interval_secs: Option<u32>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            // rrdcached's default write delay: 20 samples per file write at
+            // gmetad's 15 s step. Readers flush what they read first.
+            flush_interval_secs: 300,
+            max_file_writes_per_sec: 0,
+            queue_max_batches: 64,
+            journal: true,
+            journal_commit_interval_ms: 1000,
+            // An hour of outage survives without a gap (240 samples a file at
+            // gmetad's 15 s step).
+            retry_window_secs: 3600,
+            daemon_listen: Vec::new(),
+            // Readers may read the tree anyway; the socket adds only "write
+            // this file's cached samples now".
+            daemon_socket_mode: "0666".into(),
+            control_queue_max: 256,
+            min_forced_flush_interval_secs: None,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The shortest time between two forced passes.
+    pub fn min_forced_flush_interval(&self) -> Duration {
+        match self.min_forced_flush_interval_secs {
+            Some(s) => Duration::from_secs(u64::from(s)),
+            None => Duration::from_millis(u64::from(self.flush_interval_secs) * 100),
+        }
+    }
+
+    /// Checks the keys this module adds; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.queue_max_batches == 0 {
+            return Err(("storage.queue_max_batches", "must be at least 1"));
+        }
+        if self.control_queue_max == 0 {
+            return Err(("storage.control_queue_max", "must be at least 1"));
+        }
+        if self.flush_interval_secs == 0 {
+            return Err(("storage.flush_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// `daemon_socket_mode` as permission bits; `None` when it is not octal
+    /// or has more than permission bits.
+    pub fn daemon_socket_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.daemon_socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
+}
+
+/// `[rrdcached]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrdcachedConfig {
+    /// `unix:/path` or `host:port`.
+    pub address: String,
+    /// Longest wait to connect, to send a request and for each reply line;
+    /// past it the connection is dropped and made again.
+    #[serde(default = "RrdcachedConfig::default_timeout_secs")]
+    pub timeout_secs: u32,
+    /// Longest wait between two attempts to reach a daemon that is down
+    /// (the wait starts at 0.1 s and doubles).
+    #[serde(default = "RrdcachedConfig::default_reconnect_max_secs")]
+    pub reconnect_max_secs: u32,
+}
+
+impl RrdcachedConfig {
+    fn default_timeout_secs() -> u32 {
+        30
+    }
+
+    fn default_reconnect_max_secs() -> u32 {
+        10
+    }
+
+    /// Checks the keys; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.address.is_empty() {
+            return Err(("rrdcached.address", "must not be empty"));
+        }
+        if self.timeout_secs == 0 {
+            return Err(("rrdcached.timeout_secs", "must be at least 1"));
+        }
+        if self.reconnect_max_secs == 0 {
+            return Err(("rrdcached.reconnect_max_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The client's options.
+    pub fn options(&self) -> ganglion_rrd::rrdcached::Options {
+        ganglion_rrd::rrdcached::Options {
+            timeout: Duration::from_secs(u64::from(self.timeout_secs)),
+            max_backoff: Duration::from_secs(u64::from(self.reconnect_max_secs)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,7 +809,7 @@ mod tests {
         assert_eq!(d.step_secs, 15);
         assert_eq!(d.cluster[0].udp_listen, ["0.0.0.0:8649"]);
         // The example shows every key with its default.
-        let s = crate::storage::StorageConfig::default();
+        let s = StorageConfig::default();
         assert_eq!(
             (
                 d.storage.flush_interval_secs,

@@ -119,11 +119,7 @@ impl Listener {
     }
 }
 
-/// The socket path of a unix address (`unix:/path` or `/path`).
-pub fn unix_path(address: &str) -> Option<&Path> {
-    let p = address.strip_prefix("unix:").unwrap_or(address);
-    p.starts_with('/').then(|| Path::new(p))
-}
+pub use crate::addr::unix_path;
 
 /// Who may use a TCP listener (unix sockets are guarded by their mode).
 pub struct Trust {

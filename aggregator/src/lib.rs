@@ -11,6 +11,8 @@
 //! [`flush_gate`] (single-flight, rate-limited full flushes), [`telemetry`]
 //! (counters, log rate limits).
 
+pub mod acl;
+pub mod addr;
 pub mod config;
 pub mod daemon;
 pub mod flush_gate;

@@ -7,7 +7,12 @@ from one core while the receiver is pinned to the other. Reported per receiver:
 CPU microseconds per value packet (utime+stime from /proc), and packets dropped
 (kernel drops from /proc/net/udp for the receiver's socket).
 
-Usage: python3 scripts/bench/ingest.py [--hosts 1000] [--rounds 10] [--pps N]
+With --readers N, N clients loop over full XML dumps of the receiver's port
+during the blast, and the receive thread's own CPU per packet is reported
+beside the process's (the aggregator names its receive threads recv-*): ingest
+must not slow down or drop while readers loop.
+
+Usage: python3 scripts/bench/ingest.py [--hosts 1000] [--rounds 10] [--pps N] [--readers N]
 Needs a release build (cargo build --release, which builds the `udp-blast`
 sender) and gmond installed.
 """
@@ -58,6 +63,32 @@ def cpu_secs(pid):
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def recv_thread_cpu(pid):
+    """CPU seconds of the threads named recv-* (the aggregator's receive
+    threads); None for a process without such threads (gmond)."""
+    total, found = 0.0, False
+    for t in glob.glob("/proc/%d/task/*" % pid):
+        try:
+            with open(t + "/comm") as f:
+                if not f.read().startswith("recv-"):
+                    continue
+            with open(t + "/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+        except OSError:
+            pass
+    return total if found else None
+
+
+def reader_loop(port, stop, counts):
+    while not stop.is_set():
+        try:
+            counts.append(len(read_xml(port)))
+        except OSError:
+            counts.append(-1)
 
 
 def read_xml(port):
@@ -120,7 +151,7 @@ def blast(path, port, rounds, pps=None):
     return int(kv["sent"]), float(kv["secs"])
 
 
-def run(name, argv, port, meta, values, rounds, pps=None):
+def run(name, argv, port, meta, values, rounds, pps=None, readers=0):
     proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.5)
@@ -134,10 +165,20 @@ def run(name, argv, port, meta, values, rounds, pps=None):
             if i % 500 == 499:
                 time.sleep(0.025)
         time.sleep(0.5)
-        drops0, cpu0 = udp_drops(port), cpu_secs(proc.pid)
+        import threading
+        stop, counts = threading.Event(), []
+        loops = [threading.Thread(target=reader_loop, args=(port, stop, counts)) for _ in range(readers)]
+        for t in loops:
+            t.start()
+        drops0, cpu0, rcpu0 = udp_drops(port), cpu_secs(proc.pid), recv_thread_cpu(proc.pid)
         sent, send_secs = blast(values, port, rounds, pps)
         time.sleep(1.0)
         drops, cpu = udp_drops(port) - drops0, cpu_secs(proc.pid) - cpu0
+        rcpu = recv_thread_cpu(proc.pid)
+        rcpu = None if rcpu is None else rcpu - rcpu0
+        stop.set()
+        for t in loops:
+            t.join()
         rss = rss_kb(proc.pid)
         # Full XML dump of everything received, while a paced sender keeps
         # ingest going (the dump must not stall it, nor it the dump).
@@ -155,6 +196,8 @@ def run(name, argv, port, meta, values, rounds, pps=None):
         times.sort()
         return {"name": name, "sent": sent, "drops": drops, "offered_pps": sent / send_secs,
                 "cpu_s": cpu, "us_per_pkt": cpu / max(sent - drops, 1) * 1e6, "rss_kb": rss,
+                "recv_us_per_pkt": None if rcpu is None else rcpu / max(sent - drops, 1) * 1e6,
+                "reader_dumps": len([c for c in counts if c > 0]), "reader_errors": len([c for c in counts if c < 0]),
                 "dump_s": times[len(times) // 2], "dump_bytes": size}
     finally:
         proc.terminate()
@@ -166,6 +209,8 @@ def main():
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--pps", type=float, default=None, help="pace the sender (default: as fast as one core can)")
+    ap.add_argument("--readers", type=int, default=0, help="clients looping over XML dumps during the blast")
+    ap.add_argument("--only", choices=["gmond", "ganglion"], help="run one receiver")
     a = ap.parse_args()
     hosts = ["10.%d.%d.%d:node%05d" % (i >> 16 & 255, i >> 8 & 255, i & 255, i) for i in range(a.hosts)]
     names = ["m%02d" % j for j in range(30)]
@@ -181,18 +226,27 @@ def main():
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         os.sched_setaffinity(0, {1})
-        p = free_port()
-        results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name, a.rounds, a.pps))
-        p = free_port()
-        results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name, a.rounds, a.pps))
+        if a.only != "ganglion":
+            p = free_port()
+            results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name,
+                               a.rounds, a.pps, a.readers))
+        if a.only != "gmond":
+            p = free_port()
+            results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name,
+                               a.rounds, a.pps, a.readers))
     print("%d hosts x 30 metrics, %d value packets per receiver" % (a.hosts, results[0]["sent"]))
     nmetrics = a.hosts * 30
-    print("| receiver | offered pkt/s | dropped | CPU µs per received packet | RSS KB | RSS bytes per metric | XML dump s (bytes) |")
-    print("|---|---|---|---|---|---|---|")
+    if a.readers:
+        print("%d clients looping over full XML dumps during the blast" % a.readers)
+    print("| receiver | offered pkt/s | dropped | CPU µs per received packet | receive thread µs per packet | dumps read meanwhile | RSS KB | RSS bytes per metric | XML dump s (bytes) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print("| %s | %.0f | %d (%.1f %%) | %.2f | %d | %.0f | %.3f (%d) |" % (r["name"], r["offered_pps"], r["drops"],
-              100.0 * r["drops"] / r["sent"], r["us_per_pkt"], r["rss_kb"], r["rss_kb"] * 1024.0 / nmetrics,
-              r["dump_s"], r["dump_bytes"]))
+        rt = "-" if r["recv_us_per_pkt"] is None else "%.2f" % r["recv_us_per_pkt"]
+        print("| %s | %.0f | %d (%.1f %%) | %.2f | %s | %d (%d errors) | %d | %.0f | %.3f (%d) |" % (r["name"], r["offered_pps"], r["drops"],
+              100.0 * r["drops"] / r["sent"], r["us_per_pkt"], rt, r["reader_dumps"], r["reader_errors"], r["rss_kb"],
+              r["rss_kb"] * 1024.0 / nmetrics, r["dump_s"], r["dump_bytes"]))
+    if len(results) < 2:
+        return
     g, o = results
     print("\ngmond / ganglion: CPU per packet %.1fx, RSS %.1fx, XML dump time %.1fx"
           % (g["us_per_pkt"] / max(o["us_per_pkt"], 1e-9), g["rss_kb"] / max(o["rss_kb"], 1),

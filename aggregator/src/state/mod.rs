@@ -32,7 +32,6 @@ use ganglion_proto::xdr::MetricId;
 // Keys are sender-chosen names, so the hasher is seeded per process;
 // foldhash is that and several times cheaper than SipHash on these short keys.
 use foldhash::{HashMap, HashMapExt};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -225,13 +224,7 @@ impl State {
     }
 }
 
-/// IPv4-mapped IPv6 sources are shown as plain IPv4, as a dual-stack gmond would.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
+pub use crate::acl::canonical_ip;
 
 #[cfg(test)]
 mod tests {
