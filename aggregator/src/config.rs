@@ -197,6 +197,9 @@ pub struct DataSourceConfig {
     pub addresses: Vec<String>,
     /// Per-read timeout (gmetad: 10 s, fixed).
     pub timeout_secs: u32,
+    /// Largest document accepted (MiB), as received and after gunzip; a poll
+    /// holds up to this much memory while it reads.
+    pub max_document_mb: u32,
 }
 
 impl Default for DataSourceConfig {
@@ -206,6 +209,7 @@ impl Default for DataSourceConfig {
             poll_secs: 15,
             addresses: Vec::new(),
             timeout_secs: 10,
+            max_document_mb: 512,
         }
     }
 }
@@ -481,6 +485,9 @@ impl Config {
             }
             if d.timeout_secs == 0 {
                 return Err(invalid(k("timeout_secs"), "must be at least 1"));
+            }
+            if d.max_document_mb == 0 {
+                return Err(invalid(k("max_document_mb"), "must be at least 1"));
             }
         }
         if self.cluster.is_empty() && self.data_source.is_empty() {

@@ -24,10 +24,20 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Largest document accepted from one source, both as received and after
-/// gunzip (a gzip bomb inflates about 1000:1, so the inflated size is what
-/// needs the bound). A 1M-series gmetad document is about 300 MB.
+/// Default largest document accepted from one source
+/// (`data_source.max_document_mb`), both as received and after gunzip (a
+/// gzip bomb inflates about 1000:1, so the inflated size is what needs the
+/// bound). A 1M-series gmetad document is about 300 MB. A poll holds up to
+/// this much memory while it reads, so the sum over sources bounds what
+/// hostile sources can make the aggregator hold.
 pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024 * 1024;
+
+/// The document bound of one source, in bytes.
+pub fn max_document_bytes(ds: &DataSourceConfig) -> usize {
+    usize::try_from(ds.max_document_mb)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(1024 * 1024)
+}
 
 /// How long one poll may take from connect to the end of the document:
 /// twice the poll interval (at least twice the per-read timeout). A source
@@ -38,9 +48,9 @@ pub fn poll_deadline(ds: &DataSourceConfig) -> Duration {
 }
 
 /// The reader's limits for polled documents.
-fn limits() -> Limits {
+fn limits(max: usize) -> Limits {
     Limits {
-        max_input_bytes: MAX_DOCUMENT_BYTES,
+        max_input_bytes: max,
         ..Limits::default()
     }
 }
@@ -60,8 +70,8 @@ pub enum PollError {
         error: String,
     },
     /// The document is larger than we accept.
-    #[error("document from {0} exceeds {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge(String),
+    #[error("document from {0} exceeds {1} bytes (data_source.max_document_mb)")]
+    TooLarge(String, usize),
     /// The document did not end within the poll deadline.
     #[error("document from {addr} not complete after {secs} s")]
     TooSlow {
@@ -115,8 +125,11 @@ async fn fetch(
         };
         *last_good = i;
         let deadline = poll_deadline(ds);
-        return match tokio::time::timeout(deadline, read_all(stream, &addr, timeout, size_hint))
-            .await
+        return match tokio::time::timeout(
+            deadline,
+            read_all(stream, &addr, timeout, size_hint, max_document_bytes(ds)),
+        )
+        .await
         {
             Ok(r) => r,
             Err(_) => Err(PollError::TooSlow {
@@ -133,16 +146,17 @@ async fn read_all(
     addr: &str,
     timeout: Duration,
     size_hint: usize,
+    max: usize,
 ) -> Result<Vec<u8>, PollError> {
     const CHUNK: usize = 64 * 1024;
-    let mut out = Vec::with_capacity((size_hint + size_hint / 8 + CHUNK).min(MAX_DOCUMENT_BYTES));
+    let mut out = Vec::with_capacity((size_hint + size_hint / 8 + CHUNK).min(max));
     loop {
         // Read straight into the document's spare capacity. Growth doubles,
         // except near the size limit, where one byte over is enough to
         // refuse (doubling there would ask for twice the limit).
-        let room = MAX_DOCUMENT_BYTES + 1 - out.len();
+        let room = (max + 1).saturating_sub(out.len());
         if out.capacity() - out.len() < CHUNK.min(room) {
-            if out.capacity().saturating_mul(2) > MAX_DOCUMENT_BYTES {
+            if out.capacity().saturating_mul(2) > max {
                 out.reserve_exact(room);
             } else {
                 out.reserve(CHUNK);
@@ -166,8 +180,8 @@ async fn read_all(
         if n == 0 {
             return Ok(out);
         }
-        if out.len() > MAX_DOCUMENT_BYTES {
-            return Err(PollError::TooLarge(addr.into()));
+        if out.len() > max {
+            return Err(PollError::TooLarge(addr.into(), max));
         }
     }
 }
@@ -314,8 +328,10 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
         match result {
             Ok(bytes) => {
                 last_size = bytes.len();
+                let max = max_document_bytes(&ds);
                 let parsed =
-                    tokio::task::spawn_blocking(move || xml::parse_bytes(&bytes, &limits())).await;
+                    tokio::task::spawn_blocking(move || xml::parse_bytes(&bytes, &limits(max)))
+                        .await;
                 match parsed {
                     Ok(out) if matches!(out.error, Some(XmlError::LimitExceeded { .. })) => {
                         // Nothing of an oversized document is taken.
@@ -365,7 +381,7 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
             Err(e) => {
                 counters.polls_failed.fetch_add(1, Ordering::Relaxed);
                 match e {
-                    PollError::TooLarge(_) => {
+                    PollError::TooLarge(..) => {
                         counters.poll_too_large.fetch_add(1, Ordering::Relaxed);
                     }
                     PollError::TooSlow { .. } => {

@@ -54,6 +54,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLUSTER = "siege"
 PROBE_HOST = "10.9.255.1:probe-host"   # spoofed as gmetric -S does: IP:name
 PROBE_NAME = "probe-host"
+# A host that appears 10 s into the siege: its file must be created while
+# every port is held (the failure the siege was written for: new files
+# failing with "Too many open files").
+LATE_HOST = "10.9.255.2:late-host"
+LATE_NAME = "late-host"
 PROBE_METRIC = "probe_seq"
 
 
@@ -134,8 +139,9 @@ def loader(udp_port, hosts, metrics, stop_at, sent_q):
             sock.sendto(metadata(h, n), dst)
         time.sleep(0.0005)
     sock.sendto(metadata(PROBE_HOST, PROBE_METRIC, "uint32", "probe"), dst)
-    sent = []
+    sent, late = [], []
     seq = 0
+    late_at = time.time() + 13
     per_tick = max(1, hosts // 15)  # spread the 15 s cycle over its seconds
     cursor = 0
     next_tick = time.time()
@@ -146,6 +152,11 @@ def loader(udp_port, hosts, metrics, stop_at, sent_q):
         sent.append((now, seq))
         if seq % 10 == 0:
             sock.sendto(metadata(PROBE_HOST, PROBE_METRIC, "uint32", "probe"), dst)
+        if now >= late_at:
+            if not late or seq % 10 == 0:
+                sock.sendto(metadata(LATE_HOST, PROBE_METRIC, "uint32", "probe"), dst)
+            sock.sendto(value_uint(LATE_HOST, PROBE_METRIC, seq), dst)
+            late.append((now, seq))
         for _ in range(per_tick):
             h = hostnames[cursor % hosts]
             cursor += 1
@@ -156,7 +167,7 @@ def loader(udp_port, hosts, metrics, stop_at, sent_q):
                     sock.sendto(metadata(h, n), dst)
         next_tick += 1.0
         time.sleep(max(0.0, next_tick - time.time()))
-    sent_q.put(sent)
+    sent_q.put((sent, late))
 
 
 # ---------------------------------------------------------------- monitor (own process)
@@ -362,6 +373,9 @@ async def dumper(ports, stats, stop, bad_dir):
                     f.write(doc)
 
 
+ERRORS = []  # bodies of unexpected server errors, for the report
+
+
 async def http_request(port, method, path, src, timeout=30):
     r, w = await connect(port, src, timeout)
     try:
@@ -370,13 +384,17 @@ async def http_request(port, method, path, src, timeout=30):
         await w.drain()
         body = await asyncio.wait_for(r.read(), timeout)
         m = re.match(rb"HTTP/1\.[01] (\d{3})", body)
-        return int(m.group(1)) if m else None, len(body)
+        status = int(m.group(1)) if m else None
+        if status is not None and status >= 500 and status != 503:
+            ERRORS.append(body[-300:].decode("latin-1"))
+        return status, len(body)
     finally:
         w.close()
 
 
 async def series_client(port, stats, stop):
-    path = "/api/series?cluster=%s&metric=m00&hosts=.*&start=end-1y&points=600" % CLUSTER
+    # Every load host (1000 at the default size, the column cap) over a year.
+    path = "/api/series?cluster=%s&metric=m00&hosts=^load&start=end-1y&points=600" % CLUSTER
     while not stop.is_set():
         try:
             status, n = await http_request(port, "GET", path, SRC_SERIES)
@@ -482,6 +500,13 @@ class Rrdcached:
 # ---------------------------------------------------------------- main
 
 def config_text(a, ports, rrd_root, tmp, rrdcached, extra):
+    bomb_source = "" if a.bomb_mib == 0 else f"""[[data_source]]
+name = "bomb"
+poll_secs = 5
+addresses = ["127.0.0.1:{ports['bomb']}"]
+timeout_secs = 5
+
+"""
     cfg = f"""
 grid_name = "siege-grid"
 rrd_root = "{rrd_root}"
@@ -496,13 +521,7 @@ xml_listen = "127.0.0.1:{ports['gmond']}"
 reverse_dns = false
 host_tmax_secs = 20
 
-[[data_source]]
-name = "bomb"
-poll_secs = 5
-addresses = ["127.0.0.1:{ports['bomb']}"]
-timeout_secs = 5
-
-[[data_source]]
+{bomb_source}[[data_source]]
 name = "endless"
 poll_secs = 5
 addresses = ["127.0.0.1:{ports['endless']}"]
@@ -523,8 +542,8 @@ daemon_listen = ["127.0.0.1:{ports['daemon']}"]
     return cfg + "\n" + extra
 
 
-def fetch_probe(rrd_root, start, end):
-    path = os.path.join(rrd_root, CLUSTER, PROBE_NAME, PROBE_METRIC + ".rrd")
+def fetch_probe(rrd_root, start, end, name=PROBE_NAME):
+    path = os.path.join(rrd_root, CLUSTER, name, PROBE_METRIC + ".rrd")
     if not os.path.exists(path):
         return None, path
     out = subprocess.run(["rrdtool", "fetch", path, "AVERAGE", "-r", "1", "-s", str(start), "-e", str(end)],
@@ -551,9 +570,11 @@ def main():
     ap.add_argument("--flushers", type=int, default=100)
     ap.add_argument("--nofile", default="raised", help="1024 (soft=hard=1024) or raised")
     ap.add_argument("--rrdcached", action="store_true")
-    ap.add_argument("--bomb-mib", type=int, default=1024, help="inflated size of the gzip bomb")
+    ap.add_argument("--bomb-mib", type=int, default=1024, help="inflated size of the gzip bomb (0: no bomb source)")
     ap.add_argument("--extra-config", default="", help="TOML appended to the aggregator's config")
-    ap.add_argument("--max-rss-mb", type=int, default=1024)
+    # Two polled sources may each hold up to max_document_mb (512 MiB by
+    # default) while they read; the rest is state and snapshots.
+    ap.add_argument("--max-rss-mb", type=int, default=1536)
     ap.add_argument("--max-fds", type=int, default=0, help="0 = the aggregator's soft limit")
     ap.add_argument("--json")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -571,7 +592,7 @@ def main():
         f.write(config_text(a, ports, rrd_root, tmp, rrdc, a.extra_config))
 
     print("building the gzip bomb (%d MiB inflated)..." % a.bomb_mib, file=sys.stderr)
-    bomb = make_gzip_bomb(a.bomb_mib << 20)
+    bomb = make_gzip_bomb(a.bomb_mib << 20) if a.bomb_mib else b""
 
     cmd = [a.binary, "--config", cfg_path]
     if a.nofile == "1024":
@@ -644,7 +665,7 @@ def main():
 
         asyncio.run(siege())
         mon_rows = mon_q.get(timeout=30)
-        sent = sent_q.get(timeout=60)
+        sent, late = sent_q.get(timeout=60)
         load.join()
         mon.join()
         t_end = time.time()
@@ -655,28 +676,35 @@ def main():
         if rrdc:
             rrdc.stop()
 
-        probe_start = int(t_start) + 5
-        probe_end = int(sent[-1][0]) - 2
-        rows, path = fetch_probe(rrd_root, probe_start, probe_end)
-        by_sec = {}
-        for t, v in sent:
-            by_sec[int(t)] = v
-        lost, wrong, checked = [], [], 0
-        if rows is None:
-            # No file at all: every step of the window is lost.
-            lost = ["no file %s" % path] + list(range(probe_start + 1, probe_end + 1))
-            checked = len(lost)
-        else:
+        def check_probe(name, values, first):
+            """Every step from 5 s after the probe's first value to 2 s before
+            its last must hold that second's value (or a neighbour's)."""
+            start, end = int(first) + 5, int(values[-1][0]) - 2
+            rows, path = fetch_probe(rrd_root, start, end, name)
+            by_sec = {int(t): v for t, v in values}
+            lost, wrong, checked = [], [], 0
+            if rows is None:
+                # No file at all: every step of the window is lost.
+                lost = ["no file %s" % path] + list(range(start + 1, end + 1))
+                return {"steps_checked": len(lost), "lost": len(lost), "wrong": 0,
+                        "lost_examples": lost[:10], "wrong_examples": []}
             for t, v in rows:
-                if t < probe_start or t > probe_end:
+                if t < start or t > end:
                     continue
                 checked += 1
                 if v is None:
                     lost.append(t)
                     continue
-                near = [by_sec[s] for s in range(t - 3, t + 2) if s in by_sec]
+                near = [by_sec[x] for x in range(t - 3, t + 2) if x in by_sec]
                 if near and not (min(near) - 0.01 <= v <= max(near) + 0.01):
                     wrong.append((t, v, near))
+            return {"steps_checked": checked, "lost": len(lost), "wrong": len(wrong),
+                    "lost_examples": lost[:10], "wrong_examples": wrong[:10]}
+
+        probes = {"probe": check_probe(PROBE_NAME, sent, t_start),
+                  "late_probe": check_probe(LATE_NAME, late, late[0][0]) if late else
+                  {"steps_checked": 0, "lost": 1, "wrong": 0, "lost_examples": ["never sent"],
+                   "wrong_examples": []}}
         answered = [r for r in mon_rows if r["status"] in (200, 503) and r["latency"] <= 1.0]
         slow_or_failed = [r for r in mon_rows if r not in answered]
         max_rss_mb = max((r["rss_kb"] for r in mon_rows), default=0) / 1024
@@ -689,24 +717,26 @@ def main():
 
         result.update(
             duration_s=round(t_end - t_start, 1),
-            probe={"steps_checked": checked, "lost": len(lost), "wrong": len(wrong),
-                   "lost_examples": lost[:10], "wrong_examples": wrong[:10]},
+            probe=probes["probe"], late_probe=probes["late_probe"],
             dashboard={"seconds": len(mon_rows), "answered_within_1s": len(answered),
                        "status_200": sum(1 for r in mon_rows if r["status"] == 200),
                        "status_503": sum(1 for r in mon_rows if r["status"] == 503),
                        "max_latency_s": round(max((r["latency"] for r in mon_rows), default=0), 3),
                        "failures": slow_or_failed[:10]},
             max_rss_mb=round(max_rss_mb, 1), max_open_fds=max_fds, fd_bound=fd_bound,
-            aggregator_exit=agg.returncode, panics=panics, stats=stats)
+            aggregator_exit=agg.returncode, panics=panics, stats=stats,
+            server_errors=ERRORS[:5])
         checks = {
-            "probe_zero_lost": checked > 0 and not lost,
-            "probe_no_wrong_value": not wrong,
+            "probe_zero_lost": all(p["steps_checked"] > 0 and p["lost"] == 0 for p in probes.values()),
+            "probe_no_wrong_value": all(p["wrong"] == 0 for p in probes.values()),
             "xml_all_valid": stats["xml_broken"] == 0 and stats["xml_valid"] > 0,
             "dashboard_every_second": bool(mon_rows) and not slow_or_failed,
             "rss_bounded": max_rss_mb <= a.max_rss_mb,
             "fds_bounded": max_fds <= fd_bound,
             "clean_exit": agg.returncode == 0 and panics == 0,
             "slowloris_closed": stats["slowloris_held_to_end"] == 0,
+            # A refusal is 4xx or 503; any other 5xx is a fault.
+            "no_server_errors": not ERRORS,
         }
         result["checks"] = checks
     finally:

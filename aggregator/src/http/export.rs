@@ -7,7 +7,7 @@
 
 use super::select::{SeriesQ, check_export_rows, resolve};
 use super::series::{Flat, flush_for, window_rows};
-use super::{AppState, bad, error};
+use super::{AppState, bad, error, read_failed};
 use crate::state::now_secs;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State as AxState};
@@ -132,7 +132,7 @@ pub(super) async fn export(AxState(app): AxState<AppState>, Query(q): Query<Seri
     let joined = tokio::task::spawn_blocking(move || rrd_export::join(&req, |_, _| {})).await;
     let joined = match joined {
         Ok(Ok(j)) => j,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => return read_failed(&e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     if let Err(e) = check_export_rows(joined.rows(), joined.step, &app.limits.caps) {

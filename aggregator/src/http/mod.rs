@@ -226,6 +226,22 @@ fn busy(message: &str) -> Response {
     retry_after(StatusCode::SERVICE_UNAVAILABLE, BUSY_RETRY_SECS, message)
 }
 
+/// A failed read of RRD files. librrd refuses a file another writer holds
+/// locked ("could not lock RRD": rrdcached or another tool writing it at
+/// that instant); that is a moment's contention, answered `503` with
+/// `Retry-After: 1`, not a server fault.
+fn read_failed(message: &str) -> Response {
+    if message.contains("could not lock") {
+        retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            1,
+            &format!("{message} (being written right now; retry)"),
+        )
+    } else {
+        error(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
 /// A small error for helpers (a full `Response` is too big to pass around).
 #[derive(Debug, PartialEq, Eq)]
 pub struct ApiError(pub StatusCode, pub String);

@@ -2,7 +2,7 @@
 //! files are read, so memory is O(points × columns) whatever the range.
 
 use super::select::{Resolved, SeriesQ, resolve};
-use super::{AppState, IntoJson, error};
+use super::{AppState, IntoJson, error, read_failed};
 use crate::state::now_secs;
 use axum::extract::{Query, State as AxState};
 use axum::http::{StatusCode, header};
@@ -89,7 +89,7 @@ pub(super) async fn series(AxState(app): AxState<AppState>, Query(q): Query<Seri
     .await;
     match out {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Ok(Err(e)) => read_failed(&e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -403,3 +403,12 @@ async fn heavy_requests_beyond_the_cap_get_503_with_retry_after() {
     let (s, _) = get(&r, "/api/search?q=node").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[test]
+fn a_file_locked_by_another_writer_is_a_retry_not_a_fault() {
+    let r = super::read_failed("fetch /x/m.rrd: could not lock RRD");
+    assert_eq!(r.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+    let r = super::read_failed("fetch /x/m.rrd: not an RRD file");
+    assert_eq!(r.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+}
