@@ -662,6 +662,18 @@ impl Config {
             + 1
             + self.storage.daemon_listen.len();
         lines.push(("listening/UDP sockets and polls".into(), sockets as u64));
+        // Listeners at their cap refuse through a few short-lived sockets each.
+        let listeners = usize::from(!self.http.listen.is_empty())
+            + xml_listeners
+            + if self.write_rrds {
+                self.storage.daemon_listen.len()
+            } else {
+                0
+            };
+        lines.push((
+            "refusals at the caps (8 per listener)".into(),
+            (listeners * 8) as u64,
+        ));
         lines.push(("limits.fd_reserve".into(), self.limits.fd_reserve as u64));
         lines
     }

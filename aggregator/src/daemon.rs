@@ -159,7 +159,7 @@ pub async fn serve(
             None => return,
             Some(Admission::Serve(c, peer, permit)) => (c, peer, permit),
             // Over `limits.daemon_max_connections_per_ip`: closed at once.
-            Some(Admission::OverIpCap(..)) => continue,
+            Some(Admission::OverIpCap(..)) | Some(Admission::OverCap(..)) => continue,
         };
         if let Some(p) = peer
             && !crate::config::trusts(&trust.trusted, trust.all, p.ip())

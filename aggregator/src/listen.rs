@@ -3,11 +3,17 @@
 //! socket. It keeps a client, however many connections it opens, from taking
 //! the descriptors that storage, the journal and rrdcached need.
 //!
-//! - A permit is taken *before* `accept` (as mini-redis' server does): at
-//!   `max_connections` the listener stops accepting and further clients wait
-//!   in the kernel's listen backlog (then see a connect timeout or a refused
-//!   connection, the kernel's choice) — the process never holds more sockets
-//!   than its caps.
+//! - A permit is taken *before* `accept` (as mini-redis' server does), so the
+//!   process never holds more sockets than its caps. At `max_connections` the
+//!   listener keeps draining its backlog through [`REFUSAL_SLOTS`] short-lived
+//!   refusal permits — HTTP only: each such connection is accepted and
+//!   answered `503` with `Retry-After` at once ([`Admission::OverCap`]), so a
+//!   fresh dashboard client gets a fast, clear answer instead of waiting
+//!   behind idle sockets in the kernel's queue. The XML and daemon ports keep
+//!   their clients waiting in the backlog instead: gmetad and rrdtool wait
+//!   for their own timeouts, and a slot frees as soon as a holder's
+//!   `client_timeout_secs` expires, so waiting serves them where a refusal
+//!   would fail their poll.
 //! - A client address holding `max_connections_per_ip` connections has its
 //!   next one accepted and closed at once ([`Admission::OverIpCap`]; HTTP
 //!   answers `503` with `Retry-After` first).
@@ -127,6 +133,11 @@ impl ListenCounters {
     }
 }
 
+/// Connections a listener at `max_connections` may hold at once while it
+/// refuses them (each for the time it takes to write a 503, at most 1 s);
+/// counted in the descriptor budget.
+pub const REFUSAL_SLOTS: usize = 8;
+
 /// A listener's caps.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
@@ -142,6 +153,7 @@ pub struct Governor {
     name: String,
     caps: Caps,
     slots: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     counters: Arc<ListenCounters>,
 }
@@ -184,6 +196,9 @@ pub enum Admission<S> {
     /// Its address is at `max_connections_per_ip`: close it (HTTP answers
     /// 503 first). The permit bounds the descriptor meanwhile.
     OverIpCap(S, SocketAddr, ConnPermit),
+    /// The listener is at `max_connections`: refuse it at once (HTTP answers
+    /// 503 first), holding one of the [`REFUSAL_SLOTS`] meanwhile.
+    OverCap(S, OwnedSemaphorePermit),
 }
 
 /// Backoff after accept errors: 10 ms doubling to 1 s, reset by a success.
@@ -220,6 +235,7 @@ impl Governor {
             name: name.into(),
             caps,
             slots: Arc::new(Semaphore::new(caps.max_connections.max(1))),
+            refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             counters,
         })
@@ -248,12 +264,46 @@ impl Governor {
         loop {
             let slot = match self.slots.clone().try_acquire_owned() {
                 Ok(p) => p,
-                Err(_) => {
+                Err(_) if !matches!(self.kind, Kind::Http) => {
                     self.counters.at_cap[self.kind.index()].fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(listener = %self.name, max = self.caps.max_connections, "at max_connections; accepting again when one ends");
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
                         p = self.slots.clone().acquire_owned() => p.ok()?,
+                    }
+                }
+                Err(_) => {
+                    self.counters.at_cap[self.kind.index()].fetch_add(1, Ordering::Relaxed);
+                    // At the cap: keep the backlog moving with fast refusals
+                    // while a refusal slot is free, else wait for either.
+                    let refusal = match self.refusals.clone().try_acquire_owned() {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return None,
+                                p = self.slots.clone().acquire_owned() => {
+                                    let Ok(p) = p else { return None };
+                                    drop(p);
+                                    continue;
+                                }
+                                r = self.refusals.clone().acquire_owned() => r.ok()?,
+                            }
+                        }
+                    };
+                    let r = tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        r = accept() => r,
+                    };
+                    match r {
+                        Ok((s, _)) => return Some(Admission::OverCap(s, refusal)),
+                        Err(_) => {
+                            drop(refusal);
+                            let wait = backoff.next();
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return None,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            continue;
+                        }
                     }
                 }
             };
@@ -380,6 +430,12 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     #[test]
+    fn the_config_budget_counts_the_refusal_slots() {
+        // config::fd_budget cannot import this module (tidy rule); it counts 8.
+        assert_eq!(REFUSAL_SLOTS, 8);
+    }
+
+    #[test]
     fn budget_names_the_keys() {
         let lines = vec![
             ("http.max_connections".to_string(), 600),
@@ -451,7 +507,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let counters = Arc::new(ListenCounters::default());
         let g = Governor::new(
-            Kind::Http,
+            Kind::Dump,
             "test",
             Caps {
                 max_connections: 1,
@@ -474,6 +530,31 @@ mod tests {
         };
         let (none, ()) = tokio::join!(waiting, cancel);
         assert!(none);
+        assert_eq!(counters.at_cap(Kind::Dump), 1);
+        drop(first);
+    }
+    #[tokio::test]
+    async fn http_at_max_connections_refuses_at_once() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let counters = Arc::new(ListenCounters::default());
+        let g = Governor::new(
+            Kind::Http,
+            "test",
+            Caps {
+                max_connections: 1,
+                max_connections_per_ip: 5,
+            },
+            counters.clone(),
+        );
+        let sd = CancellationToken::new();
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let acc = || async { l.accept().await.map(|(s, p)| (s, Some(p))) };
+        let first = g.accept(&sd, acc).await.unwrap();
+        // The second is accepted to be refused (503) at once, not queued.
+        let second = g.accept(&sd, acc).await.unwrap();
+        assert!(matches!(second, Admission::OverCap(..)));
         assert_eq!(counters.at_cap(Kind::Http), 1);
         drop(first);
     }

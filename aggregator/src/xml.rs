@@ -69,7 +69,9 @@ pub async fn serve(
             Some(Admission::Serve(s, Some(p), permit)) => (s, p, permit),
             // A TCP listener always names the peer; a client over
             // `xml.max_connections_per_ip` is closed without a reply.
-            Some(Admission::Serve(..)) | Some(Admission::OverIpCap(..)) => continue,
+            Some(Admission::Serve(..))
+            | Some(Admission::OverIpCap(..))
+            | Some(Admission::OverCap(..)) => continue,
         };
         if !ctx.is_trusted(peer.ip()) {
             ctx.state

@@ -95,7 +95,15 @@ pub async fn serve(
                 ));
             }
             Some(Admission::OverIpCap(s, _, permit)) => {
-                tracker.spawn(refuse_over_ip_cap(s, permit));
+                tracker.spawn(refuse(
+                    s,
+                    permit,
+                    "http.max_connections_per_ip",
+                    "from your address",
+                ));
+            }
+            Some(Admission::OverCap(s, refusal)) => {
+                tracker.spawn(refuse(s, refusal, "http.max_connections", "on this server"));
             }
             Some(Admission::Serve(..)) => {}
         }
@@ -318,9 +326,11 @@ async fn connection(
 /// A client over `http.max_connections_per_ip`: `503` with `Retry-After`,
 /// then close. What it sent is read (briefly) first, so closing does not
 /// reset the connection before the client has read the answer.
-async fn refuse_over_ip_cap(mut s: TcpStream, permit: ConnPermit) {
+/// Answers 503 + Retry-After and closes; `hold` (the connection's slot) is
+/// given back when done, at most a second later.
+async fn refuse<P>(mut s: TcpStream, hold: P, key: &str, where_: &str) {
     let body = format!(
-        "{{\"error\":\"too many connections from your address (http.max_connections_per_ip); retry in {PER_IP_RETRY_SECS} s\"}}"
+        "{{\"error\":\"too many connections {where_} ({key}); retry in {PER_IP_RETRY_SECS} s\"}}"
     );
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {PER_IP_RETRY_SECS}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -334,5 +344,5 @@ async fn refuse_over_ip_cap(mut s: TcpStream, permit: ConnPermit) {
         Ok::<_, std::io::Error>(())
     })
     .await;
-    drop(permit);
+    drop(hold);
 }
