@@ -100,6 +100,9 @@ pub async fn serve(
     }
 }
 
+/// How long the interactive port waits for its request line.
+const QUERY_LINE_SECS: u64 = 10;
+
 async fn handle(
     mut sock: TcpStream,
     _peer: SocketAddr,
@@ -123,7 +126,23 @@ async fn handle(
             let (rd, _) = sock.split();
             let mut rd = BufReader::new(rd.take(2048));
             let mut line = Vec::new();
-            rd.read_until(b'\n', &mut line).await?;
+            // The request line is one short line sent at once by gmetad and
+            // ganglia-web: a client that has not sent it within
+            // QUERY_LINE_SECS holds a slot for nothing (the slot is needed by
+            // the next poller), whatever client_timeout_secs allows the answer.
+            let wait = Duration::from_secs(QUERY_LINE_SECS).min(ctx.timeout);
+            match tokio::time::timeout(wait, rd.read_until(b'\n', &mut line)).await {
+                Ok(r) => {
+                    r?;
+                }
+                Err(_) => {
+                    ctx.state
+                        .counters()
+                        .xml_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
             let line = String::from_utf8_lossy(&line);
             let line = line.split(['\n', '\r']).next().unwrap_or("").to_string();
             let Some(req) = Request::parse(&line) else {

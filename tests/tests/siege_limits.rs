@@ -154,20 +154,6 @@ fn http_idle_connections_at_the_caps_do_not_lock_out_a_fresh_client() {
     drop(held);
 }
 
-/// `metrics_value` from another loopback address (127.0.0.1 is at its cap).
-fn metrics_value_from(from: Ipv4Addr, http: SocketAddr, sample: &str) -> u64 {
-    let text = get_from(from, http, "/metrics", Duration::from_secs(20));
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn xml_ports_at_their_caps_still_serve_a_fresh_client() {
     let agg = Aggregator::start_tuned(
