@@ -168,6 +168,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         all_trusted: config.all_trusted,
         timeout: Duration::from_secs(u64::from(config.xml.client_timeout_secs.max(1))),
         boot: now_secs(),
+        docs: Default::default(),
     };
 
     for (i, c) in config.cluster.iter().enumerate() {

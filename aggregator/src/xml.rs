@@ -44,6 +44,58 @@ pub struct XmlContext {
     pub timeout: Duration,
     /// Process start (for `/status`).
     pub boot: u64,
+    /// The last full documents rendered (dump, each gmond port).
+    pub docs: Arc<DocCache>,
+}
+
+/// The last rendered full document of each port, for the snapshot it was
+/// rendered from. The snapshot changes at most once a second, so fifty
+/// clients looping over 8651 cost one render per second, not fifty: a reader
+/// that finds the document of the current snapshot writes it as it is;
+/// readers arriving while it is rendered wait for that render (the slot's
+/// lock) instead of rendering it again.
+#[derive(Default)]
+pub struct DocCache {
+    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<DocSlot>>>,
+}
+
+type DocSlot = tokio::sync::Mutex<Option<(Arc<Snapshot>, Arc<Vec<u8>>)>>;
+
+impl DocCache {
+    fn slot(&self, key: &str) -> Arc<DocSlot> {
+        let mut m = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_string()).or_default().clone()
+    }
+}
+
+/// The document for `key` rendered from `snap`, from the cache when it holds
+/// one of the same snapshot.
+async fn cached_doc(
+    cache: &DocCache,
+    key: &str,
+    snap: Arc<Snapshot>,
+    render: impl FnOnce(&Snapshot, &mut Vec<u8>) -> io::Result<()> + Send + 'static,
+) -> io::Result<Arc<Vec<u8>>> {
+    let slot = cache.slot(key);
+    let mut held = slot.lock().await;
+    if let Some((s, doc)) = held.as_ref()
+        && Arc::ptr_eq(s, &snap)
+    {
+        return Ok(doc.clone());
+    }
+    let hint = LAST_SIZE.load(Ordering::Relaxed);
+    let for_render = snap.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::with_capacity(hint + hint / 8 + 4096);
+        render(&for_render, &mut v)?;
+        LAST_SIZE.store(v.len(), Ordering::Relaxed);
+        Ok::<_, io::Error>(v)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let doc = Arc::new(body);
+    *held = Some((snap, doc.clone()));
+    Ok(doc)
 }
 
 impl XmlContext {
@@ -116,11 +168,17 @@ async fn handle(
     match service {
         Service::Gmond(cluster) => {
             let snap = ctx.state.snapshot(now_secs());
-            render_and_write(&mut sock, move |w| render_gmond(&snap, &cluster, w)).await?;
+            let key = format!("gmond:{cluster}");
+            let doc = cached_doc(&ctx.docs, &key, snap, move |s, w| {
+                render_gmond(s, &cluster, w)
+            })
+            .await?;
+            sock.write_all(&doc).await?;
         }
         Service::Dump => {
             let snap = ctx.state.snapshot(now_secs());
-            render_and_write(&mut sock, move |w| render_dump(&snap, w)).await?;
+            let doc = cached_doc(&ctx.docs, "dump", snap, |s, w| render_dump(s, w)).await?;
+            sock.write_all(&doc).await?;
         }
         Service::Query => {
             let (rd, _) = sock.split();
@@ -514,6 +572,53 @@ pub fn status_json(snap: &Snapshot, ctx: &XmlContext, callback: Option<&str>) ->
 
 #[cfg(test)]
 mod tests {
+
+    fn snap(t: u64) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            grid_name: "g".into(),
+            authority: "a".into(),
+            localtime: t,
+            clusters: Vec::new(),
+            grids: Vec::new(),
+            root_only: Arc::from(Vec::<String>::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn one_render_per_snapshot_however_many_readers() {
+        use std::sync::atomic::AtomicUsize;
+        let cache = DocCache::default();
+        let renders = Arc::new(AtomicUsize::new(0));
+        let render = |n: Arc<AtomicUsize>| {
+            move |s: &Snapshot, w: &mut Vec<u8>| {
+                n.fetch_add(1, Ordering::Relaxed);
+                render_dump(s, w)
+            }
+        };
+        let first = snap(100);
+        let mut docs = Vec::new();
+        for _ in 0..5 {
+            docs.push(
+                cached_doc(&cache, "dump", first.clone(), render(renders.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(renders.load(Ordering::Relaxed), 1);
+        assert!(docs.iter().all(|d| Arc::ptr_eq(d, &docs[0])));
+        // A new snapshot (the next second) is rendered anew.
+        let next = cached_doc(&cache, "dump", snap(101), render(renders.clone()))
+            .await
+            .unwrap();
+        assert_eq!(renders.load(Ordering::Relaxed), 2);
+        assert_ne!(next, docs[0]);
+        // Another port has its own slot.
+        cached_doc(&cache, "gmond:c", first, render(renders.clone()))
+            .await
+            .unwrap();
+        assert_eq!(renders.load(Ordering::Relaxed), 3);
+    }
+
     use super::*;
 
     #[test]

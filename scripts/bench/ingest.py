@@ -83,12 +83,16 @@ def recv_thread_cpu(pid):
     return total if found else None
 
 
-def reader_loop(port, stop, counts):
+def reader_loop(port, stop, counts, interval):
+    # Each client asks again `interval` s after its last dump ended (a
+    # dashboard or gmetad polling in a loop), so the readers' own CPU on the
+    # sender's core does not slow the blast down.
     while not stop.is_set():
         try:
             counts.append(len(read_xml(port)))
         except OSError:
             counts.append(-1)
+        stop.wait(interval)
 
 
 def read_xml(port):
@@ -151,7 +155,7 @@ def blast(path, port, rounds, pps=None):
     return int(kv["sent"]), float(kv["secs"])
 
 
-def run(name, argv, port, meta, values, rounds, pps=None, readers=0):
+def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.5):
     proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.5)
@@ -167,7 +171,7 @@ def run(name, argv, port, meta, values, rounds, pps=None, readers=0):
         time.sleep(0.5)
         import threading
         stop, counts = threading.Event(), []
-        loops = [threading.Thread(target=reader_loop, args=(port, stop, counts)) for _ in range(readers)]
+        loops = [threading.Thread(target=reader_loop, args=(port, stop, counts, interval)) for _ in range(readers)]
         for t in loops:
             t.start()
         drops0, cpu0, rcpu0 = udp_drops(port), cpu_secs(proc.pid), recv_thread_cpu(proc.pid)
@@ -210,6 +214,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--pps", type=float, default=None, help="pace the sender (default: as fast as one core can)")
     ap.add_argument("--readers", type=int, default=0, help="clients looping over XML dumps during the blast")
+    ap.add_argument("--reader-interval", type=float, default=0.5, help="pause of each reader between dumps (s)")
     ap.add_argument("--only", choices=["gmond", "ganglion"], help="run one receiver")
     a = ap.parse_args()
     hosts = ["10.%d.%d.%d:node%05d" % (i >> 16 & 255, i >> 8 & 255, i & 255, i) for i in range(a.hosts)]
@@ -229,11 +234,11 @@ def main():
         if a.only != "ganglion":
             p = free_port()
             results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name,
-                               a.rounds, a.pps, a.readers))
+                               a.rounds, a.pps, a.readers, a.reader_interval))
         if a.only != "gmond":
             p = free_port()
             results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name,
-                               a.rounds, a.pps, a.readers))
+                               a.rounds, a.pps, a.readers, a.reader_interval))
     print("%d hosts x 30 metrics, %d value packets per receiver" % (a.hosts, results[0]["sent"]))
     nmetrics = a.hosts * 30
     if a.readers:
