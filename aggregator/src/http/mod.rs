@@ -10,9 +10,9 @@
 //!
 //! Layout: [`server`] (accept loop under the connection governor, header and
 //! keep-alive timeouts, graceful shutdown), [`select`] (pure: query →
-//! files, times, caps), [`browse`] (`/api/grid|cluster|host|search`),
-//! [`series`], [`export`] (streamed), [`graph`] (`rrdtool graph`),
-//! [`admin`] (`POST /api/flush`), [`metrics`], [`assets`].
+//! files, times, caps), `browse` (`/api/grid|cluster|host|search`),
+//! `series`, `export` (streamed), `graph` (`rrdtool graph`),
+//! [`admin`] (`POST /api/flush`), `metrics`, `assets`.
 //!
 //! Bounded work: `/api/series`, `/api/export` and `/api/search` run under
 //! `http.max_heavy_requests` permits and `rrdtool graph` under
