@@ -37,8 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest request line, as rrdcached (`RRD_CMD_MAX`).
 const MAX_LINE: usize = 4096;
-/// Most rows one FETCH returns (80 MB per data source).
-const MAX_FETCH_ROWS: u64 = 10_000_000;
+/// Most rows one FETCH returns: the answer is text of about 37 bytes per row
+/// and data source, so 1M rows is ~37 MB per data source for one client (the
+/// socket's connections are capped). librrd's readers ask for a resolution,
+/// and a year at gmetad's coarsest RRA is 52,704 rows.
+const MAX_FETCH_ROWS: u64 = 1_000_000;
+/// Latest FETCH time accepted: ten years ahead of now.
+const MAX_FUTURE_SECS: i64 = 10 * 366 * 86_400;
 /// How long a request waits for its file's cached samples to be written
 /// before the file is read as it is (a request that arrives during a flush
 /// pass is answered when the pass ends: about a minute at a million files).
@@ -533,13 +538,23 @@ fn rrd_error(e: RrdError) -> String {
 /// A FETCH time as rrdcached reads it: an integer; positive is absolute,
 /// zero or negative is relative to now.
 fn fetch_time(which: &str, s: &str, now: i64) -> Result<i64, String> {
-    match s.parse::<i64>() {
-        Ok(v) if v > 0 => Ok(v),
-        Ok(v) => Ok(now.saturating_add(v)),
-        Err(_) => Err(format!(
-            "Cannot parse {which} time `{s}': Only simple integers are allowed."
-        )),
+    let t = match s.parse::<i64>() {
+        Ok(v) if v > 0 => v,
+        Ok(v) => now.saturating_add(v),
+        Err(_) => {
+            return Err(format!(
+                "Cannot parse {which} time `{s}': Only simple integers are allowed."
+            ));
+        }
+    };
+    // Times librrd could not plan anyway (before 1970, or past any RRD's
+    // life) are refused here, before any arithmetic on them.
+    if t <= 0 || t > now.saturating_add(MAX_FUTURE_SECS) {
+        return Err(format!(
+            "{which} time {t} is out of range (1 .. now + 10 years)"
+        ));
     }
+    Ok(t)
 }
 
 /// The file `name` refers to, when it is an `.rrd` inside `root`: relative
@@ -633,11 +648,15 @@ mod tests {
 
     #[test]
     fn fetch_times_like_rrdcached() {
-        assert_eq!(fetch_time("start", "1700000000", 5), Ok(1700000000));
+        assert_eq!(fetch_time("start", "1700000000", 1_700_000_500), Ok(1700000000));
         assert_eq!(fetch_time("start", "-300", 1000), Ok(700));
         assert_eq!(fetch_time("end", "0", 1000), Ok(1000));
         let e = fetch_time("start", "now-1h", 1000).unwrap_err();
         assert!(e.contains("Only simple integers"), "{e}");
+        // Before 1970 or beyond ten years from now: refused before planning.
+        assert!(fetch_time("start", "-2000", 1000).is_err());
+        assert!(fetch_time("end", &i64::MAX.to_string(), 1000).is_err());
+        assert!(fetch_time("end", &(1000 + MAX_FUTURE_SECS).to_string(), 1000).is_ok());
     }
 
     #[test]
