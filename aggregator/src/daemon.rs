@@ -648,7 +648,10 @@ mod tests {
 
     #[test]
     fn fetch_times_like_rrdcached() {
-        assert_eq!(fetch_time("start", "1700000000", 1_700_000_500), Ok(1700000000));
+        assert_eq!(
+            fetch_time("start", "1700000000", 1_700_000_500),
+            Ok(1700000000)
+        );
         assert_eq!(fetch_time("start", "-300", 1000), Ok(700));
         assert_eq!(fetch_time("end", "0", 1000), Ok(1000));
         let e = fetch_time("start", "now-1h", 1000).unwrap_err();
