@@ -157,7 +157,13 @@ mod tests {
                 step_secs: 15,
                 rras: vec!["RRA:AVERAGE:0.5:1:10".into()],
                 case_sensitive_hostnames: false,
-                config: crate::storage::StorageConfig::default(),
+                // The gate rate-limits here; the writer's own limit on forced
+                // passes (30 s by default) would make the queued pass outlast
+                // this test's 30 s wait.
+                config: crate::storage::StorageConfig {
+                    min_forced_flush_interval_secs: Some(0),
+                    ..Default::default()
+                },
                 rrdcached: None,
             },
             &Arc::new(crate::telemetry::Counters::default()),
