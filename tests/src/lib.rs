@@ -289,14 +289,25 @@ impl Aggregator {
         std::fs::write(&path, cfg).unwrap();
         let mut cmd = Command::new(workspace_bin("ganglion-aggregator"));
         cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
-        // Always captured: a daemon that exits at start (say, a port taken
-        // by another process) then says why in the test's panic message.
+        Aggregator::spawn_ready(cmd, dir, root, [port, dump, query, http])
+    }
+
+    /// Spawns `cmd` (an aggregator command line) with its stderr in the
+    /// scratch directory's log — always captured: a daemon that exits at
+    /// start (say, a port taken by another process) then says why in the
+    /// test's panic message — and waits until its HTTP port answers.
+    fn spawn_ready(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        root: PathBuf,
+        [port, dump, query, http]: [u16; 4],
+    ) -> Aggregator {
         let log = dir.path().join("aggregator.log");
         cmd.env("NO_COLOR", "1")
             .stderr(std::fs::File::create(&log).expect("create log file"));
         let guard = ChildGuard::spawn("ganglion-aggregator", &mut cmd);
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let agg = Aggregator {
+        let mut agg = Aggregator {
             guard,
             udp: a(port),
             gmond: a(port),
@@ -307,7 +318,6 @@ impl Aggregator {
             dir,
             log,
         };
-        let mut agg = agg;
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&agg.http, Duration::from_millis(200)).is_err() {
             if let Ok(Some(st)) = agg.guard.child.try_wait() {
@@ -316,13 +326,12 @@ impl Aggregator {
                     agg.log()
                 );
             }
-            if Instant::now() >= deadline {
-                panic!(
-                    "ganglion-aggregator not listening on {} after 10 s:\n{}",
-                    agg.http,
-                    agg.log()
-                );
-            }
+            assert!(
+                Instant::now() < deadline,
+                "ganglion-aggregator not listening on {} after 10 s:\n{}",
+                agg.http,
+                agg.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         agg
@@ -686,39 +695,7 @@ impl Aggregator {
         };
         cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
         cmd.envs(t.env.iter().map(|(k, v)| (k, v)));
-        let log = dir.path().join("aggregator.log");
-        cmd.env("NO_COLOR", "1")
-            .stderr(std::fs::File::create(&log).expect("create log file"));
-        let guard = ChildGuard::spawn("ganglion-aggregator", &mut cmd);
-        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let mut agg = Aggregator {
-            guard,
-            udp: a(port),
-            gmond: a(port),
-            dump: a(dump),
-            query: a(query),
-            http: a(http),
-            rrd_root: root,
-            dir,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&agg.http, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(st)) = agg.guard.child.try_wait() {
-                panic!(
-                    "ganglion-aggregator exited ({st}) before listening:\n{}",
-                    agg.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ganglion-aggregator not listening on {} after 10 s:\n{}",
-                agg.http,
-                agg.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agg
+        Aggregator::spawn_ready(cmd, dir, root, [port, dump, query, http])
     }
 }
 
