@@ -31,6 +31,19 @@ fn opt<'n>(body: &'n [Node], name: &str) -> Option<&'n str> {
     })
 }
 
+/// The `name { … }` sections directly in `body`, with their lines.
+fn sections<'n>(body: &'n [Node], name: &'n str) -> impl Iterator<Item = (&'n usize, &'n [Node])> {
+    body.iter().filter_map(move |n| match n {
+        Node::Sec {
+            line,
+            name: k,
+            body,
+            ..
+        } if k == name => Some((line, body.as_slice())),
+        _ => None,
+    })
+}
+
 fn yes(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "true" | "on" | "1" => Some(true),
@@ -275,10 +288,7 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                 if let Some(i) = opt(body, "mcast_if") {
                     mcast_if = Some(q(i));
                 }
-                if body
-                    .iter()
-                    .any(|n| matches!(n, Node::Sec { name, .. } if name == "acl"))
-                {
+                if sections(body, "acl").next().is_some() {
                     let _ = writeln!(
                         collector,
                         "# its acl {{ }}: use the aggregator's trusted_hosts for TCP; UDP senders are not filtered"
@@ -289,10 +299,7 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                 let port = opt(body, "port").unwrap_or("8649");
                 let bind = opt(body, "bind").unwrap_or("0.0.0.0");
                 xml_ports.push(q(&format!("{bind}:{port}")));
-                if body
-                    .iter()
-                    .any(|n| matches!(n, Node::Sec { name, .. } if name == "acl"))
-                {
+                if sections(body, "acl").next().is_some() {
                     let _ = writeln!(
                         collector,
                         "# tcp_accept_channel acl {{ }} at {}: the aggregator's trusted_hosts decides who reads XML",
@@ -301,16 +308,7 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                 }
             }
             "modules" => {
-                for m in body {
-                    let Node::Sec {
-                        line, name, body, ..
-                    } = m
-                    else {
-                        continue;
-                    };
-                    if name != "module" {
-                        continue;
-                    }
+                for (line, body) in sections(body, "module") {
                     let mname = opt(body, "name").unwrap_or("?");
                     let lang = opt(body, "language").unwrap_or("C");
                     if opt(body, "enabled").and_then(yes) == Some(false) {
@@ -363,16 +361,7 @@ pub fn gmond_conf(text: &str, file: &str, src: &dyn Source) -> Imported {
                     let _ = writeln!(g, "time_threshold_secs = {v}");
                 }
                 let mut metrics = 0;
-                for m in body {
-                    let Node::Sec {
-                        line, name, body, ..
-                    } = m
-                    else {
-                        continue;
-                    };
-                    if name != "metric" {
-                        continue;
-                    }
+                for (line, body) in sections(body, "metric") {
                     if let Some(re) = opt(body, "name_match") {
                         note(
                             &mut notes,
