@@ -346,10 +346,10 @@ use crate::acl::resolve_name;
 pub use crate::acl::{Trusted, trusts};
 
 /// The TOML printed by `--print-default-config` (parsed in a test).
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../examples/aggregator.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../examples/aggregator.toml");
 
 /// The embedded config `--local` starts from: localhost only, data under `./var/`.
-pub const LOCAL_CONFIG_TOML: &str = include_str!("../examples/local.toml");
+pub const LOCAL_CONFIG_TOML: &str = include_str!("../../examples/local.toml");
 
 /// Parses a socket address, naming the key on failure.
 pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
