@@ -1,0 +1,336 @@
+//! A small blocking HTTP/1.1 GET: one request per connection
+//! (`Connection: close`), every step bounded by one deadline, basic auth,
+//! `Content-Length` and chunked bodies, a size cap. A plugin runs once and
+//! exits, so this is all it needs; keeping it here keeps the binary free of
+//! an HTTP stack and a TLS library. `https://` is refused with a clear
+//! message (put the plugin next to the aggregator, or behind a local proxy).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Largest response body read (a cluster of thousands of hosts is a few MiB).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Why a request failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The `-u` value is not an http URL.
+    #[error("bad -u/--url {0:?}: {1}")]
+    BadUrl(String, &'static str),
+    /// The name did not resolve.
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    /// No address accepted the connection.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    /// The deadline passed.
+    #[error("no answer from {0} within {1} s (-t/--timeout)")]
+    Timeout(String, u64),
+    /// Reading or writing failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// The reply is not HTTP as expected.
+    #[error("bad HTTP reply from {0}: {1}")]
+    BadReply(String, String),
+}
+
+/// An `http://host[:port][/prefix]` base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port (80 when not given).
+    pub port: u16,
+    /// Path prefix without a trailing `/` (empty at the root).
+    pub prefix: String,
+}
+
+impl BaseUrl {
+    /// Parses the `-u` value; a bare `host:port` means `http://host:port`.
+    pub fn parse(s: &str) -> Result<BaseUrl, ClientError> {
+        let bad = |why| ClientError::BadUrl(s.to_string(), why);
+        let rest = if let Some(r) = s.strip_prefix("http://") {
+            r
+        } else if s.starts_with("https://") {
+            return Err(bad(
+                "https is not supported by check_ganglion; use http to the aggregator (or a local proxy)",
+            ));
+        } else if s.contains("://") {
+            return Err(bad("only http:// URLs are supported"));
+        } else {
+            s
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.contains('@') {
+            return Err(bad("no credentials in the URL; use --user and --password-file"));
+        }
+        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(|| bad("unclosed [ in the address"))?;
+            let port = &r[end + 1..];
+            (&r[..end], port.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| bad("the port is not a number 1..65535"))?,
+        };
+        if port == 0 {
+            return Err(bad("the port is not a number 1..65535"));
+        }
+        Ok(BaseUrl {
+            host: host.to_string(),
+            port,
+            prefix: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Percent-encodes one path segment (cluster and host names may hold
+/// spaces, `/`, `?`, anything).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Base64 (standard alphabet, padded) for the basic-auth header.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(A[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A reply: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+/// GETs `path` (starting with `/`, already encoded) under `base`, all of it
+/// before `deadline`.
+pub fn get(
+    base: &BaseUrl,
+    path: &str,
+    auth: Option<&(String, String)>,
+    deadline: Instant,
+    timeout_secs: u64,
+) -> Result<Reply, ClientError> {
+    let what = base.authority();
+    let timeout = || ClientError::Timeout(what.clone(), timeout_secs);
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    };
+    let addrs: Vec<_> = (base.host.as_str(), base.port)
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Resolve(base.host.clone(), e))?
+        .collect();
+    let mut last = None;
+    let mut stream = None;
+    for a in addrs {
+        let Some(d) = left() else { return Err(timeout()) };
+        match TcpStream::connect_timeout(&a, d) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timeout()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let Some(mut s) = stream else {
+        return Err(ClientError::Connect(
+            what.clone(),
+            last.unwrap_or_else(|| std::io::Error::other("no address")),
+        ));
+    };
+    let mut req = format!(
+        "GET {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: check_ganglion/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+        base.prefix,
+        path,
+        what,
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some((u, p)) = auth {
+        req.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(format!("{u}:{p}").as_bytes())
+        ));
+    }
+    req.push_str("\r\n");
+    let io = |e: std::io::Error| {
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            timeout()
+        } else {
+            ClientError::Io(what.clone(), e)
+        }
+    };
+    s.set_write_timeout(Some(left().ok_or_else(timeout)?)).map_err(io)?;
+    s.write_all(req.as_bytes()).map_err(io)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let d = left().ok_or_else(timeout)?;
+        s.set_read_timeout(Some(d.max(Duration::from_millis(1)))).map_err(io)?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() > MAX_BODY_BYTES + 65536 {
+                    return Err(ClientError::BadReply(
+                        what,
+                        format!("larger than {MAX_BODY_BYTES} bytes"),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    parse_reply(&raw).map_err(|m| ClientError::BadReply(what, m))
+}
+
+/// Splits a whole HTTP/1.x reply into status and body.
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of the header")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "header is not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.split(' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not HTTP/1.x: {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status code in {status_line:?}"))?;
+    let mut chunked = false;
+    let mut length = None;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else { continue };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        } else if k.eq_ignore_ascii_case("content-length") {
+            length = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?);
+        }
+    }
+    let rest = &raw[end + 4..];
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(n) = length {
+        rest.get(..n).ok_or("body shorter than Content-Length")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Reply { status, body })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let size_text = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..size).ok_or("truncated chunk")?;
+        out.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_and_without_scheme_port_and_prefix() {
+        let u = BaseUrl::parse("http://mon.example:8080/ganglion/").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("mon.example", 8080, "/ganglion"));
+        let u = BaseUrl::parse("127.0.0.1:9").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("127.0.0.1", 9, ""));
+        let u = BaseUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
+        assert_eq!(u.authority(), "[::1]:8080");
+        assert_eq!(BaseUrl::parse("http://h").unwrap().port, 80);
+        for bad in ["https://h", "ftp://h", "http://:80", "http://h:x", "http://h:0", "http://u:p@h", "http://[::1"] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("web 1/a?b%"), "web%201%2Fa%3Fb%25");
+        assert_eq!(segment("node-1.example_x~"), "node-1.example_x~");
+        assert_eq!(segment("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn replies_with_length_chunked_or_until_close() {
+        let r = parse_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}garbage").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        let r = parse_reply(b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
+        let r = parse_reply(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
+        assert_eq!(r.body, b"body");
+        for bad in [&b"HTTP/1.1 200 OK\r\n"[..], b"SSH-2.0-x\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"] {
+            assert!(parse_reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
