@@ -62,7 +62,15 @@ impl Outcome {
         }
         let clean = |s: &str| -> String {
             s.chars()
-                .map(|c| if c == '|' { '/' } else if c.is_control() { ' ' } else { c })
+                .map(|c| {
+                    if c == '|' {
+                        '/'
+                    } else if c.is_control() {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
                 .collect()
         };
         let mut out = format!("GANGLION {} - {}", self.status.as_str(), clean(&self.text));
@@ -92,8 +100,14 @@ fn fetch_and_evaluate(opts: &Options) -> Result<Outcome, String> {
     let base = BaseUrl::parse(&opts.url).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + opts.timeout;
     let get = |path: &str| -> Result<Value, String> {
-        let reply = client::get(&base, path, opts.auth.as_ref(), deadline, opts.timeout.as_secs())
-            .map_err(|e: ClientError| e.to_string())?;
+        let reply = client::get(
+            &base,
+            path,
+            opts.auth.as_ref(),
+            deadline,
+            opts.timeout.as_secs(),
+        )
+        .map_err(|e: ClientError| e.to_string())?;
         let json: Option<Value> = serde_json::from_slice(&reply.body).ok();
         let api_error = json
             .as_ref()
@@ -106,7 +120,10 @@ fn fetch_and_evaluate(opts: &Options) -> Result<Outcome, String> {
                 "HTTP 401 from {}: authentication required (--user with --password-file, or GANGLION_USER/GANGLION_PASSWORD)",
                 opts.url
             )),
-            403 => Err(format!("HTTP 403 from {}: this user may not read {path}", opts.url)),
+            403 => Err(format!(
+                "HTTP 403 from {}: this user may not read {path}",
+                opts.url
+            )),
             s => Err(match api_error {
                 Some(m) => format!("HTTP {s}: {m}"),
                 None => format!("HTTP {s} for {path}"),
@@ -120,7 +137,10 @@ fn fetch_and_evaluate(opts: &Options) -> Result<Outcome, String> {
     };
     let cluster = match &opts.cluster {
         Some(c) => c.clone(),
-        None => find_cluster(&get(&format!("/api/search?q={}", client::segment(host)))?, host)?,
+        None => find_cluster(
+            &get(&format!("/api/search?q={}", client::segment(host)))?,
+            host,
+        )?,
     };
     let j = get(&format!(
         "/api/host/{}/{}",
@@ -164,7 +184,9 @@ fn age_text(secs: f64) -> String {
 pub fn evaluate_host(opts: &Options, cluster: &str, j: &Value) -> Outcome {
     let host = j.get("name").and_then(Value::as_str).unwrap_or("?");
     let (Some(alive), Some(tn)) = (j.get("alive").and_then(Value::as_bool), f(j, "tn")) else {
-        return Outcome::unknown(format!("the reply for host {host:?} has no alive/tn fields"));
+        return Outcome::unknown(format!(
+            "the reply for host {host:?} has no alive/tn fields"
+        ));
     };
     let mut long = Vec::new();
     if opts.verbose > 0 {
@@ -202,7 +224,10 @@ fn heartbeat(opts: &Options, host: &str, alive: bool, tn: f64) -> Outcome {
     } else if let Some(max) = opts.max_age.filter(|m| tn > *m as f64) {
         (
             Status::Critical,
-            format!("{host} last reported {} ago (--max-age {max})", age_text(tn)),
+            format!(
+                "{host} last reported {} ago (--max-age {max})",
+                age_text(tn)
+            ),
         )
     } else {
         let s = classify(tn, opts.warning.as_ref(), opts.critical.as_ref());
@@ -222,11 +247,10 @@ fn metric(
     long: &mut Vec<String>,
 ) -> Outcome {
     let name = opts.metric.as_deref().unwrap_or_default();
-    let Some(m) = j
-        .get("metrics")
-        .and_then(Value::as_array)
-        .and_then(|ms| ms.iter().find(|m| m.get("name").and_then(Value::as_str) == Some(name)))
-    else {
+    let Some(m) = j.get("metrics").and_then(Value::as_array).and_then(|ms| {
+        ms.iter()
+            .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
+    }) else {
         return Outcome::unknown(format!("metric {name:?} not found on host {host:?}"));
     };
     let units = m.get("units").and_then(Value::as_str).unwrap_or("").trim();
@@ -263,7 +287,10 @@ fn metric(
         o
     };
     if !alive {
-        return stale(format!("the host is DOWN (no report for {})", age_text(host_tn)));
+        return stale(format!(
+            "the host is DOWN (no report for {})",
+            age_text(host_tn)
+        ));
     }
     if let Some(max) = opts.max_age.filter(|m| tn > *m as f64) {
         return stale(format!("updated {} ago (--max-age {max})", age_text(tn)));
@@ -281,7 +308,11 @@ fn metric(
     };
     let status = classify(v, opts.warning.as_ref(), opts.critical.as_ref());
     let mut text = format!("{shown} on {host}");
-    text.push_str(&threshold_note(status, opts.warning.as_ref(), opts.critical.as_ref()));
+    text.push_str(&threshold_note(
+        status,
+        opts.warning.as_ref(),
+        opts.critical.as_ref(),
+    ));
     let mut o = Outcome::new(status, text);
     o.perfdata.push(perf(Some(v)));
     o
@@ -306,7 +337,12 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
     };
     let mut long = Vec::new();
     if opts.verbose > 0 {
-        for h in j.get("hosts").and_then(Value::as_array).into_iter().flatten() {
+        for h in j
+            .get("hosts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if h.get("alive").and_then(Value::as_bool) == Some(false) {
                 long.push(format!(
                     "DOWN: {} (no report for {})",
@@ -319,11 +355,18 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
     let mut o = if opts.heartbeat {
         // Without ranges, any DOWN host is CRITICAL.
         let zero = Range::parse("0").ok();
-        let critical = opts.critical.as_ref().or(if opts.warning.is_none() { zero.as_ref() } else { None });
+        let critical = opts.critical.as_ref().or(if opts.warning.is_none() {
+            zero.as_ref()
+        } else {
+            None
+        });
         let s = classify(down, opts.warning.as_ref(), critical);
         let mut o = Outcome::new(
             s,
-            format!("cluster {cluster}: {down:.0} of {:.0} hosts DOWN", up + down),
+            format!(
+                "cluster {cluster}: {down:.0} of {:.0} hosts DOWN",
+                up + down
+            ),
         );
         o.perfdata.push(Perf {
             label: "hosts_down".into(),
@@ -341,7 +384,10 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
             .get("summary")
             .and_then(|s| s.get("metrics"))
             .and_then(Value::as_array)
-            .and_then(|ms| ms.iter().find(|m| m.get("name").and_then(Value::as_str) == Some(name)))
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
+            })
         else {
             return Outcome::unknown(format!(
                 "metric {name:?} has no summary in cluster {cluster:?}"
@@ -352,9 +398,16 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
         };
         let units = m.get("units").and_then(Value::as_str).unwrap_or("").trim();
         let s = classify(sum, opts.warning.as_ref(), opts.critical.as_ref());
-        let mut text = format!("cluster {cluster}: sum of {name} = {} {units} over {num:.0} hosts", perfdata::number(Some(sum)));
+        let mut text = format!(
+            "cluster {cluster}: sum of {name} = {} {units} over {num:.0} hosts",
+            perfdata::number(Some(sum))
+        );
         text = text.replace("  over", " over");
-        text.push_str(&threshold_note(s, opts.warning.as_ref(), opts.critical.as_ref()));
+        text.push_str(&threshold_note(
+            s,
+            opts.warning.as_ref(),
+            opts.critical.as_ref(),
+        ));
         let mut o = Outcome::new(s, text);
         o.perfdata.push(Perf {
             label: name.to_string(),
@@ -403,7 +456,12 @@ mod tests {
     #[test]
     fn a_metric_is_classified_with_critical_first_and_perfdata() {
         let o = opts(&["-H", "node1", "-m", "load_one", "-w", "4", "-c", "8"]);
-        for (v, want) in [(0.5, Status::Ok), (4.0, Status::Ok), (4.5, Status::Warning), (9.2, Status::Critical)] {
+        for (v, want) in [
+            (0.5, Status::Ok),
+            (4.0, Status::Ok),
+            (4.5, Status::Warning),
+            (9.2, Status::Critical),
+        ] {
             let out = evaluate_host(&o, "c", &host(true, 3, load(v, 3)));
             assert_eq!(out.status, want, "{v}");
         }
@@ -416,13 +474,36 @@ mod tests {
 
     #[test]
     fn missing_stale_text_and_dead_host_metrics_are_unknown() {
-        let o = opts(&["-H", "node1", "-m", "load_one", "-c", "8", "--max-age", "60"]);
+        let o = opts(&[
+            "-H",
+            "node1",
+            "-m",
+            "load_one",
+            "-c",
+            "8",
+            "--max-age",
+            "60",
+        ]);
         let cases = [
             (host(true, 3, json!([])), "not found"),
             (host(true, 3, load(1.0, 120)), "--max-age 60"),
             (host(false, 400, load(1.0, 400)), "host is DOWN"),
-            (host(true, 3, json!([{"name": "load_one", "val": "high", "type": "string", "numeric": false, "tn": 1}])), "is text"),
-            (host(true, 3, json!([{"name": "load_one", "val": "nan", "value": null, "type": "float", "numeric": true, "tn": 1}])), "no numeric value"),
+            (
+                host(
+                    true,
+                    3,
+                    json!([{"name": "load_one", "val": "high", "type": "string", "numeric": false, "tn": 1}]),
+                ),
+                "is text",
+            ),
+            (
+                host(
+                    true,
+                    3,
+                    json!([{"name": "load_one", "val": "nan", "value": null, "type": "float", "numeric": true, "tn": 1}]),
+                ),
+                "no numeric value",
+            ),
             (json!({"name": "node1"}), "no alive/tn"),
         ];
         for (j, says) in cases {
@@ -435,7 +516,11 @@ mod tests {
     #[test]
     fn a_text_metric_without_thresholds_is_ok() {
         let o = opts(&["-H", "node1", "-m", "os_name"]);
-        let j = host(true, 3, json!([{"name": "os_name", "val": "Linux", "type": "string", "numeric": false, "tn": 1}]));
+        let j = host(
+            true,
+            3,
+            json!([{"name": "os_name", "val": "Linux", "type": "string", "numeric": false, "tn": 1}]),
+        );
         let out = evaluate_host(&o, "c", &j);
         assert_eq!(out.status, Status::Ok);
         assert_eq!(out.render(), "GANGLION OK - os_name = Linux on node1\n");
@@ -446,14 +531,23 @@ mod tests {
         let o = opts(&["-H", "node1", "--heartbeat"]);
         let up = evaluate_host(&o, "c", &host(true, 5, json!([])));
         assert_eq!(up.status, Status::Ok);
-        assert_eq!(up.render(), "GANGLION OK - node1 is UP, last report 5 s ago | 'age'=5s;;;0\n");
+        assert_eq!(
+            up.render(),
+            "GANGLION OK - node1 is UP, last report 5 s ago | 'age'=5s;;;0\n"
+        );
         let down = evaluate_host(&o, "c", &host(false, 95, json!([])));
         assert_eq!(down.status, Status::Critical);
         assert!(down.render().contains("DOWN: no report for 95 s"));
         let o = opts(&["-H", "node1", "--heartbeat", "--max-age", "30"]);
-        assert_eq!(evaluate_host(&o, "c", &host(true, 31, json!([]))).status, Status::Critical);
+        assert_eq!(
+            evaluate_host(&o, "c", &host(true, 31, json!([]))).status,
+            Status::Critical
+        );
         let o = opts(&["-H", "node1", "--heartbeat", "-w", "20"]);
-        assert_eq!(evaluate_host(&o, "c", &host(true, 21, json!([]))).status, Status::Warning);
+        assert_eq!(
+            evaluate_host(&o, "c", &host(true, 21, json!([]))).status,
+            Status::Warning
+        );
     }
 
     #[test]
@@ -464,7 +558,13 @@ mod tests {
         let o = opts(&["-C", "c", "--heartbeat", "-v"]);
         let out = evaluate_cluster(&o, "c", &j);
         assert_eq!(out.status, Status::Critical);
-        assert!(out.render().contains("2 of 10 hosts DOWN | 'hosts_down'=2;;0;0;10\nDOWN: a (no report for 300 s)\n"), "{}", out.render());
+        assert!(
+            out.render().contains(
+                "2 of 10 hosts DOWN | 'hosts_down'=2;;0;0;10\nDOWN: a (no report for 300 s)\n"
+            ),
+            "{}",
+            out.render()
+        );
         let o = opts(&["-C", "c", "--heartbeat", "-c", "3"]);
         assert_eq!(evaluate_cluster(&o, "c", &j).status, Status::Ok);
         let o = opts(&["-C", "c", "-m", "load_one", "-w", "10"]);
@@ -477,7 +577,8 @@ mod tests {
 
     #[test]
     fn the_cluster_of_a_host_is_found_by_exact_name_only() {
-        let s = json!({"hosts": [{"cluster": "a", "host": "web10"}, {"cluster": "b", "host": "web1"}]});
+        let s =
+            json!({"hosts": [{"cluster": "a", "host": "web10"}, {"cluster": "b", "host": "web1"}]});
         assert_eq!(find_cluster(&s, "web1").unwrap(), "b");
         assert!(find_cluster(&s, "web").unwrap_err().contains("not found"));
         let s = json!({"hosts": [{"cluster": "a", "host": "x"}, {"cluster": "b", "host": "x"}]});

@@ -49,7 +49,12 @@ struct Args {
     #[arg(long)]
     heartbeat: bool,
     /// Seconds before giving up (UNKNOWN).
-    #[arg(short = 't', long = "timeout", default_value_t = 10, value_name = "SECONDS")]
+    #[arg(
+        short = 't',
+        long = "timeout",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
     timeout: u64,
     /// More output (repeat for more): long lines with the details.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
@@ -102,7 +107,10 @@ where
 }
 
 /// [`parse`] with the environment given (tests).
-pub fn parse_with_env<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Options, Outcome>
+pub fn parse_with_env<I, T>(
+    args: I,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Options, Outcome>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -123,15 +131,15 @@ where
     };
     let range = |flag: &str, s: &Option<String>| -> Result<Option<Range>, Outcome> {
         s.as_deref()
-            .map(|t| {
-                Range::parse(t).map_err(|e| Outcome::unknown(format!("{flag} {t:?}: {e}")))
-            })
+            .map(|t| Range::parse(t).map_err(|e| Outcome::unknown(format!("{flag} {t:?}: {e}"))))
             .transpose()
     };
     let warning = range("-w/--warning", &a.warning)?;
     let critical = range("-c/--critical", &a.critical)?;
     if a.hostname.is_none() && a.cluster.is_none() {
-        return Err(Outcome::unknown("give -H/--hostname or -C/--cluster".into()));
+        return Err(Outcome::unknown(
+            "give -H/--hostname or -C/--cluster".into(),
+        ));
     }
     if a.metric.is_none() && !a.heartbeat {
         return Err(Outcome::unknown(
@@ -143,7 +151,11 @@ where
             "-m/--metric and --heartbeat exclude each other".into(),
         ));
     }
-    for (flag, v) in [("-H/--hostname", &a.hostname), ("-C/--cluster", &a.cluster), ("-m/--metric", &a.metric)] {
+    for (flag, v) in [
+        ("-H/--hostname", &a.hostname),
+        ("-C/--cluster", &a.cluster),
+        ("-m/--metric", &a.metric),
+    ] {
         if v.as_deref().is_some_and(str::is_empty) {
             return Err(Outcome::unknown(format!("{flag} must not be empty")));
         }
@@ -252,11 +264,23 @@ mod tests {
         .unwrap();
         assert_eq!(
             o.auth,
-            Some(("GANGLION_USER-value".into(), "GANGLION_PASSWORD-value".into()))
+            Some((
+                "GANGLION_USER-value".into(),
+                "GANGLION_PASSWORD-value".into()
+            ))
         );
         let dir = std::env::temp_dir().join(format!("check-ganglion-{}", std::process::id()));
         std::fs::write(&dir, "s3cret\nignored\n").unwrap();
-        let o = p(&["-H", "n", "--heartbeat", "--user", "me", "--password-file", dir.to_str().unwrap()]).unwrap();
+        let o = p(&[
+            "-H",
+            "n",
+            "--heartbeat",
+            "--user",
+            "me",
+            "--password-file",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap();
         let _ = std::fs::remove_file(&dir);
         assert_eq!(o.auth, Some(("me".into(), "s3cret".into())));
     }

@@ -64,10 +64,14 @@ impl BaseUrl {
         };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.contains('@') {
-            return Err(bad("no credentials in the URL; use --user and --password-file"));
+            return Err(bad(
+                "no credentials in the URL; use --user and --password-file",
+            ));
         }
         let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-            let end = r.find(']').ok_or_else(|| bad("unclosed [ in the address"))?;
+            let end = r
+                .find(']')
+                .ok_or_else(|| bad("unclosed [ in the address"))?;
             let port = &r[end + 1..];
             (&r[..end], port.strip_prefix(':'))
         } else {
@@ -81,7 +85,9 @@ impl BaseUrl {
         }
         let port = match port {
             None => 80,
-            Some(p) => p.parse().map_err(|_| bad("the port is not a number 1..65535"))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| bad("the port is not a number 1..65535"))?,
         };
         if port == 0 {
             return Err(bad("the port is not a number 1..65535"));
@@ -121,7 +127,11 @@ pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -166,7 +176,9 @@ pub fn get(
     let mut last = None;
     let mut stream = None;
     for a in addrs {
-        let Some(d) = left() else { return Err(timeout()) };
+        let Some(d) = left() else {
+            return Err(timeout());
+        };
         match TcpStream::connect_timeout(&a, d) {
             Ok(s) => {
                 stream = Some(s);
@@ -197,19 +209,24 @@ pub fn get(
     }
     req.push_str("\r\n");
     let io = |e: std::io::Error| {
-        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
             timeout()
         } else {
             ClientError::Io(what.clone(), e)
         }
     };
-    s.set_write_timeout(Some(left().ok_or_else(timeout)?)).map_err(io)?;
+    s.set_write_timeout(Some(left().ok_or_else(timeout)?))
+        .map_err(io)?;
     s.write_all(req.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
         let d = left().ok_or_else(timeout)?;
-        s.set_read_timeout(Some(d.max(Duration::from_millis(1)))).map_err(io)?;
+        s.set_read_timeout(Some(d.max(Duration::from_millis(1))))
+            .map_err(io)?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -249,7 +266,9 @@ pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     let mut chunked = false;
     let mut length = None;
     for l in lines {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
             chunked = true;
@@ -261,7 +280,9 @@ pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     let body = if chunked {
         dechunk(rest)?
     } else if let Some(n) = length {
-        rest.get(..n).ok_or("body shorter than Content-Length")?.to_vec()
+        rest.get(..n)
+            .ok_or("body shorter than Content-Length")?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -295,14 +316,28 @@ mod tests {
     #[test]
     fn urls_parse_with_and_without_scheme_port_and_prefix() {
         let u = BaseUrl::parse("http://mon.example:8080/ganglion/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("mon.example", 8080, "/ganglion"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("mon.example", 8080, "/ganglion")
+        );
         let u = BaseUrl::parse("127.0.0.1:9").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("127.0.0.1", 9, ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("127.0.0.1", 9, "")
+        );
         let u = BaseUrl::parse("http://[::1]:8080").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
         assert_eq!(u.authority(), "[::1]:8080");
         assert_eq!(BaseUrl::parse("http://h").unwrap().port, 80);
-        for bad in ["https://h", "ftp://h", "http://:80", "http://h:x", "http://h:0", "http://u:p@h", "http://[::1"] {
+        for bad in [
+            "https://h",
+            "ftp://h",
+            "http://:80",
+            "http://h:x",
+            "http://h:0",
+            "http://u:p@h",
+            "http://[::1",
+        ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -316,7 +351,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -329,8 +372,18 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
         let r = parse_reply(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
         assert_eq!(r.body, b"body");
-        for bad in [&b"HTTP/1.1 200 OK\r\n"[..], b"SSH-2.0-x\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"] {
-            assert!(parse_reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\n"[..],
+            b"SSH-2.0-x\r\n\r\n",
+            b"HTTP/1.1 abc\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            assert!(
+                parse_reply(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

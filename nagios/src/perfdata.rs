@@ -47,7 +47,11 @@ pub fn number(v: Option<f64>) -> String {
         Some(x) if x.is_finite() => {
             // Display of f64 never uses an exponent; round away float noise.
             let r = (x * 1e6).round() / 1e6;
-            if r.abs() < 1e15 { format!("{r}") } else { format!("{x:.0}") }
+            if r.abs() < 1e15 {
+                format!("{r}")
+            } else {
+                format!("{x:.0}")
+            }
         }
         _ => "U".into(),
     }
