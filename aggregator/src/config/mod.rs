@@ -1,6 +1,8 @@
 //! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
+pub mod nagios;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +98,15 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Optional rrdcached for writes.
     pub rrdcached: Option<RrdcachedConfig>,
+    /// `[[handler]]`: programs run on alert events.
+    #[serde(default)]
+    pub handler: Vec<nagios::HandlerConfig>,
+    /// `[handlers]`: limits all handlers share.
+    #[serde(default)]
+    pub handlers: nagios::HandlersConfig,
+    /// `[nagios]`: passive results for Nagios or Icinga.
+    #[serde(default)]
+    pub nagios: nagios::NagiosConfig,
 }
 
 impl Default for Config {
@@ -124,6 +135,9 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             rrdcached: None,
+            handler: Vec::new(),
+            handlers: Default::default(),
+            nagios: Default::default(),
         }
     }
 }
@@ -403,6 +417,7 @@ impl Config {
         // The storage keys are checked here too, so --check-config and a bad
         // file at start say the same thing before anything is bound.
         self.storage.validate().map_err(|(k, m)| invalid(k, m))?;
+        nagios::validate(&self.handler, &self.handlers, &self.nagios)?;
         if let Some(r) = &self.rrdcached {
             r.validate().map_err(|(k, m)| invalid(k, m))?;
         }
