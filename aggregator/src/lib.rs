@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod flush_gate;
+pub mod handlers;
 pub mod http;
 pub mod import;
 pub mod listen;

@@ -20,7 +20,7 @@ pub const HANDLER_KINDS: [&str; 7] = [
 
 /// Placeholders an argv element may use (`{name}`; `{{`/`}}` are literal
 /// braces). Each is also exported as `GANGLION_<NAME>`.
-pub const PLACEHOLDERS: [&str; 15] = [
+pub const PLACEHOLDERS: [&str; 14] = [
     "host",
     "cluster",
     "state",
@@ -35,7 +35,6 @@ pub const PLACEHOLDERS: [&str; 15] = [
     "time",
     "event_id",
     "handler",
-    "last_state",
 ];
 
 /// A `[[handler]]`: a program run when a matching event happens.
@@ -167,17 +166,29 @@ pub fn validate(
     for (i, h) in handlers.iter().enumerate() {
         let key = |k: &str| format!("handler[{i}].{k}");
         if h.name.is_empty() || h.name.chars().any(char::is_control) {
-            return Err(invalid(key("name"), "must be a non-empty name without control characters"));
+            return Err(invalid(
+                key("name"),
+                "must be a non-empty name without control characters",
+            ));
         }
         if !names.insert(h.name.as_str()) {
-            return Err(invalid(key("name"), format!("{:?} is used by two handlers", h.name)));
+            return Err(invalid(
+                key("name"),
+                format!("{:?} is used by two handlers", h.name),
+            ));
         }
         if h.on.is_empty() {
-            return Err(invalid(key("on"), format!("name at least one of {HANDLER_KINDS:?}")));
+            return Err(invalid(
+                key("on"),
+                format!("name at least one of {HANDLER_KINDS:?}"),
+            ));
         }
         for k in &h.on {
             if !HANDLER_KINDS.contains(&k.as_str()) {
-                return Err(invalid(key("on"), format!("{k:?} is not one of {HANDLER_KINDS:?}")));
+                return Err(invalid(
+                    key("on"),
+                    format!("{k:?} is not one of {HANDLER_KINDS:?}"),
+                ));
             }
         }
         if h.argv.is_empty() || h.argv[0].is_empty() {
@@ -185,23 +196,39 @@ pub fn validate(
         }
         for (j, a) in h.argv.iter().enumerate() {
             if a.contains('\0') {
-                return Err(invalid(format!("handler[{i}].argv[{j}]"), "contains a NUL byte"));
+                return Err(invalid(
+                    format!("handler[{i}].argv[{j}]"),
+                    "contains a NUL byte",
+                ));
             }
             check_placeholders(a).map_err(|m| invalid(format!("handler[{i}].argv[{j}]"), m))?;
         }
         for s in &h.states {
             if !["UP", "DOWN", "OK", "WARNING", "CRITICAL", "UNKNOWN"].contains(&s.as_str()) {
-                return Err(invalid(key("states"), format!("{s:?} is not UP, DOWN, OK, WARNING, CRITICAL or UNKNOWN")));
+                return Err(invalid(
+                    key("states"),
+                    format!("{s:?} is not UP, DOWN, OK, WARNING, CRITICAL or UNKNOWN"),
+                ));
             }
         }
         for s in &h.state_types {
             if s != "SOFT" && s != "HARD" {
-                return Err(invalid(key("state_types"), format!("{s:?} is not SOFT or HARD")));
+                return Err(invalid(
+                    key("state_types"),
+                    format!("{s:?} is not SOFT or HARD"),
+                ));
             }
         }
-        for (k, g) in [("cluster", &h.cluster), ("hosts", &h.hosts), ("rules", &h.rules)] {
+        for (k, g) in [
+            ("cluster", &h.cluster),
+            ("hosts", &h.hosts),
+            ("rules", &h.rules),
+        ] {
             if g.is_empty() {
-                return Err(invalid(key(k), "must not be empty (\"*\" matches everything)"));
+                return Err(invalid(
+                    key(k),
+                    "must not be empty (\"*\" matches everything)",
+                ));
             }
         }
         if !(1..=86400).contains(&h.timeout_secs) {
@@ -221,7 +248,10 @@ pub fn validate(
         return Err(invalid("handlers.max_running", "must be at least 1"));
     }
     if !(1024..=16 << 20).contains(&limits.max_output_bytes) {
-        return Err(invalid("handlers.max_output_bytes", "must be between 1024 and 16777216"));
+        return Err(invalid(
+            "handlers.max_output_bytes",
+            "must be between 1024 and 16777216",
+        ));
     }
     if let Some(p) = &nagios.command_file
         && (p.as_os_str().is_empty() || !p.is_absolute())
@@ -254,7 +284,9 @@ fn check_placeholders(s: &str) -> Result<(), String> {
         };
         let name = &tail[1..end];
         if !PLACEHOLDERS.contains(&name) {
-            return Err(format!("unknown placeholder {{{name}}}; known: {PLACEHOLDERS:?}"));
+            return Err(format!(
+                "unknown placeholder {{{name}}}; known: {PLACEHOLDERS:?}"
+            ));
         }
         rest = &tail[end + 1..];
     }
@@ -276,7 +308,12 @@ mod tests {
 
     #[test]
     fn a_valid_handler_passes() {
-        validate(&[ok_handler()], &HandlersConfig::default(), &NagiosConfig::default()).unwrap();
+        validate(
+            &[ok_handler()],
+            &HandlersConfig::default(),
+            &NagiosConfig::default(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -286,13 +323,28 @@ mod tests {
             (Box::new(|h| h.on = vec!["boom".into()]), "handler[0].on"),
             (Box::new(|h| h.on.clear()), "handler[0].on"),
             (Box::new(|h| h.argv.clear()), "handler[0].argv"),
-            (Box::new(|h| h.argv.push("{hots}".into())), "handler[0].argv[3]"),
-            (Box::new(|h| h.argv.push("{host".into())), "handler[0].argv[3]"),
+            (
+                Box::new(|h| h.argv.push("{hots}".into())),
+                "handler[0].argv[3]",
+            ),
+            (
+                Box::new(|h| h.argv.push("{host".into())),
+                "handler[0].argv[3]",
+            ),
             (Box::new(|h| h.argv.push("a}".into())), "handler[0].argv[3]"),
-            (Box::new(|h| h.states = vec!["BAD".into()]), "handler[0].states"),
-            (Box::new(|h| h.state_types = vec!["hard".into()]), "handler[0].state_types"),
+            (
+                Box::new(|h| h.states = vec!["BAD".into()]),
+                "handler[0].states",
+            ),
+            (
+                Box::new(|h| h.state_types = vec!["hard".into()]),
+                "handler[0].state_types",
+            ),
             (Box::new(|h| h.timeout_secs = 0), "handler[0].timeout_secs"),
-            (Box::new(|h| h.rate_limit_runs = 0), "handler[0].rate_limit_runs"),
+            (
+                Box::new(|h| h.rate_limit_runs = 0),
+                "handler[0].rate_limit_runs",
+            ),
             (Box::new(|h| h.hosts.clear()), "handler[0].hosts"),
         ];
         for (change, key) in cases {
@@ -303,12 +355,23 @@ mod tests {
                 .to_string();
             assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
         }
-        let e = validate(&[ok_handler(), ok_handler()], &HandlersConfig::default(), &NagiosConfig::default()).unwrap_err();
+        let e = validate(
+            &[ok_handler(), ok_handler()],
+            &HandlersConfig::default(),
+            &NagiosConfig::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("handler[1].name"), "{e}");
-        let n = NagiosConfig { command_file: Some("relative/nagios.cmd".into()), ..NagiosConfig::default() };
+        let n = NagiosConfig {
+            command_file: Some("relative/nagios.cmd".into()),
+            ..NagiosConfig::default()
+        };
         let e = validate(&[], &HandlersConfig::default(), &n).unwrap_err();
         assert!(e.to_string().contains("nagios.command_file"), "{e}");
-        let l = HandlersConfig { max_running: 0, ..HandlersConfig::default() };
+        let l = HandlersConfig {
+            max_running: 0,
+            ..HandlersConfig::default()
+        };
         let e = validate(&[], &l, &NagiosConfig::default()).unwrap_err();
         assert!(e.to_string().contains("handlers.max_running"), "{e}");
     }

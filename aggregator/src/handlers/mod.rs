@@ -1,0 +1,609 @@
+//! `[[handler]]`: programs run when an alert event matches, Nagios' event
+//! handlers without their blind spots.
+//!
+//! One task follows [`Alerts::subscribe`]; each matching (event, handler)
+//! pair becomes its own task, so a handler that hangs holds only its own
+//! target and one of `handlers.max_running` slots — never ingest, storage,
+//! the event stream or other handlers. A run:
+//!
+//! - is refused, and the refusal recorded as an event with its reason, when a
+//!   run for the same target (handler + cluster + host) is still going, when
+//!   the target used up `rate_limit_runs` in the last `rate_limit_window_secs`,
+//!   or when `handlers.max_waiting` runs already wait for a slot;
+//! - runs `argv` directly (no shell unless argv names one), placeholders such
+//!   as `{host}` expanded and each also exported as `GANGLION_HOST` etc., in
+//!   its own process group, stdin from `/dev/null`;
+//! - gets SIGTERM on its process group at `timeout_secs` and SIGKILL
+//!   `kill_grace_secs` later;
+//! - is recorded through [`Alerts::record`] as a `handler_run` event, success
+//!   or failure: argv, exit code or signal, duration, stdout and stderr (each
+//!   capped at `handlers.max_output_bytes`, truncation flagged), timeout,
+//!   spawn error. Output that a background child keeps open after the
+//!   handler exits is read for [`DRAIN_AFTER_EXIT`] more, then left.
+
+use crate::alerts::{Alerts, Event, EventKind, HandlerRun, StateType};
+use crate::config::nagios::{HandlerConfig, HandlersConfig};
+use crate::telemetry::{LabelledCounter, LogLimiter};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// How long output is still read after the handler itself exited (a child
+/// it started in the background may hold the pipes open for good).
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
+/// Counters for `/metrics` (process-wide: one runner per aggregator).
+#[derive(Debug, Default)]
+pub struct HandlerCounters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    spawn_error: AtomicU64,
+    refused_busy: AtomicU64,
+    refused_rate: AtomicU64,
+    refused_queue: AtomicU64,
+    lagged: AtomicU64,
+}
+
+static COUNTERS: HandlerCounters = HandlerCounters {
+    ok: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    timed_out: AtomicU64::new(0),
+    spawn_error: AtomicU64::new(0),
+    refused_busy: AtomicU64::new(0),
+    refused_rate: AtomicU64::new(0),
+    refused_queue: AtomicU64::new(0),
+    lagged: AtomicU64::new(0),
+};
+
+/// `ganglion_handler_runs_total{result}` for `/metrics`.
+pub fn metrics() -> Vec<LabelledCounter> {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let c = &COUNTERS;
+    vec![(
+        "ganglion_handler_runs_total",
+        "[[handler]] runs by result (refused_* were not started; lagged = events the dispatcher missed)",
+        "result",
+        vec![
+            ("ok", g(&c.ok)),
+            ("failed", g(&c.failed)),
+            ("timed_out", g(&c.timed_out)),
+            ("spawn_error", g(&c.spawn_error)),
+            ("refused_busy", g(&c.refused_busy)),
+            ("refused_rate", g(&c.refused_rate)),
+            ("refused_queue", g(&c.refused_queue)),
+            ("lagged", g(&c.lagged)),
+        ],
+    )]
+}
+
+/// A `*`/`?` glob (the `[[handler]]` filters).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The `[[handler]] on` name an event kind answers to.
+fn on_name(k: EventKind) -> Option<&'static str> {
+    match k {
+        EventKind::FlapStart | EventKind::FlapStop => Some("flap"),
+        EventKind::HandlerRun => None,
+        k => Some(k.as_str()),
+    }
+}
+
+/// Does `h` run for `ev`?
+pub fn matches(h: &HandlerConfig, ev: &Event) -> bool {
+    let Some(kind) = on_name(ev.kind) else {
+        return false;
+    };
+    let opt = |glob: &str, v: &Option<String>| match v {
+        Some(v) => glob_match(glob, v),
+        None => glob == "*",
+    };
+    h.on.iter().any(|o| o == kind)
+        && glob_match(&h.cluster, &ev.cluster)
+        && opt(&h.hosts, &ev.host)
+        && opt(&h.rules, &ev.rule)
+        && (h.states.is_empty() || h.states.contains(&ev.state))
+        && (h.state_types.is_empty() || h.state_types.iter().any(|s| s == ev.state_type.as_str()))
+}
+
+/// The value of placeholder `name` for `ev` run by handler `handler`.
+fn placeholder(name: &str, handler: &str, ev: &Event) -> String {
+    match name {
+        "host" => ev.host.clone().unwrap_or_default(),
+        "cluster" => ev.cluster.clone(),
+        "state" => ev.state.clone(),
+        "state_type" => ev.state_type.as_str().into(),
+        "attempt" => ev.attempt.to_string(),
+        "max_attempts" => ev.max_attempts.to_string(),
+        "rule" => ev.rule.clone().unwrap_or_default(),
+        "metric" => ev.metric.clone().unwrap_or_default(),
+        "value" => ev.value.map(|v| v.to_string()).unwrap_or_default(),
+        "output" => ev.output.clone(),
+        "kind" => ev.kind.as_str().into(),
+        "time" => ev.time.to_string(),
+        "event_id" => ev.id.to_string(),
+        "handler" => handler.into(),
+        _ => String::new(),
+    }
+}
+
+/// Expands `{name}` placeholders (`{{`, `}}` are literal braces). The
+/// config is validated, so an unknown name cannot occur; it expands to "".
+pub fn expand(template: &str, handler: &str, ev: &Event) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            out.push_str(&placeholder(&tail[1..end], handler, ev));
+            rest = &tail[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `GANGLION_<NAME>` for every placeholder.
+pub fn environment(handler: &str, ev: &Event) -> Vec<(String, String)> {
+    crate::config::nagios::PLACEHOLDERS
+        .iter()
+        .map(|p| {
+            (
+                format!("GANGLION_{}", p.to_ascii_uppercase()),
+                placeholder(p, handler, ev),
+            )
+        })
+        .collect()
+}
+
+type Target = (usize, String, String);
+
+struct Runner {
+    handlers: Vec<HandlerConfig>,
+    alerts: Alerts,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    max_output: usize,
+    busy: Mutex<HashSet<Target>>,
+    rates: Mutex<HashMap<Target, VecDeque<Instant>>>,
+    log: LogLimiter<String>,
+}
+
+/// Releases a target when its run ends, however it ends.
+struct BusyGuard<'a> {
+    runner: &'a Runner,
+    target: Target,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.runner
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.target);
+    }
+}
+
+/// Starts the dispatcher (a no-op when no handler is configured). Returns
+/// the task's handle.
+pub fn start(
+    handlers: &[HandlerConfig],
+    limits: &HandlersConfig,
+    alerts: Alerts,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if handlers.is_empty() {
+        return None;
+    }
+    let runner = Arc::new(Runner {
+        handlers: handlers.to_vec(),
+        alerts,
+        slots: Arc::new(Semaphore::new(limits.max_running)),
+        waiting: AtomicUsize::new(0),
+        max_waiting: limits.max_waiting,
+        max_output: limits.max_output_bytes,
+        busy: Mutex::new(HashSet::new()),
+        rates: Mutex::new(HashMap::new()),
+        log: LogLimiter::with_capacity(Duration::from_secs(60), 1000),
+    });
+    let mut rx = runner.alerts.subscribe();
+    Some(tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = rx.recv() => r,
+            };
+            match ev {
+                Ok(ev) => {
+                    for i in 0..runner.handlers.len() {
+                        if matches(&runner.handlers[i], &ev) {
+                            let (r, ev) = (runner.clone(), ev.clone());
+                            tokio::spawn(async move { r.run(i, &ev).await });
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    COUNTERS.lagged.fetch_add(n, Ordering::Relaxed);
+                    if runner.log.allow("lagged".into()) {
+                        tracing::error!(
+                            missed = n,
+                            "handler dispatcher fell behind the event stream; {n} events ran no handler"
+                        );
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }))
+}
+
+/// What [`Runner::execute`] found.
+#[derive(Default)]
+struct Outcome {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    stdout: Capture,
+    stderr: Capture,
+    timed_out: bool,
+    error: Option<String>,
+}
+
+#[derive(Default, Clone)]
+struct Capture {
+    data: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+impl Runner {
+    async fn run(&self, i: usize, ev: &Event) {
+        let h = &self.handlers[i];
+        let target: Target = (i, ev.cluster.clone(), ev.host.clone().unwrap_or_default());
+        let who = format!(
+            "{} for {}{}",
+            h.name,
+            ev.cluster,
+            ev.host
+                .as_ref()
+                .map(|x| format!("/{x}"))
+                .unwrap_or_default()
+        );
+        // One run per target at a time.
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone())
+        {
+            COUNTERS.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return self.refuse(
+                i,
+                ev,
+                format!("not run: the previous run of {who} is still going (one run per target at a time)"),
+            );
+        }
+        let _busy = BusyGuard {
+            runner: self,
+            target: target.clone(),
+        };
+        // Rate limit per target.
+        {
+            let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+            let window = Duration::from_secs(u64::from(h.rate_limit_window_secs));
+            let now = Instant::now();
+            let q = rates.entry(target).or_default();
+            while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                q.pop_front();
+            }
+            if q.len() >= h.rate_limit_runs as usize {
+                drop(rates);
+                COUNTERS.refused_rate.fetch_add(1, Ordering::Relaxed);
+                return self.refuse(
+                    i,
+                    ev,
+                    format!(
+                        "not run: rate limit of {who}: {} runs in the last {} s (handler[{i}].rate_limit_runs, rate_limit_window_secs)",
+                        h.rate_limit_runs, h.rate_limit_window_secs
+                    ),
+                );
+            }
+            q.push_back(now);
+            // Targets idle for a whole window are forgotten.
+            if rates.len() > 1024 {
+                rates.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+            }
+        }
+        // A slot among handlers.max_running.
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            COUNTERS.refused_queue.fetch_add(1, Ordering::Relaxed);
+            return self.refuse(
+                i,
+                ev,
+                format!(
+                    "not run: {} runs already wait for a free slot (handlers.max_waiting; handlers.max_running are busy)",
+                    self.max_waiting
+                ),
+            );
+        }
+        let permit = self.slots.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Ok(_permit) = permit else { return };
+        let argv: Vec<String> = h.argv.iter().map(|a| expand(a, &h.name, ev)).collect();
+        let started = Instant::now();
+        let out = self.execute(h, &argv, ev).await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let summary = if let Some(e) = &out.error {
+            COUNTERS.spawn_error.fetch_add(1, Ordering::Relaxed);
+            format!("{}: {e}", h.name)
+        } else if out.timed_out {
+            COUNTERS.timed_out.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "{}: timed out after {} s, killed{}",
+                h.name,
+                h.timeout_secs,
+                out.signal
+                    .map(|s| format!(" (signal {s})"))
+                    .unwrap_or_default()
+            )
+        } else if let Some(s) = out.signal {
+            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
+            format!("{}: killed by signal {s} after {duration_ms} ms", h.name)
+        } else if out.exit_code == Some(0) {
+            COUNTERS.ok.fetch_add(1, Ordering::Relaxed);
+            format!("{}: exit 0 after {duration_ms} ms", h.name)
+        } else {
+            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "{}: exit {} after {duration_ms} ms",
+                h.name,
+                out.exit_code.map_or("?".into(), |c| c.to_string())
+            )
+        };
+        let failed = out.error.is_some() || out.timed_out || out.exit_code != Some(0);
+        if failed {
+            if self.log.allow(h.name.clone()) {
+                tracing::warn!(target_host = %who, "{summary}; stderr: {}", first_line(&out.stderr.text()));
+            }
+        } else {
+            tracing::info!(target_host = %who, "{summary}");
+        }
+        let run = HandlerRun {
+            name: h.name.clone(),
+            argv,
+            trigger_event: ev.id,
+            exit_code: out.exit_code,
+            signal: out.signal,
+            duration_ms,
+            stdout: out.stdout.text(),
+            stderr: out.stderr.text(),
+            stdout_truncated: out.stdout.truncated,
+            stderr_truncated: out.stderr.truncated,
+            timed_out: out.timed_out,
+            error: out.error,
+        };
+        self.alerts.record(run_event(ev, summary, run));
+    }
+
+    /// Records a run that was not started, with the reason.
+    fn refuse(&self, i: usize, ev: &Event, reason: String) {
+        let h = &self.handlers[i];
+        if self.log.allow(format!("refused {}", h.name)) {
+            tracing::warn!("{reason}");
+        }
+        let run = HandlerRun {
+            name: h.name.clone(),
+            argv: h.argv.iter().map(|a| expand(a, &h.name, ev)).collect(),
+            trigger_event: ev.id,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            timed_out: false,
+            error: Some(reason.clone()),
+        };
+        self.alerts
+            .record(run_event(ev, format!("{}: {reason}", h.name), run));
+    }
+
+    async fn execute(&self, h: &HandlerConfig, argv: &[String], ev: &Event) -> Outcome {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::Stdio;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(environment(&h.name, ev))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: the timeout's signals reach everything it started.
+            .process_group(0);
+        if let Some(d) = &h.cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome {
+                    error: Some(format!("cannot start {:?}: {e}", argv[0])),
+                    ..Outcome::default()
+                };
+            }
+        };
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        let cap = self.max_output;
+        let out = Arc::new(Mutex::new(Capture::default()));
+        let err = Arc::new(Mutex::new(Capture::default()));
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|s| tokio::spawn(read_capped(s, cap, out.clone()))),
+            child
+                .stderr
+                .take()
+                .map(|s| tokio::spawn(read_capped(s, cap, err.clone()))),
+        ];
+        let timeout = Duration::from_secs(u64::from(h.timeout_secs));
+        let mut timed_out = false;
+        let status = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(s) => s,
+            Err(_) => {
+                timed_out = true;
+                signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+                let grace = Duration::from_secs(u64::from(h.kill_grace_secs));
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(s) => {
+                        // The leader is gone; anything else in its group
+                        // that ignored SIGTERM goes now.
+                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                        s
+                    }
+                    Err(_) => {
+                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        for r in readers.into_iter().flatten() {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(DRAIN_AFTER_EXIT, r).await.is_err() {
+                abort.abort();
+            }
+        }
+        let take = |c: &Arc<Mutex<Capture>>| c.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut o = Outcome {
+            stdout: take(&out),
+            stderr: take(&err),
+            timed_out,
+            ..Outcome::default()
+        };
+        match status {
+            Ok(s) => {
+                o.exit_code = s.code();
+                o.signal = s.signal();
+            }
+            Err(e) => o.error = Some(format!("waiting for it failed: {e}")),
+        }
+        o
+    }
+}
+
+fn signal_group(pid: Option<i32>, sig: nix::sys::signal::Signal) {
+    if let Some(p) = pid.filter(|p| *p > 0) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+/// Reads `r` to its end, keeping the first `cap` bytes in `into` as they
+/// arrive (so a reader cut off later still leaves what it read).
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    cap: usize,
+    into: Arc<Mutex<Capture>>,
+) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut c = into.lock().unwrap_or_else(|p| p.into_inner());
+                let room = cap.saturating_sub(c.data.len());
+                c.data.extend_from_slice(&buf[..n.min(room)]);
+                if n > room {
+                    c.truncated = true;
+                }
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// The `handler_run` event for a run triggered by `ev`.
+fn run_event(ev: &Event, output: String, run: HandlerRun) -> Event {
+    Event {
+        id: 0,
+        time: crate::state::now_secs() as i64,
+        kind: EventKind::HandlerRun,
+        cluster: ev.cluster.clone(),
+        host: ev.host.clone(),
+        rule: ev.rule.clone(),
+        metric: ev.metric.clone(),
+        state: ev.state.clone(),
+        state_type: ev.state_type,
+        attempt: ev.attempt,
+        max_attempts: ev.max_attempts,
+        value: ev.value,
+        output,
+        handler: Some(run),
+    }
+}
+
+/// A sample event (tests, docs).
+#[doc(hidden)]
+pub fn sample_event(kind: EventKind, host: &str) -> Event {
+    Event {
+        id: 7,
+        time: 1_700_000_000,
+        kind,
+        cluster: "prod".into(),
+        host: Some(host.into()),
+        rule: None,
+        metric: None,
+        state: "DOWN".into(),
+        state_type: StateType::Hard,
+        attempt: 1,
+        max_attempts: 1,
+        value: None,
+        output: "no report for 95 s".into(),
+        handler: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
