@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod http;
 pub mod import;
 pub mod listen;
+pub mod nagios;
 pub mod poll;
 pub mod receive;
 pub mod state;

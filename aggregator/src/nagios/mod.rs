@@ -1,0 +1,380 @@
+//! Nagios both ways, the aggregator's side: passive results into Nagios'
+//! (or Icinga's) external command file, and [`objects`], the Nagios object
+//! definitions `ganglion-aggregator nagios-config` prints.
+//!
+//! The sink sends `PROCESS_HOST_CHECK_RESULT` for every host's liveness and
+//! `PROCESS_SERVICE_CHECK_RESULT` for every rule target: each change at once
+//! (from [`Alerts::subscribe`]) and everything again every
+//! `nagios.resend_secs` (from [`Alerts::health`]), which keeps Nagios'
+//! freshness checks quiet and repairs whatever a Nagios restart lost.
+//! Nothing is sent while the engine warms up.
+//!
+//! Writing never blocks anything else: lines go through a bounded queue
+//! (`nagios.queue_max_lines`; full = dropped and counted) to one writer
+//! thread, which opens the file `O_WRONLY|O_NONBLOCK` and writes each line
+//! with one `write` (≤ `PIPE_BUF` bytes, so lines of other writers never
+//! interleave). A FIFO without a reader answers `ENXIO`: Nagios is not
+//! running; that is counted, logged at most once a minute, and the lines are
+//! dropped — the next full resend brings Nagios up to date. A full pipe
+//! (`EAGAIN`) drops the line, counted.
+
+pub mod objects;
+
+use crate::alerts::{Alerts, Event, EventKind, HealthSnapshot};
+use crate::config::nagios::NagiosConfig;
+use crate::telemetry::{LabelledCounter, LogLimiter};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// Longest line written: Linux's `PIPE_BUF`, the size a FIFO writes
+/// atomically (Nagios itself takes up to 8192).
+pub const MAX_LINE_BYTES: usize = 4096;
+
+struct SinkCounters {
+    written: AtomicU64,
+    not_running: AtomicU64,
+    pipe_full: AtomicU64,
+    queue_full: AtomicU64,
+    unrepresentable: AtomicU64,
+    error: AtomicU64,
+}
+
+static COUNTERS: SinkCounters = SinkCounters {
+    written: AtomicU64::new(0),
+    not_running: AtomicU64::new(0),
+    pipe_full: AtomicU64::new(0),
+    queue_full: AtomicU64::new(0),
+    unrepresentable: AtomicU64::new(0),
+    error: AtomicU64::new(0),
+};
+
+/// `ganglion_nagios_results_total{result}` for `/metrics`.
+pub fn metrics() -> Vec<LabelledCounter> {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let c = &COUNTERS;
+    vec![(
+        "ganglion_nagios_results_total",
+        "Passive results for nagios.command_file by outcome (all but written were dropped)",
+        "result",
+        vec![
+            ("written", g(&c.written)),
+            ("not_running", g(&c.not_running)),
+            ("pipe_full", g(&c.pipe_full)),
+            ("queue_full", g(&c.queue_full)),
+            ("unrepresentable", g(&c.unrepresentable)),
+            ("error", g(&c.error)),
+        ],
+    )]
+}
+
+/// Escapes plugin output for one command line: Nagios turns `\n` and `\\`
+/// back into a newline and a backslash; other control characters become
+/// spaces. The text is cut (at a character boundary) to `max` bytes.
+pub fn escape_output(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let piece: &str = match c {
+            '\n' => "\\n",
+            '\\' => "\\\\",
+            c if c.is_control() => " ",
+            _ => {
+                if out.len() + c.len_utf8() > max {
+                    break;
+                }
+                out.push(c);
+                continue;
+            }
+        };
+        if out.len() + piece.len() > max {
+            break;
+        }
+        out.push_str(piece);
+    }
+    out
+}
+
+/// A name usable as a command field: no `;` (the separator) and no control
+/// characters.
+fn field_ok(s: &str) -> bool {
+    !s.is_empty() && !s.contains(';') && !s.chars().any(char::is_control)
+}
+
+fn finish(prefix: String, output: &str) -> Option<String> {
+    let room = MAX_LINE_BYTES.checked_sub(prefix.len() + 1)?;
+    let mut line = prefix;
+    line.push_str(&escape_output(output, room));
+    line.push('\n');
+    Some(line)
+}
+
+/// `[time] PROCESS_HOST_CHECK_RESULT;host;0|1;output`; `None` when the
+/// name cannot be written as a field.
+pub fn host_line(time: i64, host: &str, up: bool, output: &str) -> Option<String> {
+    if !field_ok(host) {
+        return None;
+    }
+    finish(
+        format!("[{time}] PROCESS_HOST_CHECK_RESULT;{host};{};", u8::from(!up)),
+        output,
+    )
+}
+
+/// `[time] PROCESS_SERVICE_CHECK_RESULT;host;service;code;output|perfdata`.
+pub fn service_line(
+    time: i64,
+    host: &str,
+    service: &str,
+    code: u8,
+    output: &str,
+    perfdata: &str,
+) -> Option<String> {
+    if !field_ok(host) || !field_ok(service) {
+        return None;
+    }
+    let text = if perfdata.is_empty() {
+        output.replace('|', "/")
+    } else {
+        format!("{}|{perfdata}", output.replace('|', "/"))
+    };
+    finish(
+        format!("[{time}] PROCESS_SERVICE_CHECK_RESULT;{host};{service};{code};"),
+        &text,
+    )
+}
+
+fn state_code(state: &str) -> u8 {
+    ganglion_proto::range::Status::from_name(state).map_or(3, |s| s.code())
+}
+
+/// The lines for every host and rule target in `h`.
+pub fn health_lines(h: &HealthSnapshot) -> Vec<String> {
+    let mut out = Vec::with_capacity(h.hosts.len() + h.services.len());
+    let mut skipped = 0u64;
+    for x in &h.hosts {
+        match host_line(h.time, &x.host, x.up, &x.output) {
+            Some(l) => out.push(l),
+            None => skipped += 1,
+        }
+    }
+    for s in &h.services {
+        match service_line(h.time, &s.host, &s.rule, s.state.code(), &s.output, &s.perfdata) {
+            Some(l) => out.push(l),
+            None => skipped += 1,
+        }
+    }
+    COUNTERS.unrepresentable.fetch_add(skipped, Ordering::Relaxed);
+    out
+}
+
+/// The line for one state-change event, when it is a host's or a rule
+/// target's (cluster incidents and handler runs have no Nagios object).
+pub fn event_line(e: &Event) -> Option<String> {
+    let host = e.host.as_deref()?;
+    let line = match e.kind {
+        EventKind::HostDown | EventKind::HostUp => {
+            host_line(e.time, host, e.state == "UP", &e.output)
+        }
+        EventKind::Alert | EventKind::Recovery | EventKind::FlapStart | EventKind::FlapStop => {
+            service_line(e.time, host, e.rule.as_deref()?, state_code(&e.state), &e.output, "")
+        }
+        _ => return None,
+    };
+    if line.is_none() {
+        COUNTERS.unrepresentable.fetch_add(1, Ordering::Relaxed);
+    }
+    line
+}
+
+/// The queue between the async side and the writer thread.
+struct Queue {
+    lines: Mutex<(VecDeque<String>, bool)>,
+    ready: Condvar,
+    max: usize,
+}
+
+impl Queue {
+    fn push(&self, lines: Vec<String>) {
+        let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        for l in lines {
+            if q.0.len() >= self.max {
+                COUNTERS.queue_full.fetch_add(1, Ordering::Relaxed);
+            } else {
+                q.0.push_back(l);
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for lines; `None` once closed and empty.
+    fn take(&self) -> Option<Vec<String>> {
+        let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if !q.0.is_empty() {
+                return Some(q.0.drain(..).collect());
+            }
+            if q.1 {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Writes lines to the command file; keeps it open between batches and
+/// opens it again after any error.
+struct Writer {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    log: LogLimiter<&'static str>,
+}
+
+impl Writer {
+    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+    }
+
+    fn write_all(&mut self, lines: Vec<String>) {
+        let total = lines.len() as u64;
+        for (i, line) in lines.iter().enumerate() {
+            if self.file.is_none() {
+                match Self::open(&self.path) {
+                    Ok(f) => self.file = Some(f),
+                    Err(e) => {
+                        let rest = total - i as u64;
+                        let not_running = matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT));
+                        if not_running {
+                            COUNTERS.not_running.fetch_add(rest, Ordering::Relaxed);
+                            if self.log.allow("not running") {
+                                tracing::warn!(
+                                    file = %self.path.display(),
+                                    "Nagios is not running ({e}): {rest} passive results dropped; they are sent again every nagios.resend_secs"
+                                );
+                            }
+                        } else {
+                            COUNTERS.error.fetch_add(rest, Ordering::Relaxed);
+                            if self.log.allow("open") {
+                                tracing::error!(file = %self.path.display(), "cannot open nagios.command_file: {e}; {rest} passive results dropped");
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+            let Some(f) = self.file.as_mut() else { return };
+            match f.write(line.as_bytes()) {
+                Ok(n) if n == line.len() => {
+                    COUNTERS.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    // Only a regular file can take part of a line; finish it
+                    // so the next line starts on its own.
+                    COUNTERS.error.fetch_add(1, Ordering::Relaxed);
+                    let _ = f.write_all(b"\n");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    COUNTERS.pipe_full.fetch_add(1, Ordering::Relaxed);
+                    if self.log.allow("full") {
+                        tracing::warn!(file = %self.path.display(), "Nagios' command pipe is full: passive results dropped (counted in ganglion_nagios_results_total{{result=\"pipe_full\"}})");
+                    }
+                }
+                Err(e) => {
+                    // EPIPE: Nagios went away; open again for the next line.
+                    self.file = None;
+                    let reader_gone = e.kind() == std::io::ErrorKind::BrokenPipe;
+                    if reader_gone {
+                        COUNTERS.not_running.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        COUNTERS.error.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if self.log.allow("write") {
+                        tracing::warn!(file = %self.path.display(), "writing a passive result failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts the sink when `nagios.command_file` is set: the async task that
+/// turns events and health into lines, and the writer thread.
+pub fn start(
+    cfg: &NagiosConfig,
+    alerts: Alerts,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = cfg.command_file.clone()?;
+    let queue = Arc::new(Queue {
+        lines: Mutex::new((VecDeque::new(), false)),
+        ready: Condvar::new(),
+        max: cfg.queue_max_lines,
+    });
+    let q = queue.clone();
+    let mut writer = Writer {
+        path: path.clone(),
+        file: None,
+        log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("nagios-sink".into())
+        .spawn(move || {
+            while let Some(lines) = q.take() {
+                writer.write_all(lines);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the Nagios sink thread: {e}");
+        return None;
+    }
+    tracing::info!(file = %path.display(), "sending passive results to Nagios");
+    let resend = Duration::from_secs(u64::from(cfg.resend_secs));
+    let mut rx = alerts.subscribe();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(resend);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let h = alerts.health();
+                    if !h.warming_up && h.time > 0 {
+                        queue.push(health_lines(&h));
+                    }
+                }
+                r = rx.recv() => match r {
+                    Ok(e) => {
+                        if let Some(l) = event_line(&e) {
+                            queue.push(vec![l]);
+                        }
+                    }
+                    // Missed changes: the full state goes out now instead.
+                    Err(RecvError::Lagged(_)) => {
+                        let h = alerts.health();
+                        if !h.warming_up {
+                            queue.push(health_lines(&h));
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+        queue.close();
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The Nagios object definitions for what the aggregator watches, so a site
+//! does not write them by hand (`ganglion-aggregator nagios-config`): the
+//! `check_ganglion` commands, a host per Ganglia host, and a passive service
+//! per `[[alert]]` rule on every host it matches, each with a freshness
+//! check. Hosts fall back to an active `check_ganglion --heartbeat` when
+//! passive results stop; services to `check_dummy 3` (UNKNOWN: no data).
+
+use std::fmt::Write;
+
+/// A rule as the generator needs it.
+#[derive(Debug, Clone)]
+pub struct RuleRef {
+    /// `[[alert]] name` (the service description).
+    pub name: String,
+    /// Cluster glob.
+    pub cluster: String,
+    /// Host glob.
+    pub hosts: String,
+    /// A cluster rule: one service on the cluster's own host object.
+    pub cluster_rule: bool,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The aggregator's URL as Nagios should reach it (check_ganglion `-u`).
+    pub url: String,
+    /// Directory holding `check_ganglion` and `check_dummy`.
+    pub plugin_dir: String,
+    /// `freshness_threshold` in seconds.
+    pub freshness_secs: u32,
+    /// Contacts for the templates (empty = none; the site's own `use`
+    /// templates can add them).
+    pub contacts: Vec<String>,
+}
+
+/// A Nagios object name: no characters Nagios refuses in names
+/// (`illegal_object_name_chars` default `` `~!$%^&*|'"<>?,()= `` and
+/// control characters); `None` when the name has any.
+fn object_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_control() || c == ';' || "`~!$%^&*|'\"<>?,()=".contains(c))
+}
+
+/// Renders the definitions for `clusters` (name → host names) and `rules`.
+/// Names Nagios cannot take are listed in a comment instead.
+pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef]) -> String {
+    let mut o = String::new();
+    let plugins = p.plugin_dir.trim_end_matches('/');
+    let _ = writeln!(
+        o,
+        "# Nagios object definitions for the hosts and [[alert]] rules of a Ganglion aggregator,\n\
+         # printed by `ganglion-aggregator nagios-config`. Results arrive passively through\n\
+         # [nagios] command_file; freshness checks catch an aggregator that stopped sending.\n"
+    );
+    let contacts = if p.contacts.is_empty() {
+        String::new()
+    } else {
+        format!("    contacts                 {}\n", p.contacts.join(","))
+    };
+    let _ = write!(
+        o,
+        "define command {{\n    command_name    check_ganglion_heartbeat\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' --heartbeat\n}}\n\n\
+         define command {{\n    command_name    check_ganglion_metric\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' -m '$ARG3$' -w '$ARG4$' -c '$ARG5$'\n}}\n\n\
+         define command {{\n    command_name    ganglion_no_passive_result\n    command_line    {plugins}/check_dummy 3 'no passive result from the Ganglion aggregator (stale)'\n}}\n\n\
+         define host {{\n    name                     ganglion-host\n    register                 0\n    max_check_attempts       1\n    check_interval           5\n    retry_interval           1\n    active_checks_enabled    0\n    passive_checks_enabled   1\n    check_freshness          1\n    freshness_threshold      {f}\n    flap_detection_enabled   0\n    event_handler_enabled    0\n    notification_interval    0\n{contacts}}}\n\n\
+         define service {{\n    name                     ganglion-service\n    register                 0\n    max_check_attempts       1\n    check_interval           5\n    retry_interval           1\n    active_checks_enabled    0\n    passive_checks_enabled   1\n    check_freshness          1\n    freshness_threshold      {f}\n    check_command            ganglion_no_passive_result\n    flap_detection_enabled   0\n    event_handler_enabled    0\n    notification_interval    0\n{contacts}}}\n\n",
+        f = p.freshness_secs
+    );
+    let _ = writeln!(
+        o,
+        "# SOFT/HARD attempts, flapping and event handlers are decided by the aggregator\n\
+         # (its [alerts] and [[handler]]); Nagios takes its states as they come (max_check_attempts 1).\n"
+    );
+    let mut refused = Vec::new();
+    let url = p.url.replace('!', "%21");
+    for (cluster, hosts) in clusters {
+        let cluster_ok = object_name_ok(cluster) && !cluster.contains('!');
+        for h in hosts {
+            if !object_name_ok(h) || !cluster_ok {
+                refused.push(format!("{cluster}/{h}"));
+                continue;
+            }
+            let _ = write!(
+                o,
+                "define host {{\n    use                      ganglion-host\n    host_name                {h}\n    alias                    {h} ({cluster})\n    address                  {h}\n    check_command            check_ganglion_heartbeat!{url}!{cluster}\n}}\n\n"
+            );
+            for r in rules.iter().filter(|r| {
+                !r.cluster_rule
+                    && crate::handlers::glob_match(&r.cluster, cluster)
+                    && crate::handlers::glob_match(&r.hosts, h)
+            }) {
+                if !object_name_ok(&r.name) {
+                    refused.push(format!("rule {:?}", r.name));
+                    continue;
+                }
+                let _ = write!(
+                    o,
+                    "define service {{\n    use                      ganglion-service\n    host_name                {h}\n    service_description      {}\n}}\n\n",
+                    r.name
+                );
+            }
+        }
+        let cluster_rules: Vec<&RuleRef> = rules
+            .iter()
+            .filter(|r| r.cluster_rule && crate::handlers::glob_match(&r.cluster, cluster))
+            .collect();
+        if cluster_ok && !cluster_rules.is_empty() {
+            // Cluster rules report on a host named after the cluster.
+            let _ = write!(
+                o,
+                "define host {{\n    use                      ganglion-host\n    host_name                {cluster}\n    alias                    cluster {cluster}\n    address                  {cluster}\n    check_command            ganglion_no_passive_result\n}}\n\n"
+            );
+            for r in cluster_rules {
+                if object_name_ok(&r.name) {
+                    let _ = write!(
+                        o,
+                        "define service {{\n    use                      ganglion-service\n    host_name                {cluster}\n    service_description      {}\n}}\n\n",
+                        r.name
+                    );
+                }
+            }
+        }
+    }
+    if !refused.is_empty() {
+        refused.sort();
+        refused.dedup();
+        let _ = writeln!(
+            o,
+            "# Left out: names Nagios does not accept as object names:\n#   {}",
+            refused.join("\n#   ")
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_services_and_commands_are_defined() {
+        let p = Params {
+            url: "http://mon:8080".into(),
+            plugin_dir: "/usr/lib/nagios/plugins/".into(),
+            freshness_secs: 180,
+            contacts: vec!["ops".into()],
+        };
+        let clusters = vec![
+            ("prod".to_string(), vec!["web1".to_string(), "db1".to_string(), "bad;name".to_string()]),
+            ("test".to_string(), vec!["t1".to_string()]),
+        ];
+        let rules = vec![
+            RuleRef { name: "load".into(), cluster: "*".into(), hosts: "web*".into(), cluster_rule: false },
+            RuleRef { name: "disk".into(), cluster: "prod".into(), hosts: "*".into(), cluster_rule: false },
+            RuleRef { name: "prod-load".into(), cluster: "prod".into(), hosts: "*".into(), cluster_rule: true },
+        ];
+        let out = render(&p, &clusters, &rules);
+        assert!(out.contains("command_line    /usr/lib/nagios/plugins/check_ganglion -u '$ARG1$'"), "{out}");
+        assert!(out.contains("check_command            check_ganglion_heartbeat!http://mon:8080!prod\n"));
+        assert!(out.contains("freshness_threshold      180\n"));
+        assert!(out.contains("contacts                 ops\n"));
+        let services = |h: &str| {
+            out.split("define service {")
+                .map(|b| b.split('}').next().unwrap())
+                .filter(|b| b.contains(&format!("host_name                {h}\n")))
+                .map(|b| b.lines().find_map(|l| l.trim().strip_prefix("service_description")).unwrap().trim().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(services("web1"), ["load", "disk"]);
+        assert_eq!(services("db1"), ["disk"]);
+        assert_eq!(services("t1"), Vec::<String>::new());
+        assert_eq!(services("prod"), ["prod-load"]);
+        assert!(out.contains("# Left out: names Nagios does not accept as object names:\n#   prod/bad;name"), "{out}");
+    }
+}

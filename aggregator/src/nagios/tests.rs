@@ -1,0 +1,143 @@
+use super::*;
+use crate::alerts::{HostHealth, ServiceHealth, StateType};
+use ganglion_proto::range::Status;
+
+#[test]
+fn output_is_escaped_and_cut_at_a_character_boundary() {
+    assert_eq!(escape_output("a\nb\\c\td", 100), "a\\nb\\\\c d");
+    assert_eq!(escape_output("ääää", 5), "ää");
+    assert_eq!(escape_output("ab\n", 3), "ab");
+}
+
+#[test]
+fn lines_have_the_external_command_format() {
+    assert_eq!(
+        host_line(1700000000, "node1", false, "no report for 95 s").unwrap(),
+        "[1700000000] PROCESS_HOST_CHECK_RESULT;node1;1;no report for 95 s\n"
+    );
+    assert_eq!(
+        service_line(5, "node1", "load", 2, "load_one = 9.2 | x", "'load_one'=9.2;4;8").unwrap(),
+        "[5] PROCESS_SERVICE_CHECK_RESULT;node1;load;2;load_one = 9.2 / x|'load_one'=9.2;4;8\n"
+    );
+    // A name with the separator or a line break cannot be a field.
+    assert!(host_line(5, "a;b", true, "").is_none());
+    assert!(service_line(5, "a", "x\ny", 0, "", "").is_none());
+    assert!(host_line(5, "", true, "").is_none());
+    // Long output stays within one atomic pipe write.
+    let l = service_line(5, "h", "s", 0, &"x".repeat(10_000), "").unwrap();
+    assert_eq!(l.len(), MAX_LINE_BYTES);
+    assert!(l.ends_with("x\n"));
+}
+
+fn health() -> HealthSnapshot {
+    HealthSnapshot {
+        time: 100,
+        warming_up: false,
+        hosts: vec![HostHealth {
+            cluster: "c".into(),
+            host: "n1".into(),
+            up: true,
+            state_type: StateType::Hard,
+            attempt: 1,
+            max_attempts: 1,
+            since: 0,
+            tn: 3,
+            tmax: 20,
+            output: "UP".into(),
+        }],
+        services: vec![ServiceHealth {
+            rule: "load".into(),
+            cluster: "c".into(),
+            host: "n1".into(),
+            metric: "load_one".into(),
+            state: Status::Warning,
+            state_type: StateType::Soft,
+            attempt: 1,
+            max_attempts: 3,
+            since: 0,
+            value: Some(5.0),
+            units: String::new(),
+            warning: Some("4".into()),
+            critical: Some("8".into()),
+            output: "load_one = 5 (warning 4)".into(),
+            perfdata: "'load_one'=5;4;8".into(),
+            flapping: false,
+        }],
+        incidents: vec![],
+    }
+}
+
+#[test]
+fn health_and_events_become_lines() {
+    let lines = health_lines(&health());
+    assert_eq!(
+        lines,
+        [
+            "[100] PROCESS_HOST_CHECK_RESULT;n1;0;UP\n",
+            "[100] PROCESS_SERVICE_CHECK_RESULT;n1;load;1;load_one = 5 (warning 4)|'load_one'=5;4;8\n"
+        ]
+    );
+    let mut e = crate::handlers::sample_event(EventKind::HostDown, "n1");
+    assert_eq!(event_line(&e).unwrap(), "[1700000000] PROCESS_HOST_CHECK_RESULT;n1;1;no report for 95 s\n");
+    e.kind = EventKind::Alert;
+    e.rule = Some("load".into());
+    e.state = "CRITICAL".into();
+    assert!(event_line(&e).unwrap().contains("PROCESS_SERVICE_CHECK_RESULT;n1;load;2;"));
+    e.kind = EventKind::HandlerRun;
+    assert!(event_line(&e).is_none());
+    e.kind = EventKind::ClusterIncident;
+    e.host = None;
+    assert!(event_line(&e).is_none());
+}
+
+fn mkfifo(p: &Path) {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_fifo_without_reader_is_nagios_not_running_and_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("nagios.cmd");
+    mkfifo(&fifo);
+    let before = COUNTERS.not_running.load(Ordering::Relaxed);
+    let mut w = Writer { path: fifo.clone(), file: None, log: LogLimiter::new(Duration::from_secs(60)) };
+    w.write_all(vec!["[1] PROCESS_HOST_CHECK_RESULT;a;0;x\n".into(), "[1] PROCESS_HOST_CHECK_RESULT;b;0;x\n".into()]);
+    assert!(COUNTERS.not_running.load(Ordering::Relaxed) >= before + 2);
+    // With a reader, lines arrive whole.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut r = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    w.write_all(vec!["[2] PROCESS_HOST_CHECK_RESULT;a;1;down\n".into()]);
+    let mut got = String::new();
+    let _ = std::io::Read::read_to_string(&mut r, &mut got);
+    assert_eq!(got, "[2] PROCESS_HOST_CHECK_RESULT;a;1;down\n");
+    // The reader goes away: the next line finds no reader, reopening fails
+    // with ENXIO — not running, not a hang.
+    drop(r);
+    let before = COUNTERS.not_running.load(Ordering::Relaxed);
+    w.write_all(vec!["[3] x\n".into(), "[3] y\n".into()]);
+    assert!(COUNTERS.not_running.load(Ordering::Relaxed) > before);
+}
+
+#[tokio::test]
+async fn events_reach_the_command_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file stands in for the pipe (Icinga's or a test's).
+    let file = dir.path().join("cmd.log");
+    std::fs::write(&file, "").unwrap();
+    let alerts = Alerts::detached();
+    let sd = CancellationToken::new();
+    let cfg = NagiosConfig { command_file: Some(file.clone()), ..NagiosConfig::default() };
+    let task = start(&cfg, alerts.clone(), sd.clone()).unwrap();
+    alerts.record(crate::handlers::sample_event(EventKind::HostDown, "n1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("PROCESS_HOST_CHECK_RESULT;n1;1;") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing written: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sd.cancel();
+    task.await.unwrap();
+}
