@@ -34,6 +34,21 @@ enum Cmd {
         /// gmetad's configuration file, e.g. /etc/ganglia/gmetad.conf.
         file: PathBuf,
     },
+    /// Print Nagios object definitions (check_ganglion commands, a passive
+    /// host per Ganglia host, a passive service per [[alert]] rule and host,
+    /// freshness checks) for the hosts a running aggregator knows.
+    NagiosConfig {
+        /// The aggregator's URL, for reading its hosts and for the
+        /// check_ganglion commands (default: from [http] listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Where Nagios finds check_ganglion and check_dummy.
+        #[arg(long, default_value = "/usr/lib/nagios/plugins")]
+        plugin_dir: String,
+        /// Contacts to name in the host and service templates (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        contacts: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +69,20 @@ fn main() -> anyhow::Result<()> {
                 out.unmapped
             );
         }
+        return Ok(());
+    }
+    if let Some(Cmd::NagiosConfig {
+        url,
+        plugin_dir,
+        contacts,
+    }) = &cli.command
+    {
+        let config = match (&cli.config, cli.local) {
+            (Some(p), _) => Config::load(p)?,
+            (None, true) => Config::from_toml(config::LOCAL_CONFIG_TOML)?,
+            (None, false) => anyhow::bail!("give --config FILE (for the rules and the HTTP address)"),
+        };
+        print!("{}", ganglion_aggregator::nagios::objects::for_config(&config, url.as_deref(), plugin_dir, contacts)?);
         return Ok(());
     }
     if cli.print_default_config {

