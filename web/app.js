@@ -191,6 +191,7 @@ function scheduleRefresh() {
   clearInterval(refreshTimer);
   const secs = Math.max(1, +parseHash().params.get("refresh") || 15);
   refreshTimer = setInterval(async () => {
+    if (window.Alerts) Alerts.header();
     if (!timeWindow().live) return;
     if (structure) {
       const now = await structure.probe().catch(() => structure.sig);
@@ -262,11 +263,14 @@ async function clusterView(view, name) {
   const heat = el("div", { class: "heat", "data-testid": "heatmap" });
   for (const h of c.hosts) {
     const a = link("", ["host", c.name, h.name]);
+    a.dataset.host = h.name;
     a.style.background = h.alive ? heatColor(h.load_one, h.cpu_num) : "#9ca3af";
     a.title = `${h.name}: load ${fmt(h.load_one)} / ${h.cpu_num || "?"} CPUs${h.alive ? "" : " (down)"}`;
     heat.append(a);
   }
-  view.append(el("h2", {}, "Load per host"), heat, el("h2", {}, "Cluster summary"));
+  view.append(el("h2", {}, "Load per host"), heat);
+  if (window.Alerts) { await Alerts.clusterPanel(view, c.name); Alerts.colorHeat(heat, c.name); }
+  view.append(el("h2", {}, "Cluster summary"));
   const box = el("div", { class: "charts" });
   view.append(box);
   for (const [m, t, u] of SUMMARY_METRICS) chart(box, { cluster: c.name, metric: m, title: t, units: u });
@@ -303,6 +307,7 @@ async function hostView(view, cluster, host) {
   document.title = `Ganglion — ${h.name}`;
   view.append(el("h1", {}, `${h.name} `, el("span", { class: h.alive ? "up" : "down", "data-testid": "host-state" }, h.alive ? "up" : "down"),
     el("span", { class: "muted" }, ` · ${h.ip} · last report ${age(h.tn)} ago · location ${h.location}`)));
+  if (window.Alerts) await Alerts.hostPanel(view, cluster, h.name);
   const strings = h.metrics.filter((m) => !m.numeric);
   if (strings.length) {
     view.append(el("table", { "data-testid": "host-strings" }, ...strings.map((m) => el("tr", {}, el("th", {}, m.title), el("td", {}, m.val)))));
@@ -343,8 +348,11 @@ async function render() {
   const { parts } = parseHash();
   renderRanges();
   crumbs(parts);
+  if (window.Alerts) Alerts.header();
   try {
-    if (parts[0] === "cluster" && parts[1]) await clusterView(view, parts[1]);
+    if (parts[0] === "problems" && window.Alerts) await Alerts.problemsView(view);
+    else if (parts[0] === "events" && window.Alerts) await Alerts.eventsView(view);
+    else if (parts[0] === "cluster" && parts[1]) await clusterView(view, parts[1]);
     else if (parts[0] === "host" && parts[2]) await hostView(view, parts[1], parts[2]);
     else if (parts[0] === "metric" && parts[2]) await metricView(view, parts[1], parts[2]);
     else await gridView(view);
