@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod addr;
+pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod flush_gate;
@@ -57,6 +58,8 @@ pub struct Running {
     pub storage: Option<storage::StorageHandle>,
     /// Connection counters of every listener.
     pub listen_counters: Arc<ListenCounters>,
+    /// Health, alerts and events, when `[alerts]` is enabled.
+    pub alerts: Option<alerts::Alerts>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -354,6 +357,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
+            alerts: None,
         });
         let gov = Governor::new(
             Kind::Http,
@@ -409,6 +413,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         state,
         storage,
         listen_counters,
+        alerts: None,
         shutdown,
         tasks,
         threads,

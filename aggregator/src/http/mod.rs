@@ -81,6 +81,8 @@ pub struct AppState {
     pub all_trusted: bool,
     /// Counters of every listener (for `/metrics`).
     pub listen_counters: Arc<ListenCounters>,
+    /// Health, alerts and events (`/api/alerts`, `/api/events`), when enabled.
+    pub alerts: Option<crate::alerts::Alerts>,
 }
 
 /// Refusals the HTTP side counts, by reason.
