@@ -4,6 +4,8 @@
 //!   gmond/gmetric 3.7.2.
 //! - [`format`](mod@format): renders a value with its sender's printf-style `fmt` without
 //!   ever calling a real printf.
+//! - [`range`]: monitoring-plugins threshold ranges (`10`, `10:`, `~:10`,
+//!   `@10:20`) and the four plugin states.
 //! - [`model`]: metric types, slopes and metadata shared by agent and aggregator.
 //! - [`xml`]: gmond/gmetad XML — a streaming writer that is always well-formed and
 //!   a streaming reader that tolerates what real Ganglia emits.
@@ -29,6 +31,7 @@
 
 pub mod format;
 pub mod model;
+pub mod range;
 pub mod xdr;
 pub mod xml;
 
