@@ -340,6 +340,21 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         (None, None)
     };
+    let alerts = if config.alerts_enabled() {
+        let (a, t) = alerts::start(
+            alerts::Params {
+                config: config.alerts_config(),
+                rules: config.alert.clone(),
+                database: config.alerts_database(),
+            },
+            state.clone(),
+            shutdown.clone(),
+        )?;
+        threads.extend(t);
+        Some(a)
+    } else {
+        None
+    };
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -357,7 +372,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
-            alerts: None,
+            alerts: alerts.clone(),
         });
         let gov = Governor::new(
             Kind::Http,
@@ -413,7 +428,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         state,
         storage,
         listen_counters,
-        alerts: None,
+        alerts,
         shutdown,
         tasks,
         threads,
