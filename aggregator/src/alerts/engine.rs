@@ -191,37 +191,7 @@ impl Engine {
     }
 
     fn cluster_slot(&mut self, name: &str) -> &mut ClusterSlot {
-        if !self.clusters.contains_key(name) {
-            let mut host_rules = Vec::new();
-            let mut cluster_rules = Vec::new();
-            for (i, r) in self.rules.iter().enumerate() {
-                if !r.matches_cluster(name) {
-                    continue;
-                }
-                if r.aggregate == Aggregate::None {
-                    host_rules.push(i as u16);
-                } else {
-                    cluster_rules.push(ClusterRuleSlot {
-                        rule: i as u16,
-                        state: SvcState::default(),
-                        acc: Acc::default(),
-                        value: None,
-                    });
-                }
-            }
-            self.clusters.insert(
-                name.into(),
-                ClusterSlot {
-                    host_rules,
-                    cluster_rules,
-                    hosts: HashMap::new(),
-                    incident: None,
-                },
-            );
-        }
-        self.clusters
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("inserted above"))
+        cluster_slot(&self.rules, &mut self.clusters, name)
     }
 
     fn new_host(rules: &[Rule], c: &ClusterSlot, host: &str) -> HostSlot {
@@ -253,13 +223,11 @@ impl Engine {
     pub fn restore(&mut self, loaded: super::store::Loaded) -> Batch {
         let mut stale = Batch::default();
         for (cluster, host, state) in loaded.hosts {
-            let rules = std::mem::take(&mut self.rules);
-            let c = self.cluster_slot(&cluster);
-            let mut slot = Self::new_host(&rules, c, &host);
+            let c = cluster_slot(&self.rules, &mut self.clusters, &cluster);
+            let mut slot = Self::new_host(&self.rules, c, &host);
             slot.state = state;
             slot.stored = true;
             c.hosts.insert(host.into(), slot);
-            self.rules = rules;
         }
         for (rule, cluster, host, state) in loaded.services {
             let Some(&ri) = self.by_name.get(&rule) else {
@@ -267,8 +235,7 @@ impl Engine {
                 stale.services.push((rule, cluster, host, None));
                 continue;
             };
-            let rules = std::mem::take(&mut self.rules);
-            let c = self.cluster_slot(&cluster);
+            let c = cluster_slot(&self.rules, &mut self.clusters, &cluster);
             let placed = if host.is_empty() {
                 c.cluster_rules
                     .iter_mut()
@@ -282,7 +249,6 @@ impl Engine {
                         .map(|(_, s)| *s = state)
                 })
             };
-            self.rules = rules;
             if placed.is_none() {
                 stale.services.push((rule, cluster, host, None));
             }
@@ -322,11 +288,7 @@ impl Engine {
         let cfg = self.cfg.clone();
         let mut pending: Vec<Event> = Vec::new();
         for c in &snap.clusters {
-            self.cluster_slot(&c.name);
-            let slot = self
-                .clusters
-                .get_mut(c.name.as_str())
-                .unwrap_or_else(|| unreachable!("created above"));
+            let slot = cluster_slot(&rules, &mut self.clusters, &c.name);
             for acc in &mut slot.cluster_rules {
                 acc.acc = Acc {
                     min: f64::INFINITY,
@@ -445,6 +407,44 @@ impl Engine {
         self.rules = rules;
         Output { batch, health }
     }
+}
+
+fn cluster_slot<'a>(
+    rules: &[Rule],
+    clusters: &'a mut HashMap<Box<str>, ClusterSlot>,
+    name: &str,
+) -> &'a mut ClusterSlot {
+    if !clusters.contains_key(name) {
+        let mut host_rules = Vec::new();
+        let mut cluster_rules = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if !r.matches_cluster(name) {
+                continue;
+            }
+            if r.aggregate == Aggregate::None {
+                host_rules.push(i as u16);
+            } else {
+                cluster_rules.push(ClusterRuleSlot {
+                    rule: i as u16,
+                    state: SvcState::default(),
+                    acc: Acc::default(),
+                    value: None,
+                });
+            }
+        }
+        clusters.insert(
+            name.into(),
+            ClusterSlot {
+                host_rules,
+                cluster_rules,
+                hosts: HashMap::new(),
+                incident: None,
+            },
+        );
+    }
+    clusters
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 fn incident_text(down: u32, total: u32) -> String {

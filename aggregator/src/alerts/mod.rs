@@ -698,3 +698,6 @@ impl Alerts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -235,7 +235,8 @@ fn insert_event(c: &Connection, e: &mut Event) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn write_batch(c: &mut Connection, b: &mut Batch) -> rusqlite::Result<()> {
+/// Writes one batch in a transaction, setting the events' ids.
+pub fn write_batch(c: &mut Connection, b: &mut Batch) -> rusqlite::Result<()> {
     let tx = c.transaction()?;
     for e in &mut b.events {
         insert_event(&tx, e)?;

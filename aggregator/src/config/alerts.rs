@@ -344,7 +344,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<super::super::Config, String> {
-        let c: super::super::Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let text = format!("{text}\n[[cluster]]\nname = \"c\"\nudp_listen = \"127.0.0.1:0\"\n");
+        let c: super::super::Config = toml::from_str(&text).map_err(|e| e.to_string())?;
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
