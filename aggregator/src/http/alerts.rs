@@ -164,3 +164,164 @@ pub(super) async fn events(
     }
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AppState, HttpLimits, router};
+    use crate::alerts::{self, Event, EventKind, StateType};
+    use crate::config::HttpConfig;
+    use crate::listen::ListenCounters;
+    use crate::state::{Limits, State};
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::Value;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
+        let resp = r
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn app(state: Arc<State>, a: Option<alerts::Alerts>, dir: &std::path::Path) -> Router {
+        router(AppState {
+            state,
+            storage: None,
+            rrd_root: dir.to_path_buf(),
+            case_sensitive_hostnames: false,
+            limits: HttpLimits::new(&HttpConfig::default()),
+            flush: None,
+            trusted: Arc::new(Vec::new()),
+            all_trusted: false,
+            listen_counters: Arc::new(ListenCounters::default()),
+            alerts: a,
+        })
+    }
+
+    fn ev(
+        time: i64,
+        kind: EventKind,
+        cluster: &str,
+        host: Option<&str>,
+        rule: Option<&str>,
+    ) -> Event {
+        Event {
+            id: 0,
+            time,
+            kind,
+            cluster: cluster.into(),
+            host: host.map(Into::into),
+            rule: rule.map(Into::into),
+            metric: None,
+            state: "CRITICAL".into(),
+            state_type: StateType::Hard,
+            attempt: 1,
+            max_attempts: 1,
+            value: None,
+            output: String::new(),
+            handler: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_filter_and_bad_input_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(State::new(
+            "g".into(),
+            "http://x/".into(),
+            Vec::new(),
+            Limits {
+                max_hosts: 10,
+                max_metrics: 10,
+                max_string_bytes: 64,
+            },
+            Arc::default(),
+        ));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (a, threads) = alerts::start(
+            alerts::Params {
+                config: Default::default(),
+                rules: Vec::new(),
+                database: dir.path().join("a.sqlite"),
+            },
+            state.clone(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let mut rx = a.subscribe();
+        a.record(ev(100, EventKind::HostDown, "web", Some("n1"), None));
+        a.record(ev(200, EventKind::Alert, "web", Some("n2"), Some("load")));
+        a.record(ev(300, EventKind::Alert, "db", Some("d1"), Some("disk")));
+        let mut stored = 0;
+        while stored < 3 {
+            let e = rx.recv().await.unwrap();
+            assert!(e.id > 0, "broadcast after it is stored");
+            stored += 1;
+        }
+        let r = app(state.clone(), Some(a), dir.path());
+        let times = |v: &Value| -> Vec<i64> {
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["time"].as_i64().unwrap())
+                .collect()
+        };
+        let (s, v) = get(&r, "/api/events").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(times(&v), vec![300, 200, 100]);
+        assert_eq!(v["events"][0]["kind"], "alert");
+        assert_eq!(v["events"][0]["state_type"], "HARD");
+        for (q, want) in [
+            ("cluster=web", vec![200, 100]),
+            ("host=d1", vec![300]),
+            ("rule=load", vec![200]),
+            ("kind=host_down", vec![100]),
+            ("since=150&until=250", vec![200]),
+            ("limit=1", vec![300]),
+        ] {
+            let (s, v) = get(&r, &format!("/api/events?{q}")).await;
+            assert_eq!(s, StatusCode::OK, "{q}");
+            assert_eq!(times(&v), want, "{q}");
+        }
+        for (q, key) in [
+            ("limit=0", "`limit`"),
+            ("limit=5000", "`limit`"),
+            ("since=yesterday", "`since`"),
+            ("kind=explosion", "`kind`"),
+            ("colour=red", "`colour`"),
+            ("since=5&until=1", "`since`"),
+        ] {
+            let (s, v) = get(&r, &format!("/api/events?{q}")).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+            assert!(v["error"].as_str().unwrap().contains(key), "{q}: {v}");
+        }
+        let (s, v) = get(&r, "/api/alerts").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["counts"]["down"], 0);
+        assert!(v["problems"].as_array().unwrap().is_empty());
+        shutdown.cancel();
+        for t in threads {
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+        // Without the engine both answer 404, saying how to enable it.
+        let r = app(state, None, dir.path());
+        let (s, v) = get(&r, "/api/alerts").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(v["error"].as_str().unwrap().contains("[alerts]"));
+    }
+}
