@@ -342,6 +342,43 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         (None, None)
     };
+    let alerts = if config.alerts_enabled() {
+        let (a, t) = alerts::start(
+            alerts::Params {
+                config: config.alerts_config(),
+                rules: config.alert.clone(),
+                database: config.alerts_database(),
+            },
+            state.clone(),
+            shutdown.clone(),
+        )?;
+        threads.extend(t);
+        Some(a)
+    } else {
+        None
+    };
+    // [[handler]] and [nagios] follow the engine's events (validate made
+    // sure the engine runs when either is configured).
+    if let Some(a) = &alerts {
+        let h = handlers::start(
+            &config.handler,
+            &config.handlers,
+            a.clone(),
+            shutdown.clone(),
+        );
+        let n = nagios::start(
+            &config.nagios,
+            config.alert.clone(),
+            state.clone(),
+            a.clone(),
+            shutdown.clone(),
+        );
+        for t in [h, n].into_iter().flatten() {
+            tasks.spawn(async move {
+                let _ = t.await;
+            });
+        }
+    }
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -359,7 +396,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
-            alerts: None,
+            alerts: alerts.clone(),
         });
         let gov = Governor::new(
             Kind::Http,
@@ -415,7 +452,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         state,
         storage,
         listen_counters,
-        alerts: None,
+        alerts,
         shutdown,
         tasks,
         threads,

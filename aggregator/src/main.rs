@@ -80,9 +80,19 @@ fn main() -> anyhow::Result<()> {
         let config = match (&cli.config, cli.local) {
             (Some(p), _) => Config::load(p)?,
             (None, true) => Config::from_toml(config::LOCAL_CONFIG_TOML)?,
-            (None, false) => anyhow::bail!("give --config FILE (for the rules and the HTTP address)"),
+            (None, false) => {
+                anyhow::bail!("give --config FILE (for the rules and the HTTP address)")
+            }
         };
-        print!("{}", ganglion_aggregator::nagios::objects::for_config(&config, url.as_deref(), plugin_dir, contacts)?);
+        print!(
+            "{}",
+            ganglion_aggregator::nagios::objects::for_config(
+                &config,
+                url.as_deref(),
+                plugin_dir,
+                contacts
+            )?
+        );
         return Ok(());
     }
     if cli.print_default_config {

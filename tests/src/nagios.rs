@@ -69,15 +69,31 @@ impl Nagios {
         );
         std::fs::write(d.join("nagios.cfg"), cfg).unwrap();
         // As root, Nagios runs as `nagios` and must own its directory.
-        let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
         if root {
-            let st = Command::new("chown").args(["-R", "nagios:nagios"]).arg(d).status().unwrap();
+            let st = Command::new("chown")
+                .args(["-R", "nagios:nagios"])
+                .arg(d)
+                .status()
+                .unwrap();
             assert!(st.success(), "chown nagios {}", d.display());
             // The temp dir itself is 0700; Nagios must be able to enter it.
-            let st = Command::new("chmod").args(["0755"]).arg(d).status().unwrap();
+            let st = Command::new("chmod")
+                .args(["0755"])
+                .arg(d)
+                .status()
+                .unwrap();
             assert!(st.success());
         }
-        let verify = Command::new(&bin).arg("-v").arg(d.join("nagios.cfg")).output().unwrap();
+        let verify = Command::new(&bin)
+            .arg("-v")
+            .arg(d.join("nagios.cfg"))
+            .output()
+            .unwrap();
         assert!(
             verify.status.success(),
             "nagios4 -v refused the config:\n{}",
@@ -95,9 +111,11 @@ impl Nagios {
             dir,
             guard: Some(guard),
         };
-        wait_until("nagios4's command FIFO and status.dat", Duration::from_secs(30), || {
-            (n.command_file.exists() && n.dir.path().join("status.dat").exists()).then_some(())
-        });
+        wait_until(
+            "nagios4's command FIFO and status.dat",
+            Duration::from_secs(30),
+            || (n.command_file.exists() && n.dir.path().join("status.dat").exists()).then_some(()),
+        );
         n
     }
 
@@ -150,7 +168,10 @@ impl Drop for Nagios {
         }
         if let Some(mut g) = self.guard.take() {
             if g.terminate(Duration::from_secs(10)).is_none() {
-                eprintln!("nagios4 (pid {}) ignored SIGTERM for 10 s; killing it", g.pid());
+                eprintln!(
+                    "nagios4 (pid {}) ignored SIGTERM for 10 s; killing it",
+                    g.pid()
+                );
             }
         }
         // Nagios deletes status.dat and its socket but leaves the FIFO.

@@ -1,6 +1,7 @@
 //! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
+pub mod alerts;
 pub mod nagios;
 
 use serde::Deserialize;
@@ -98,6 +99,12 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Optional rrdcached for writes.
     pub rrdcached: Option<RrdcachedConfig>,
+    /// `[alerts]`: the health engine (absent = off unless `[[alert]]` rules exist).
+    #[serde(default)]
+    pub alerts: Option<alerts::AlertsConfig>,
+    /// `[[alert]]`: metric rules.
+    #[serde(default)]
+    pub alert: Vec<alerts::AlertRule>,
     /// `[[handler]]`: programs run on alert events.
     #[serde(default)]
     pub handler: Vec<nagios::HandlerConfig>,
@@ -135,6 +142,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             rrdcached: None,
+            alerts: None,
+            alert: Vec::new(),
             handler: Vec::new(),
             handlers: Default::default(),
             nagios: Default::default(),
@@ -417,10 +426,16 @@ impl Config {
         // The storage keys are checked here too, so --check-config and a bad
         // file at start say the same thing before anything is bound.
         self.storage.validate().map_err(|(k, m)| invalid(k, m))?;
-        nagios::validate(&self.handler, &self.handlers, &self.nagios)?;
+        nagios::validate(
+            &self.handler,
+            &self.handlers,
+            &self.nagios,
+            self.alerts_enabled(),
+        )?;
         if let Some(r) = &self.rrdcached {
             r.validate().map_err(|(k, m)| invalid(k, m))?;
         }
+        self.alerts_config().validate(&self.alert)?;
         for (i, r) in self.rras.iter().enumerate() {
             let parts: Vec<&str> = r.split(':').collect();
             let ok = parts.len() == 5

@@ -157,11 +157,28 @@ impl NagiosConfig {
 }
 
 /// Checks `[[handler]]`, `[handlers]` and `[nagios]`, naming the key.
+/// `alerts_on`: the alerts engine runs (handlers and the sink follow its
+/// events, so without it they would never do anything).
 pub fn validate(
     handlers: &[HandlerConfig],
     limits: &HandlersConfig,
     nagios: &NagiosConfig,
+    alerts_on: bool,
 ) -> Result<(), ConfigError> {
+    if !alerts_on {
+        if !handlers.is_empty() {
+            return Err(invalid(
+                "handler[0]",
+                "handlers run on alert events: add an [alerts] table (or [[alert]] rules)",
+            ));
+        }
+        if nagios.command_file.is_some() {
+            return Err(invalid(
+                "nagios.command_file",
+                "passive results come from the alerts engine: add an [alerts] table (or [[alert]] rules)",
+            ));
+        }
+    }
     let mut names = std::collections::HashSet::new();
     for (i, h) in handlers.iter().enumerate() {
         let key = |k: &str| format!("handler[{i}].{k}");
@@ -307,11 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn handlers_and_the_sink_need_the_engine() {
+        let e = validate(
+            &[ok_handler()],
+            &HandlersConfig::default(),
+            &NagiosConfig::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[alerts]"), "{e}");
+    }
+
+    #[test]
     fn a_valid_handler_passes() {
         validate(
             &[ok_handler()],
             &HandlersConfig::default(),
             &NagiosConfig::default(),
+            true,
         )
         .unwrap();
     }
@@ -350,15 +380,21 @@ mod tests {
         for (change, key) in cases {
             let mut h = ok_handler();
             change(&mut h);
-            let e = validate(&[h], &HandlersConfig::default(), &NagiosConfig::default())
-                .unwrap_err()
-                .to_string();
+            let e = validate(
+                &[h],
+                &HandlersConfig::default(),
+                &NagiosConfig::default(),
+                true,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
         }
         let e = validate(
             &[ok_handler(), ok_handler()],
             &HandlersConfig::default(),
             &NagiosConfig::default(),
+            true,
         )
         .unwrap_err();
         assert!(e.to_string().contains("handler[1].name"), "{e}");
@@ -366,13 +402,13 @@ mod tests {
             command_file: Some("relative/nagios.cmd".into()),
             ..NagiosConfig::default()
         };
-        let e = validate(&[], &HandlersConfig::default(), &n).unwrap_err();
+        let e = validate(&[], &HandlersConfig::default(), &n, true).unwrap_err();
         assert!(e.to_string().contains("nagios.command_file"), "{e}");
         let l = HandlersConfig {
             max_running: 0,
             ..HandlersConfig::default()
         };
-        let e = validate(&[], &l, &NagiosConfig::default()).unwrap_err();
+        let e = validate(&[], &l, &NagiosConfig::default(), true).unwrap_err();
         assert!(e.to_string().contains("handlers.max_running"), "{e}");
     }
 }

@@ -82,27 +82,11 @@ pub fn metrics() -> Vec<LabelledCounter> {
     )]
 }
 
-/// A `*`/`?` glob (the `[[handler]]` filters).
+/// A glob as `[[alert]]` rules use them (globset: `*`, `?`, `[…]`,
+/// `{a,b}`); a pattern that does not compile matches nothing (the config
+/// is validated, so that does not happen).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    pattern == "*" || globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(text))
 }
 
 /// The `[[handler]] on` name an event kind answers to.

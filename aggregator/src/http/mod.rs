@@ -20,6 +20,7 @@
 //! [`BUSY_WAIT`] is answered `503` with `Retry-After`.
 
 pub mod admin;
+mod alerts;
 mod assets;
 mod browse;
 mod export;
@@ -194,6 +195,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/series", get(series::series))
         .route("/api/export", get(export::export))
         .route("/api/graph.png", get(graph::graph_png))
+        .route("/api/alerts", get(alerts::alerts))
+        .route("/api/events", get(alerts::events))
         .route("/metrics", get(metrics::metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -21,8 +21,11 @@
 pub mod objects;
 
 use crate::alerts::{Alerts, Event, EventKind, HealthSnapshot};
+use crate::config::alerts::{Aggregate, AlertRule};
 use crate::config::nagios::NagiosConfig;
+use crate::state::{Snapshot, State};
 use crate::telemetry::{LabelledCounter, LogLimiter};
+use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,7 +123,10 @@ pub fn host_line(time: i64, host: &str, up: bool, output: &str) -> Option<String
         return None;
     }
     finish(
-        format!("[{time}] PROCESS_HOST_CHECK_RESULT;{host};{};", u8::from(!up)),
+        format!(
+            "[{time}] PROCESS_HOST_CHECK_RESULT;{host};{};",
+            u8::from(!up)
+        ),
         output,
     )
 }
@@ -163,12 +169,91 @@ pub fn health_lines(h: &HealthSnapshot) -> Vec<String> {
         }
     }
     for s in &h.services {
-        match service_line(h.time, &s.host, &s.rule, s.state.code(), &s.output, &s.perfdata) {
+        match service_line(
+            h.time,
+            &s.host,
+            &s.rule,
+            s.state.code(),
+            &s.output,
+            &s.perfdata,
+        ) {
             Some(l) => out.push(l),
             None => skipped += 1,
         }
     }
-    COUNTERS.unrepresentable.fetch_add(skipped, Ordering::Relaxed);
+    COUNTERS
+        .unrepresentable
+        .fetch_add(skipped, Ordering::Relaxed);
+    out
+}
+
+/// OK results for the rule targets the health snapshot leaves out (it
+/// lists only targets that are not OK/HARD): every host-scope rule on every
+/// alive host it matches that has the metric, and every cluster rule on
+/// every cluster it matches. Nagios' freshness checks need a result for
+/// every service, OK ones included.
+pub fn ok_lines(snap: &Snapshot, rules: &[AlertRule], h: &HealthSnapshot) -> Vec<String> {
+    use crate::handlers::glob_match;
+    let listed: HashSet<(&str, &str)> = h
+        .services
+        .iter()
+        .map(|s| (s.host.as_str(), s.rule.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for c in &snap.clusters {
+        let rules: Vec<&AlertRule> = rules
+            .iter()
+            .filter(|r| glob_match(r.cluster_glob(), &c.name))
+            .collect();
+        for r in &rules {
+            if r.aggregate != Aggregate::None
+                && !listed.contains(&(c.name.as_str(), r.name.as_str()))
+            {
+                out.extend(service_line(
+                    h.time,
+                    &c.name,
+                    &r.name,
+                    0,
+                    &format!("{} of cluster {} is OK", r.aggregate.as_str(), c.name),
+                    "",
+                ));
+            }
+        }
+        for host in c.hosts.iter().filter(|x| x.alive) {
+            for r in rules.iter().filter(|r| r.aggregate == Aggregate::None) {
+                if listed.contains(&(host.name.as_str(), r.name.as_str()))
+                    || !glob_match(r.hosts_glob(), &host.name)
+                {
+                    continue;
+                }
+                let Some(m) = host.metrics.iter().find(|m| *m.name == *r.metric) else {
+                    continue;
+                };
+                let units = m.units.trim();
+                let text = if units.is_empty() {
+                    format!("{} = {}", r.metric, m.val)
+                } else {
+                    format!("{} = {} {units}", r.metric, m.val)
+                };
+                let perf = m
+                    .number
+                    .filter(|v| v.is_finite())
+                    .map(|v| {
+                        let range = |x: Option<ganglion_proto::range::Range>| {
+                            x.map(|x| x.to_string()).unwrap_or_default()
+                        };
+                        format!(
+                            "'{}'={v};{};{}",
+                            r.metric.replace('\'', "''"),
+                            range(r.warning_range()),
+                            range(r.critical_range())
+                        )
+                    })
+                    .unwrap_or_default();
+                out.extend(service_line(h.time, &host.name, &r.name, 0, &text, &perf));
+            }
+        }
+    }
     out
 }
 
@@ -181,7 +266,14 @@ pub fn event_line(e: &Event) -> Option<String> {
             host_line(e.time, host, e.state == "UP", &e.output)
         }
         EventKind::Alert | EventKind::Recovery | EventKind::FlapStart | EventKind::FlapStop => {
-            service_line(e.time, host, e.rule.as_deref()?, state_code(&e.state), &e.output, "")
+            service_line(
+                e.time,
+                host,
+                e.rule.as_deref()?,
+                state_code(&e.state),
+                &e.output,
+                "",
+            )
         }
         _ => return None,
     };
@@ -256,7 +348,8 @@ impl Writer {
                     Ok(f) => self.file = Some(f),
                     Err(e) => {
                         let rest = total - i as u64;
-                        let not_running = matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT));
+                        let not_running =
+                            matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT));
                         if not_running {
                             COUNTERS.not_running.fetch_add(rest, Ordering::Relaxed);
                             if self.log.allow("not running") {
@@ -314,6 +407,8 @@ impl Writer {
 /// turns events and health into lines, and the writer thread.
 pub fn start(
     cfg: &NagiosConfig,
+    rules: Vec<AlertRule>,
+    state: Arc<State>,
     alerts: Alerts,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -352,7 +447,9 @@ pub fn start(
                 _ = tick.tick() => {
                     let h = alerts.health();
                     if !h.warming_up && h.time > 0 {
-                        queue.push(health_lines(&h));
+                        let mut lines = health_lines(&h);
+                        lines.extend(ok_lines(&state.snapshot(crate::state::now_secs()), &rules, &h));
+                        queue.push(lines);
                     }
                 }
                 r = rx.recv() => match r {

@@ -149,31 +149,71 @@ mod tests {
             contacts: vec!["ops".into()],
         };
         let clusters = vec![
-            ("prod".to_string(), vec!["web1".to_string(), "db1".to_string(), "bad;name".to_string()]),
+            (
+                "prod".to_string(),
+                vec![
+                    "web1".to_string(),
+                    "db1".to_string(),
+                    "bad;name".to_string(),
+                ],
+            ),
             ("test".to_string(), vec!["t1".to_string()]),
         ];
         let rules = vec![
-            RuleRef { name: "load".into(), cluster: "*".into(), hosts: "web*".into(), cluster_rule: false },
-            RuleRef { name: "disk".into(), cluster: "prod".into(), hosts: "*".into(), cluster_rule: false },
-            RuleRef { name: "prod-load".into(), cluster: "prod".into(), hosts: "*".into(), cluster_rule: true },
+            RuleRef {
+                name: "load".into(),
+                cluster: "*".into(),
+                hosts: "web*".into(),
+                cluster_rule: false,
+            },
+            RuleRef {
+                name: "disk".into(),
+                cluster: "prod".into(),
+                hosts: "*".into(),
+                cluster_rule: false,
+            },
+            RuleRef {
+                name: "prod-load".into(),
+                cluster: "prod".into(),
+                hosts: "*".into(),
+                cluster_rule: true,
+            },
         ];
         let out = render(&p, &clusters, &rules);
-        assert!(out.contains("command_line    /usr/lib/nagios/plugins/check_ganglion -u '$ARG1$'"), "{out}");
-        assert!(out.contains("check_command            check_ganglion_heartbeat!http://mon:8080!prod\n"));
+        assert!(
+            out.contains("command_line    /usr/lib/nagios/plugins/check_ganglion -u '$ARG1$'"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "check_command            check_ganglion_heartbeat!http://mon:8080!prod\n"
+            )
+        );
         assert!(out.contains("freshness_threshold      180\n"));
         assert!(out.contains("contacts                 ops\n"));
         let services = |h: &str| {
             out.split("define service {")
                 .map(|b| b.split('}').next().unwrap())
                 .filter(|b| b.contains(&format!("host_name                {h}\n")))
-                .map(|b| b.lines().find_map(|l| l.trim().strip_prefix("service_description")).unwrap().trim().to_string())
+                .map(|b| {
+                    b.lines()
+                        .find_map(|l| l.trim().strip_prefix("service_description"))
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(services("web1"), ["load", "disk"]);
         assert_eq!(services("db1"), ["disk"]);
         assert_eq!(services("t1"), Vec::<String>::new());
         assert_eq!(services("prod"), ["prod-load"]);
-        assert!(out.contains("# Left out: names Nagios does not accept as object names:\n#   prod/bad;name"), "{out}");
+        assert!(
+            out.contains(
+                "# Left out: names Nagios does not accept as object names:\n#   prod/bad;name"
+            ),
+            "{out}"
+        );
     }
 }
 
@@ -211,7 +251,10 @@ pub fn fetch_grid(
     let get = |path: &str| -> Result<Value, FetchError> {
         let r = client::get(&base, path, auth, deadline, timeout.as_secs())?;
         if r.status != 200 {
-            return Err(FetchError::Reply(format!("HTTP {} for {url}{path}", r.status)));
+            return Err(FetchError::Reply(format!(
+                "HTTP {} for {url}{path}",
+                r.status
+            )));
         }
         serde_json::from_slice(&r.body)
             .map_err(|e| FetchError::Reply(format!("{url}{path}: not JSON: {e}")))
@@ -254,8 +297,12 @@ pub fn for_config(
     let auth = std::env::var("GANGLION_USER")
         .ok()
         .zip(std::env::var("GANGLION_PASSWORD").ok());
-    let clusters = fetch_grid(&url, auth.as_ref(), std::time::Duration::from_secs(30))
-        .map_err(|e| FetchError::Reply(format!("cannot read the hosts from the aggregator at {url} (is it running? --url): {e}")))?;
+    let clusters =
+        fetch_grid(&url, auth.as_ref(), std::time::Duration::from_secs(30)).map_err(|e| {
+            FetchError::Reply(format!(
+                "cannot read the hosts from the aggregator at {url} (is it running? --url): {e}"
+            ))
+        })?;
     let p = Params {
         url,
         plugin_dir: plugin_dir.to_string(),
@@ -267,6 +314,14 @@ pub fn for_config(
 
 /// The `[[alert]]` rules as the generator needs them.
 fn rules_of(config: &crate::config::Config) -> Vec<RuleRef> {
-    let _ = config;
-    Vec::new()
+    config
+        .alert
+        .iter()
+        .map(|r| RuleRef {
+            name: r.name.clone(),
+            cluster: r.cluster_glob().to_string(),
+            hosts: r.hosts_glob().to_string(),
+            cluster_rule: r.aggregate != crate::config::alerts::Aggregate::None,
+        })
+        .collect()
 }

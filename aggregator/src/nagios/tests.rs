@@ -16,7 +16,15 @@ fn lines_have_the_external_command_format() {
         "[1700000000] PROCESS_HOST_CHECK_RESULT;node1;1;no report for 95 s\n"
     );
     assert_eq!(
-        service_line(5, "node1", "load", 2, "load_one = 9.2 | x", "'load_one'=9.2;4;8").unwrap(),
+        service_line(
+            5,
+            "node1",
+            "load",
+            2,
+            "load_one = 9.2 | x",
+            "'load_one'=9.2;4;8"
+        )
+        .unwrap(),
         "[5] PROCESS_SERVICE_CHECK_RESULT;node1;load;2;load_one = 9.2 / x|'load_one'=9.2;4;8\n"
     );
     // A name with the separator or a line break cannot be a field.
@@ -78,11 +86,18 @@ fn health_and_events_become_lines() {
         ]
     );
     let mut e = crate::handlers::sample_event(EventKind::HostDown, "n1");
-    assert_eq!(event_line(&e).unwrap(), "[1700000000] PROCESS_HOST_CHECK_RESULT;n1;1;no report for 95 s\n");
+    assert_eq!(
+        event_line(&e).unwrap(),
+        "[1700000000] PROCESS_HOST_CHECK_RESULT;n1;1;no report for 95 s\n"
+    );
     e.kind = EventKind::Alert;
     e.rule = Some("load".into());
     e.state = "CRITICAL".into();
-    assert!(event_line(&e).unwrap().contains("PROCESS_SERVICE_CHECK_RESULT;n1;load;2;"));
+    assert!(
+        event_line(&e)
+            .unwrap()
+            .contains("PROCESS_SERVICE_CHECK_RESULT;n1;load;2;")
+    );
     e.kind = EventKind::HandlerRun;
     assert!(event_line(&e).is_none());
     e.kind = EventKind::ClusterIncident;
@@ -100,12 +115,23 @@ fn a_fifo_without_reader_is_nagios_not_running_and_never_blocks() {
     let fifo = dir.path().join("nagios.cmd");
     mkfifo(&fifo);
     let before = COUNTERS.not_running.load(Ordering::Relaxed);
-    let mut w = Writer { path: fifo.clone(), file: None, log: LogLimiter::new(Duration::from_secs(60)) };
-    w.write_all(vec!["[1] PROCESS_HOST_CHECK_RESULT;a;0;x\n".into(), "[1] PROCESS_HOST_CHECK_RESULT;b;0;x\n".into()]);
+    let mut w = Writer {
+        path: fifo.clone(),
+        file: None,
+        log: LogLimiter::new(Duration::from_secs(60)),
+    };
+    w.write_all(vec![
+        "[1] PROCESS_HOST_CHECK_RESULT;a;0;x\n".into(),
+        "[1] PROCESS_HOST_CHECK_RESULT;b;0;x\n".into(),
+    ]);
     assert!(COUNTERS.not_running.load(Ordering::Relaxed) >= before + 2);
     // With a reader, lines arrive whole.
     use std::os::unix::fs::OpenOptionsExt;
-    let mut r = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let mut r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
     w.write_all(vec!["[2] PROCESS_HOST_CHECK_RESULT;a;1;down\n".into()]);
     let mut got = String::new();
     let _ = std::io::Read::read_to_string(&mut r, &mut got);
@@ -126,8 +152,22 @@ async fn events_reach_the_command_file() {
     std::fs::write(&file, "").unwrap();
     let alerts = Alerts::detached();
     let sd = CancellationToken::new();
-    let cfg = NagiosConfig { command_file: Some(file.clone()), ..NagiosConfig::default() };
-    let task = start(&cfg, alerts.clone(), sd.clone()).unwrap();
+    let cfg = NagiosConfig {
+        command_file: Some(file.clone()),
+        ..NagiosConfig::default()
+    };
+    let state = Arc::new(State::new(
+        "g".into(),
+        "a".into(),
+        vec![],
+        crate::state::Limits {
+            max_hosts: 10,
+            max_metrics: 10,
+            max_string_bytes: 100,
+        },
+        Default::default(),
+    ));
+    let task = start(&cfg, vec![], state, alerts.clone(), sd.clone()).unwrap();
     alerts.record(crate::handlers::sample_event(EventKind::HostDown, "n1"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -135,7 +175,10 @@ async fn events_reach_the_command_file() {
         if text.contains("PROCESS_HOST_CHECK_RESULT;n1;1;") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "nothing written: {text:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing written: {text:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sd.cancel();
