@@ -30,15 +30,24 @@ define command {\n    command_name noop\n    command_line /bin/true\n}\n\
 define contact {\n    contact_name tester\n    host_notifications_enabled 0\n    service_notifications_enabled 0\n    host_notification_period 24x7\n    service_notification_period 24x7\n    host_notification_options n\n    service_notification_options n\n    host_notification_commands noop\n    service_notification_commands noop\n}\n";
 
 impl Nagios {
-    /// Starts nagios4 with `objects` (Nagios object definitions; may use
+    /// A fresh directory for [`Nagios::start`]; its command FIFO will be
+    /// `rw/nagios.cmd` (so an aggregator can be pointed at it first).
+    pub fn prepare() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("nagios").tempdir().unwrap()
+    }
+
+    /// Starts nagios4 in `dir` (from [`Nagios::prepare`]) with `objects` (Nagios object definitions; may use
     /// the contact `tester`, the command `noop` and the period `24x7`) and
     /// `extra` nagios.cfg lines; returns once its command FIFO exists and
     /// the first status file is written. `files` are copied into the
     /// directory first (e.g. a plugin binary, made executable).
-    pub fn start(objects: &str, extra: &str, files: &[(&Path, &str)]) -> Nagios {
+    pub fn start(
+        dir: tempfile::TempDir,
+        objects: &str,
+        extra: &str,
+        files: &[(&Path, &str)],
+    ) -> Nagios {
         let bin = require_binary("nagios4");
-        require_binary("check_dummy");
-        let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("rw")).unwrap();
         std::fs::create_dir_all(d.join("spool")).unwrap();
