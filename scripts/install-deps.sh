@@ -30,12 +30,17 @@ TEST_PKGS=(
   chromium                                   # dashboard browser tests
   iproute2                                   # network namespaces for the multicast tests
   lintian                                    # checks the packages scripts/build-debs.sh builds
+  # A private nagios4 for tests/tests/nagios.rs (check_dummy from the plugins). Its
+  # mail dependency (bsd-mailx) brings an MTA unless one is installed (exim4 on a
+  # bare system), kept from starting by the same policy as the other services.
+  nagios4-core monitoring-plugins-basic
 )
 # Packages that bring a service of their own, and the units they bring.
 declare -A SERVICE_UNITS=(
   [ganglia-monitor]="ganglia-monitor"
   [gmetad]="gmetad"
   [rrdcached]="rrdcached"
+  [nagios4-core]="nagios4"
 )
 
 mode="${1:-test}"

@@ -60,11 +60,11 @@ window.Alerts = (() => {
       if (n) b.style.background = color;
       return b;
     };
-    box.replaceChildren(
+    box.replaceChildren(...[
       badge("down", c.down, STATE_COLORS.DOWN), badge("critical", c.critical, STATE_COLORS.CRITICAL),
       badge("warning", c.warning, STATE_COLORS.WARNING), badge("unknown", c.unknown, STATE_COLORS.UNKNOWN),
       a.incidents && a.incidents.length ? badge("incidents", a.incidents.length, STATE_COLORS.CRITICAL) : null,
-      a.warming_up ? el("span", { class: "b" }, "warming up") : null);
+      a.warming_up ? el("span", { class: "b" }, "warming up") : null].filter(Boolean));
   }
 
   function problemRows(a, filter) {
@@ -113,7 +113,7 @@ window.Alerts = (() => {
   function eventItem(e) {
     const head = el("div", {},
       el("span", { class: "when" }, when(e.time)),
-      el("span", { class: "kind", "data-kind": e.kind }, e.kind.replace("_", " ")),
+      el("span", { class: "kind", "data-kind": e.kind }, e.kind.replaceAll("_", " ")),
       stateBadge(e.state), " ",
       e.host ? link(e.host, ["host", e.cluster, e.host]) : link(e.cluster, ["cluster", e.cluster]),
       e.rule ? ` · ${e.rule}` : "",
