@@ -211,8 +211,8 @@ fn heartbeat(opts: &Options, host: &str, alive: bool, tn: f64) -> Outcome {
         label: "age".into(),
         value: Some(tn),
         uom: "s",
-        warning: opts.warning.clone(),
-        critical: opts.critical.clone(),
+        warning: opts.warning,
+        critical: opts.critical,
         min: Some(0.0),
         max: None,
     };
@@ -276,8 +276,8 @@ fn metric(
         label: name.to_string(),
         value,
         uom: perfdata::uom(units),
-        warning: opts.warning.clone(),
-        critical: opts.critical.clone(),
+        warning: opts.warning,
+        critical: opts.critical,
         min: None,
         max: None,
     };
@@ -372,8 +372,8 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
             label: "hosts_down".into(),
             value: Some(down),
             uom: "",
-            warning: opts.warning.clone(),
-            critical: critical.cloned(),
+            warning: opts.warning,
+            critical: critical.copied(),
             min: Some(0.0),
             max: Some(up + down),
         });
@@ -413,8 +413,8 @@ pub fn evaluate_cluster(opts: &Options, cluster: &str, j: &Value) -> Outcome {
             label: name.to_string(),
             value: Some(sum),
             uom: perfdata::uom(units),
-            warning: opts.warning.clone(),
-            critical: opts.critical.clone(),
+            warning: opts.warning,
+            critical: opts.critical,
             min: None,
             max: None,
         });

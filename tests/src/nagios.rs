@@ -175,13 +175,14 @@ impl Drop for Nagios {
         if std::thread::panicking() {
             eprintln!("--- nagios.log ---\n{}--- end ---", self.log());
         }
-        if let Some(mut g) = self.guard.take() {
-            if g.terminate(Duration::from_secs(10)).is_none() {
-                eprintln!(
-                    "nagios4 (pid {}) ignored SIGTERM for 10 s; killing it",
-                    g.pid()
-                );
-            }
+        if let Some(mut g) = self.guard.take()
+            && g.terminate(Duration::from_secs(10)).is_none()
+        {
+            // The guard's drop kills it.
+            eprintln!(
+                "nagios4 (pid {}) ignored SIGTERM for 10 s; killing it",
+                g.pid()
+            );
         }
         // Nagios deletes status.dat and its socket but leaves the FIFO.
         let _ = std::fs::remove_file(&self.command_file);

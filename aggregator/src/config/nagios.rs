@@ -348,7 +348,8 @@ mod tests {
 
     #[test]
     fn each_bad_key_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut HandlerConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut HandlerConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|h| h.name.clear()), "handler[0].name"),
             (Box::new(|h| h.on = vec!["boom".into()]), "handler[0].on"),
             (Box::new(|h| h.on.clear()), "handler[0].on"),
