@@ -75,7 +75,8 @@ fn state() -> State {
             metrics: Vec::new(),
             complete: true,
         };
-        st.replace_polled_cluster(&format!("src{c}"), cl, NOW).unwrap();
+        st.replace_polled_cluster(&format!("src{c}"), cl, NOW)
+            .unwrap();
     }
     st
 }
@@ -85,8 +86,16 @@ fn rules() -> Vec<AlertRule> {
         .map(|i| AlertRule {
             name: format!("rule{i:03}"),
             metric: format!("m{:02}", i % METRICS),
-            cluster: if i % 2 == 0 { "*".into() } else { "cluster*".into() },
-            hosts: if i % 3 == 0 { "c*-node*".into() } else { "*".into() },
+            cluster: if i % 2 == 0 {
+                "*".into()
+            } else {
+                "cluster*".into()
+            },
+            hosts: if i % 3 == 0 {
+                "c*-node*".into()
+            } else {
+                "*".into()
+            },
             warning: "99".into(),
             critical: "99.5".into(),
             ..AlertRule::default()
