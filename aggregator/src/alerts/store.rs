@@ -26,6 +26,9 @@ use tokio::sync::broadcast;
 /// How often the history is pruned.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// An open incident's `(since, down, total)`.
+pub type IncidentRow = (i64, u32, u32);
+
 /// What the engine and handlers send the store thread.
 pub enum Msg {
     /// One evaluation's events and changed state rows.
@@ -46,7 +49,7 @@ pub struct Batch {
     /// Service rows `(rule, cluster, host)`; `""` host for cluster rules; `None` deletes.
     pub services: Vec<(String, String, String, Option<SvcState>)>,
     /// Open incidents `(cluster, since, down, total)`; `None` deletes.
-    pub incidents: Vec<(String, Option<(i64, u32, u32)>)>,
+    pub incidents: Vec<(String, Option<IncidentRow>)>,
 }
 
 impl Batch {

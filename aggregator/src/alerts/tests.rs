@@ -474,3 +474,54 @@ fn rules_match_cluster_and_host_globs() {
         .collect();
     assert_eq!(got, vec![("web1", Some("front-1"))]);
 }
+
+#[test]
+fn a_full_store_queue_drops_and_counts_events_and_carries_state_rows() {
+    use super::{Alerts, HealthSnapshot, Inner, store::Batch, store::Msg};
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(1);
+    let (btx, _) = tokio::sync::broadcast::channel(16);
+    let a = Alerts {
+        inner: Arc::new(Inner {
+            tx: btx,
+            store: Some(tx.clone()),
+            health: Mutex::new(Arc::new(HealthSnapshot::default())),
+            reader: None,
+            stats: Arc::default(),
+        }),
+    };
+    let event = |t| super::Event {
+        id: 0,
+        time: t,
+        kind: HostDown,
+        cluster: "c".into(),
+        host: Some("h".into()),
+        rule: None,
+        metric: None,
+        state: "DOWN".into(),
+        state_type: Hard,
+        attempt: 1,
+        max_attempts: 1,
+        value: None,
+        output: String::new(),
+        handler: None,
+    };
+    a.record(event(1));
+    a.record(event(2));
+    a.record(event(3));
+    assert_eq!(a.stats().dropped_queue_full.load(Relaxed), 2);
+    // A batch refused by the full queue: its events count as dropped, its
+    // rows come back to be sent with the next one.
+    let rows = Batch {
+        events: vec![event(4)],
+        hosts: vec![("c".into(), "h".into(), Some(Default::default()))],
+        ..Batch::default()
+    };
+    let carry = a.flush(&tx, Batch::default(), rows);
+    assert_eq!(a.stats().dropped_queue_full.load(Relaxed), 3);
+    assert_eq!((carry.events.len(), carry.hosts.len()), (0, 1));
+    drop(rx);
+    a.record(event(5));
+    assert_eq!(a.stats().dropped_closed.load(Relaxed), 1);
+}

@@ -1,7 +1,7 @@
 //! `/api/alerts` (current problems, from the engine's last evaluation) and
 //! `/api/events` (the stored history, newest first). Shapes: `web/API.md`.
 
-use super::{AppState, IntoJson, bad, error};
+use super::{ApiError, AppState, IntoJson, error};
 use crate::alerts::{Alerts, EventKind, EventQuery};
 use axum::extract::{Query, State as AxState};
 use axum::http::StatusCode;
@@ -16,22 +16,21 @@ pub const MAX_LIMIT: usize = 1000;
 /// Longest filter text taken.
 const MAX_TEXT: usize = 256;
 
-fn engine(app: &AppState) -> Result<&Alerts, Response> {
+fn engine(app: &AppState) -> Result<&Alerts, ApiError> {
     app.alerts.as_ref().ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "alerts are not enabled (add [alerts] or [[alert]] to the configuration)",
+        ApiError::not_found(
+            "alerts are not enabled (add [alerts] or [[alert]] to the configuration)".into(),
         )
     })
 }
 
-/// Filters of both endpoints, each checked and named when wrong.
-#[derive(Default)]
 struct Filters {
     q: EventQuery,
 }
 
-fn parse(pairs: &[(String, String)], allowed: &[&str]) -> Result<Filters, Response> {
+/// The filters of both endpoints, each checked and named when wrong.
+fn parse(pairs: &[(String, String)], allowed: &[&str]) -> Result<Filters, ApiError> {
+    let bad = |m: String| ApiError::bad(m);
     let mut f = Filters {
         q: EventQuery {
             limit: DEFAULT_LIMIT,
@@ -81,7 +80,7 @@ fn parse(pairs: &[(String, String)], allowed: &[&str]) -> Result<Filters, Respon
     if let (Some(s), Some(u)) = (f.q.since, f.q.until)
         && s > u
     {
-        return Err(bad("`since` is after `until`"));
+        return Err(bad("`since` is after `until`".into()));
     }
     Ok(f)
 }
@@ -93,11 +92,11 @@ pub(super) async fn alerts(
 ) -> Response {
     let a = match engine(&app) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let f = match parse(&pairs, &["cluster", "host"]) {
         Ok(f) => f.q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let h = a.health();
     let keep = |cluster: &str, host: &str| {
@@ -143,14 +142,14 @@ pub(super) async fn events(
 ) -> Response {
     let a = match engine(&app) {
         Ok(a) => a.clone(),
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let q = match parse(
         &pairs,
         &["cluster", "host", "rule", "kind", "since", "until", "limit"],
     ) {
         Ok(f) => f.q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     // A database read: one of the heavy requests, off the async threads.
     let _permit = match app.limits.heavy().await {
