@@ -83,10 +83,80 @@ pub fn metrics() -> Vec<LabelledCounter> {
 }
 
 /// A glob as `[[alert]]` rules use them (globset: `*`, `?`, `[…]`,
-/// `{a,b}`); a pattern that does not compile matches nothing (the config
-/// is validated, so that does not happen).
+/// `{a,b}`), compiled once. A pattern that does not compile matches nothing
+/// (the config is validated, so that does not happen).
+#[derive(Debug, Clone)]
+pub struct Pattern(Option<globset::GlobMatcher>, bool);
+
+impl Pattern {
+    /// Compiles `pattern`; `*` matches everything without a matcher.
+    pub fn new(pattern: &str) -> Pattern {
+        if pattern == "*" {
+            return Pattern(None, true);
+        }
+        Pattern(
+            globset::Glob::new(pattern)
+                .ok()
+                .map(|g| g.compile_matcher()),
+            false,
+        )
+    }
+
+    /// Matches everything (`*`).
+    pub fn is_any(&self) -> bool {
+        self.1
+    }
+
+    /// Does `text` match?
+    pub fn is_match(&self, text: &str) -> bool {
+        self.1 || self.0.as_ref().is_some_and(|m| m.is_match(text))
+    }
+}
+
+/// [`Pattern::new`]`(pattern).is_match(text)`, for one-off matches.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    pattern == "*" || globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(text))
+    Pattern::new(pattern).is_match(text)
+}
+
+/// A `[[handler]]` with its globs compiled.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The config.
+    pub cfg: HandlerConfig,
+    cluster: Pattern,
+    hosts: Pattern,
+    rules: Pattern,
+}
+
+impl Compiled {
+    /// Compiles `cfg`'s globs.
+    pub fn new(cfg: &HandlerConfig) -> Compiled {
+        Compiled {
+            cluster: Pattern::new(&cfg.cluster),
+            hosts: Pattern::new(&cfg.hosts),
+            rules: Pattern::new(&cfg.rules),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Does this handler run for `ev`?
+    pub fn matches(&self, ev: &Event) -> bool {
+        let h = &self.cfg;
+        let Some(kind) = on_name(ev.kind) else {
+            return false;
+        };
+        let opt = |p: &Pattern, v: &Option<String>| match v {
+            Some(v) => p.is_match(v),
+            None => p.is_any(),
+        };
+        h.on.iter().any(|o| o == kind)
+            && self.cluster.is_match(&ev.cluster)
+            && opt(&self.hosts, &ev.host)
+            && opt(&self.rules, &ev.rule)
+            && (h.states.is_empty() || h.states.contains(&ev.state))
+            && (h.state_types.is_empty()
+                || h.state_types.iter().any(|s| s == ev.state_type.as_str()))
+    }
 }
 
 /// The `[[handler]] on` name an event kind answers to.
@@ -98,21 +168,10 @@ fn on_name(k: EventKind) -> Option<&'static str> {
     }
 }
 
-/// Does `h` run for `ev`?
+/// Does `h` run for `ev`? (Compiles its globs; the runner keeps them
+/// compiled in [`Compiled`].)
 pub fn matches(h: &HandlerConfig, ev: &Event) -> bool {
-    let Some(kind) = on_name(ev.kind) else {
-        return false;
-    };
-    let opt = |glob: &str, v: &Option<String>| match v {
-        Some(v) => glob_match(glob, v),
-        None => glob == "*",
-    };
-    h.on.iter().any(|o| o == kind)
-        && glob_match(&h.cluster, &ev.cluster)
-        && opt(&h.hosts, &ev.host)
-        && opt(&h.rules, &ev.rule)
-        && (h.states.is_empty() || h.states.contains(&ev.state))
-        && (h.state_types.is_empty() || h.state_types.iter().any(|s| s == ev.state_type.as_str()))
+    Compiled::new(h).matches(ev)
 }
 
 /// The value of placeholder `name` for `ev` run by handler `handler`.
@@ -175,7 +234,7 @@ pub fn environment(handler: &str, ev: &Event) -> Vec<(String, String)> {
 type Target = (usize, String, String);
 
 struct Runner {
-    handlers: Vec<HandlerConfig>,
+    handlers: Vec<Compiled>,
     alerts: Alerts,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -214,7 +273,7 @@ pub fn start(
         return None;
     }
     let runner = Arc::new(Runner {
-        handlers: handlers.to_vec(),
+        handlers: handlers.iter().map(Compiled::new).collect(),
         alerts,
         slots: Arc::new(Semaphore::new(limits.max_running)),
         waiting: AtomicUsize::new(0),
@@ -234,7 +293,7 @@ pub fn start(
             match ev {
                 Ok(ev) => {
                     for i in 0..runner.handlers.len() {
-                        if matches(&runner.handlers[i], &ev) {
+                        if runner.handlers[i].matches(&ev) {
                             let (r, ev) = (runner.clone(), ev.clone());
                             tokio::spawn(async move { r.run(i, &ev).await });
                         }
@@ -280,7 +339,7 @@ impl Capture {
 
 impl Runner {
     async fn run(&self, i: usize, ev: &Event) {
-        let h = &self.handlers[i];
+        let h = &self.handlers[i].cfg;
         let target: Target = (i, ev.cluster.clone(), ev.host.clone().unwrap_or_default());
         let who = format!(
             "{} for {}{}",
@@ -410,7 +469,7 @@ impl Runner {
 
     /// Records a run that was not started, with the reason.
     fn refuse(&self, i: usize, ev: &Event, reason: String) {
-        let h = &self.handlers[i];
+        let h = &self.handlers[i].cfg;
         if self.log.allow(format!("refused {}", h.name)) {
             tracing::warn!("{reason}");
         }

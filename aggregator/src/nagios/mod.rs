@@ -23,6 +23,7 @@ pub mod objects;
 use crate::alerts::{Alerts, Event, EventKind, HealthSnapshot};
 use crate::config::alerts::{Aggregate, AlertRule};
 use crate::config::nagios::NagiosConfig;
+use crate::handlers::Pattern;
 use crate::state::{Snapshot, State};
 use crate::telemetry::{LabelledCounter, LogLimiter};
 use std::collections::HashSet;
@@ -187,13 +188,31 @@ pub fn health_lines(h: &HealthSnapshot) -> Vec<String> {
     out
 }
 
+/// An `[[alert]]` rule with its globs compiled.
+pub struct RuleGlobs {
+    /// The rule.
+    pub rule: AlertRule,
+    cluster: Pattern,
+    hosts: Pattern,
+}
+
+impl RuleGlobs {
+    /// Compiles `rule`'s globs.
+    pub fn new(rule: &AlertRule) -> RuleGlobs {
+        RuleGlobs {
+            cluster: Pattern::new(rule.cluster_glob()),
+            hosts: Pattern::new(rule.hosts_glob()),
+            rule: rule.clone(),
+        }
+    }
+}
+
 /// OK results for the rule targets the health snapshot leaves out (it
 /// lists only targets that are not OK/HARD): every host-scope rule on every
 /// alive host it matches that has the metric, and every cluster rule on
 /// every cluster it matches. Nagios' freshness checks need a result for
 /// every service, OK ones included.
-pub fn ok_lines(snap: &Snapshot, rules: &[AlertRule], h: &HealthSnapshot) -> Vec<String> {
-    use crate::handlers::glob_match;
+pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec<String> {
     let listed: HashSet<(&str, &str)> = h
         .services
         .iter()
@@ -201,11 +220,11 @@ pub fn ok_lines(snap: &Snapshot, rules: &[AlertRule], h: &HealthSnapshot) -> Vec
         .collect();
     let mut out = Vec::new();
     for c in &snap.clusters {
-        let rules: Vec<&AlertRule> = rules
+        let rules: Vec<&RuleGlobs> = rules
             .iter()
-            .filter(|r| glob_match(r.cluster_glob(), &c.name))
+            .filter(|r| r.cluster.is_match(&c.name))
             .collect();
-        for r in &rules {
+        for r in rules.iter().map(|g| &g.rule) {
             if r.aggregate != Aggregate::None
                 && !listed.contains(&(c.name.as_str(), r.name.as_str()))
             {
@@ -220,9 +239,10 @@ pub fn ok_lines(snap: &Snapshot, rules: &[AlertRule], h: &HealthSnapshot) -> Vec
             }
         }
         for host in c.hosts.iter().filter(|x| x.alive) {
-            for r in rules.iter().filter(|r| r.aggregate == Aggregate::None) {
+            for g in rules.iter().filter(|g| g.rule.aggregate == Aggregate::None) {
+                let r = &g.rule;
                 if listed.contains(&(host.name.as_str(), r.name.as_str()))
-                    || !glob_match(r.hosts_glob(), &host.name)
+                    || !g.hosts.is_match(&host.name)
                 {
                     continue;
                 }
@@ -436,6 +456,7 @@ pub fn start(
         return None;
     }
     tracing::info!(file = %path.display(), "sending passive results to Nagios");
+    let rules: Vec<RuleGlobs> = rules.iter().map(RuleGlobs::new).collect();
     let resend = Duration::from_secs(u64::from(cfg.resend_secs));
     let mut rx = alerts.subscribe();
     Some(tokio::spawn(async move {

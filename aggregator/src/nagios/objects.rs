@@ -76,6 +76,11 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
     );
     let mut refused = Vec::new();
     let url = p.url.replace('!', "%21");
+    use crate::handlers::Pattern;
+    let globs: Vec<(Pattern, Pattern)> = rules
+        .iter()
+        .map(|r| (Pattern::new(&r.cluster), Pattern::new(&r.hosts)))
+        .collect();
     for (cluster, hosts) in clusters {
         let cluster_ok = object_name_ok(cluster) && !cluster.contains('!');
         for h in hosts {
@@ -87,11 +92,11 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
                 o,
                 "define host {{\n    use                      ganglion-host\n    host_name                {h}\n    alias                    {h} ({cluster})\n    address                  {h}\n    check_command            check_ganglion_heartbeat!{url}!{cluster}\n}}\n\n"
             );
-            for r in rules.iter().filter(|r| {
-                !r.cluster_rule
-                    && crate::handlers::glob_match(&r.cluster, cluster)
-                    && crate::handlers::glob_match(&r.hosts, h)
-            }) {
+            for (r, _) in rules
+                .iter()
+                .zip(&globs)
+                .filter(|(r, (c, hs))| !r.cluster_rule && c.is_match(cluster) && hs.is_match(h))
+            {
                 if !object_name_ok(&r.name) {
                     refused.push(format!("rule {:?}", r.name));
                     continue;
@@ -105,7 +110,9 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
         }
         let cluster_rules: Vec<&RuleRef> = rules
             .iter()
-            .filter(|r| r.cluster_rule && crate::handlers::glob_match(&r.cluster, cluster))
+            .zip(&globs)
+            .filter(|(r, (c, _))| r.cluster_rule && c.is_match(cluster))
+            .map(|(r, _)| r)
             .collect();
         if cluster_ok && !cluster_rules.is_empty() {
             // Cluster rules report on a host named after the cluster.

@@ -184,3 +184,91 @@ async fn events_reach_the_command_file() {
     sd.cancel();
     task.await.unwrap();
 }
+
+/// A state with one polled cluster `c`: hosts `(name, alive, load_one)`.
+fn snapshot_of(hosts: &[(&str, bool, &str)]) -> Arc<Snapshot> {
+    use ganglion_proto::model::{MetricType, Slope};
+    use ganglion_proto::xml::{Cluster, Host, Metric};
+    let now = 1_700_000_000u64;
+    let st = State::new(
+        "g".into(),
+        "http://x/".into(),
+        Vec::new(),
+        crate::state::Limits {
+            max_hosts: 100,
+            max_metrics: 100,
+            max_string_bytes: 1024,
+        },
+        Arc::default(),
+    )
+    .snapshot_interval(Duration::ZERO);
+    let c = Cluster {
+        name: "c".into(),
+        localtime: now,
+        hosts: hosts
+            .iter()
+            .map(|(name, alive, v)| {
+                let tn = if *alive { 1 } else { 1000 };
+                Host {
+                    name: (*name).into(),
+                    ip: "10.0.0.1".into(),
+                    reported: now - tn,
+                    tn,
+                    tmax: 20,
+                    metrics: vec![Metric {
+                        name: "load_one".into(),
+                        val: (*v).into(),
+                        metric_type: MetricType::Float,
+                        units: " ".into(),
+                        tn: 1,
+                        tmax: 60,
+                        dmax: 0,
+                        slope: Slope::Both,
+                        source: "gmond".into(),
+                        extras: Vec::new(),
+                    }],
+                    ..Host::default()
+                }
+            })
+            .collect(),
+        complete: true,
+        ..Cluster::default()
+    };
+    st.replace_polled_cluster("src", c, now).unwrap();
+    st.snapshot(now)
+}
+
+#[test]
+fn targets_the_health_snapshot_leaves_out_are_sent_as_ok() {
+    let snap = snapshot_of(&[
+        ("n1", true, "5.00"),
+        ("n2", true, "0.50"),
+        ("db1", true, "0.1"),
+        ("n3", false, "0.2"),
+    ]);
+    let rule = |name: &str, hosts: &str, aggregate| crate::config::alerts::AlertRule {
+        name: name.into(),
+        metric: "load_one".into(),
+        hosts: hosts.into(),
+        warning: "4".into(),
+        critical: "8".into(),
+        aggregate,
+        ..Default::default()
+    };
+    let rules: Vec<RuleGlobs> = [
+        rule("load", "n*", Aggregate::None),
+        rule("sum", "*", Aggregate::Sum),
+    ]
+    .iter()
+    .map(RuleGlobs::new)
+    .collect();
+    // n1 is WARNING: listed in health, so not sent as OK.
+    let lines = ok_lines(&snap, &rules, &health());
+    assert_eq!(
+        lines,
+        [
+            "[100] PROCESS_SERVICE_CHECK_RESULT;c;sum;0;sum of cluster c is OK\n",
+            "[100] PROCESS_SERVICE_CHECK_RESULT;n2;load;0;load_one = 0.50|'load_one'=0.5;4;8\n",
+        ]
+    );
+}
