@@ -1,6 +1,6 @@
 //! `[[handler]]` (event handlers), `[handlers]` (their shared limits) and
 //! `[nagios]` (the passive-result sink): keys, defaults, validation. The
-//! runtime is `crate::handlers` and `crate::nagios`.
+//! runtime is in the `handlers` and `nagios` modules.
 
 use super::{ConfigError, invalid};
 use serde::Deserialize;
