@@ -106,6 +106,7 @@ fn fetch_and_evaluate(opts: &Options) -> Result<Outcome, String> {
             opts.auth.as_ref(),
             deadline,
             opts.timeout.as_secs(),
+            opts.ca.as_deref(),
         )
         .map_err(|e: ClientError| e.to_string())?;
         let json: Option<Value> = serde_json::from_slice(&reply.body).ok();

@@ -10,7 +10,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Check a host, a metric or a cluster through a Ganglion aggregator.
+/// Check a host, a metric or a cluster through a Ganglion aggregator
+/// (http or https).
 ///
 /// Metric mode (`-H host -m metric`): the metric's current value against
 /// `-w`/`-c`; UNKNOWN when the metric is missing, not a number, older than
@@ -67,6 +68,10 @@ struct Args {
     /// would show it.
     #[arg(long = "password-file", value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// For https: the CAs (PEM) the aggregator's certificate must chain to
+    /// (default: the system's bundle).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// What a check asks for, validated.
@@ -94,6 +99,8 @@ pub struct Options {
     pub verbose: u8,
     /// Basic-auth user and password.
     pub auth: Option<(String, String)>,
+    /// CA file for https.
+    pub ca: Option<PathBuf>,
 }
 
 /// Parses the command line (with the program name first). `Err` carries the
@@ -204,6 +211,7 @@ where
         timeout: Duration::from_secs(a.timeout),
         verbose: a.verbose,
         auth,
+        ca: a.ca,
     })
 }
 

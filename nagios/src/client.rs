@@ -1,14 +1,26 @@
 //! A small blocking HTTP/1.1 GET: one request per connection
 //! (`Connection: close`), every step bounded by one deadline, basic auth,
-//! `Content-Length` and chunked bodies, a size cap. A plugin runs once and
-//! exits, so this is all it needs; keeping it here keeps the binary free of
-//! an HTTP stack and a TLS library. `https://` is refused with a clear
-//! message (put the plugin next to the aggregator, or behind a local proxy).
+//! `Content-Length` and chunked bodies, a size cap, and `https://` through
+//! rustls (the server's certificate checked against `--ca FILE` or the
+//! system's PEM bundle). A plugin runs once and exits, so this is all it
+//! needs; keeping it here keeps the binary free of an HTTP stack.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// Where the system's CA bundle is looked for (Debian first), when no
+/// `--ca` is given.
+pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// Largest response body read (a cluster of thousands of hosts is a few MiB).
 pub const MAX_BODY_BYTES: usize = 64 << 20;
@@ -34,14 +46,19 @@ pub enum ClientError {
     /// The reply is not HTTP as expected.
     #[error("bad HTTP reply from {0}: {1}")]
     BadReply(String, String),
+    /// TLS could not be set up (CA file, server name).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-/// An `http://host[:port][/prefix]` base URL.
+/// An `http[s]://host[:port][/prefix]` base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    /// `https://`.
+    pub tls: bool,
     /// Host name or address (IPv6 without brackets).
     pub host: String,
-    /// Port (80 when not given).
+    /// Port (80, or 443 for https, when not given).
     pub port: u16,
     /// Path prefix without a trailing `/` (empty at the root).
     pub prefix: String,
@@ -51,16 +68,14 @@ impl BaseUrl {
     /// Parses the `-u` value; a bare `host:port` means `http://host:port`.
     pub fn parse(s: &str) -> Result<BaseUrl, ClientError> {
         let bad = |why| ClientError::BadUrl(s.to_string(), why);
-        let rest = if let Some(r) = s.strip_prefix("http://") {
-            r
-        } else if s.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by check_ganglion; use http to the aggregator (or a local proxy)",
-            ));
+        let (tls, rest) = if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
         } else if s.contains("://") {
-            return Err(bad("only http:// URLs are supported"));
+            return Err(bad("only http:// and https:// URLs are supported"));
         } else {
-            s
+            (false, s)
         };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.contains('@') {
@@ -84,6 +99,7 @@ impl BaseUrl {
             return Err(bad("no host"));
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p
                 .parse()
@@ -93,6 +109,7 @@ impl BaseUrl {
             return Err(bad("the port is not a number 1..65535"));
         }
         Ok(BaseUrl {
+            tls,
             host: host.to_string(),
             port,
             prefix: path.trim_end_matches('/').to_string(),
@@ -153,14 +170,93 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// The TLS client configuration: roots from `ca` (a PEM file) or the
+/// first system bundle found.
+pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let file = match ca {
+        Some(p) => p.to_path_buf(),
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or_else(|| ClientError::Tls("no system CA bundle found; give --ca FILE".into()))?
+            .to_path_buf(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&file)
+        .map_err(|e| ClientError::Tls(format!("{}: {e}", file.display())))?;
+    for c in certs {
+        let c = c.map_err(|e| ClientError::Tls(format!("{}: {e}", file.display())))?;
+        // A bundle may hold certificates this verifier cannot use; skip those.
+        let _ = roots.add(c);
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls(format!(
+            "{}: no CA certificates in it",
+            file.display()
+        )));
+    }
+    // ring, as the aggregator's TLS (no cmake); its deprecation in 0.23.48
+    // is about post-quantum key exchange, which an aggregator need not offer.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// A plain or TLS connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// GETs `path` (starting with `/`, already encoded) under `base`, all of it
-/// before `deadline`.
+/// before `deadline`; `ca` is the PEM file of CAs for https (default: the
+/// system bundle).
 pub fn get(
     base: &BaseUrl,
     path: &str,
     auth: Option<&(String, String)>,
     deadline: Instant,
     timeout_secs: u64,
+    ca: Option<&Path>,
 ) -> Result<Reply, ClientError> {
     let what = base.authority();
     let timeout = || ClientError::Timeout(what.clone(), timeout_secs);
@@ -188,11 +284,20 @@ pub fn get(
             Err(e) => last = Some(e),
         }
     }
-    let Some(mut s) = stream else {
+    let Some(tcp) = stream else {
         return Err(ClientError::Connect(
             what.clone(),
             last.unwrap_or_else(|| std::io::Error::other("no address")),
         ));
+    };
+    let mut s = if base.tls {
+        let name = ServerName::try_from(base.host.clone())
+            .map_err(|e| ClientError::Tls(format!("{:?} is not a server name: {e}", base.host)))?;
+        let conn = rustls::ClientConnection::new(tls_config(ca)?, name)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    } else {
+        Stream::Plain(tcp)
     };
     let mut req = format!(
         "GET {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: check_ganglion/{}\r\nAccept: application/json\r\nConnection: close\r\n",
@@ -218,14 +323,20 @@ pub fn get(
             ClientError::Io(what.clone(), e)
         }
     };
-    s.set_write_timeout(Some(left().ok_or_else(timeout)?))
+    s.tcp()
+        .set_write_timeout(Some(left().ok_or_else(timeout)?))
+        .map_err(io)?;
+    s.tcp()
+        .set_read_timeout(Some(left().ok_or_else(timeout)?))
         .map_err(io)?;
     s.write_all(req.as_bytes()).map_err(io)?;
+    s.flush().map_err(io)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
         let d = left().ok_or_else(timeout)?;
-        s.set_read_timeout(Some(d.max(Duration::from_millis(1))))
+        s.tcp()
+            .set_read_timeout(Some(d.max(Duration::from_millis(1))))
             .map_err(io)?;
         match s.read(&mut buf) {
             Ok(0) => break,
@@ -239,6 +350,9 @@ pub fn get(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A TLS peer that closes without close_notify: the reply is
+            // judged by its own framing below.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
             Err(e) => return Err(io(e)),
         }
     }

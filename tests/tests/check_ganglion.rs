@@ -259,7 +259,7 @@ fn every_plugin_failure_is_unknown() {
         &["-H", "n", "-m", "x", "-w", "5:1"],
         &["-h"],
         &["-V"],
-        &["-H", "n", "-m", "x", "-u", "https://h"],
+        &["-H", "n", "-m", "x", "-u", "ftp://h"],
     ] {
         let (code, out) = check(args);
         assert_eq!(code, 3, "{args:?}: {out}");
@@ -307,4 +307,132 @@ fn basic_auth_credentials_come_from_a_file_and_a_401_is_explained() {
     let (code, out) = check(&["-u", &url(a), "-C", "c", "-H", "n", "--heartbeat"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("authentication required"), "{out}");
+}
+
+#[test]
+fn https_is_checked_against_the_given_ca() {
+    // openssl's own TLS web server (-WWW serves files under its directory)
+    // stands in for an aggregator behind TLS.
+    let openssl = require_binary("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA and a server certificate it signed (webpki refuses a CA
+    // certificate as the server's own).
+    let run = |args: &[&str]| {
+        let st = Command::new(&openssl)
+            .args(args)
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    std::fs::create_dir_all(d.join("api/host/c")).unwrap();
+    std::fs::write(
+        d.join("api/host/c/n"),
+        r#"{"name":"n","alive":true,"tn":3,"metrics":[]}"#,
+    )
+    .unwrap();
+    let port = free_tcp_port();
+    let _server = ChildGuard::spawn(
+        "openssl s_server",
+        Command::new(&openssl)
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("-cert")
+            .arg(d.join("cert.pem"))
+            .arg("-key")
+            .arg(d.join("key.pem"))
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    );
+    let ca = d.join("ca.pem");
+    for host in ["localhost", "127.0.0.1"] {
+        let u = format!("https://{host}:{port}");
+        let (code, out) = check(&[
+            "-u",
+            &u,
+            "-C",
+            "c",
+            "-H",
+            "n",
+            "--heartbeat",
+            "--ca",
+            ca.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{u}: {out}");
+        assert!(out.starts_with("GANGLION OK - n is UP"), "{out}");
+    }
+    // The system's CAs do not know this certificate: UNKNOWN, saying why.
+    let (code, out) = check(&[
+        "-u",
+        &format!("https://localhost:{port}"),
+        "-C",
+        "c",
+        "-H",
+        "n",
+        "--heartbeat",
+    ]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("certificate"), "{out}");
 }

@@ -256,7 +256,7 @@ pub fn fetch_grid(
     let base = BaseUrl::parse(url)?;
     let deadline = std::time::Instant::now() + timeout;
     let get = |path: &str| -> Result<Value, FetchError> {
-        let r = client::get(&base, path, auth, deadline, timeout.as_secs())?;
+        let r = client::get(&base, path, auth, deadline, timeout.as_secs(), None)?;
         if r.status != 200 {
             return Err(FetchError::Reply(format!(
                 "HTTP {} for {url}{path}",
