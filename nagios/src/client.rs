@@ -443,8 +443,9 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
         assert_eq!(u.authority(), "[::1]:8080");
         assert_eq!(BaseUrl::parse("http://h").unwrap().port, 80);
+        let u = BaseUrl::parse("https://mon").unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
         for bad in [
-            "https://h",
             "ftp://h",
             "http://:80",
             "http://h:x",
