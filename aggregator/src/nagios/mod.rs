@@ -278,14 +278,15 @@ pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec
 }
 
 /// The line for one state-change event, when it is a host's or a rule
-/// target's (cluster incidents and handler runs have no Nagios object).
+/// target's (a cluster rule's target is the host named after its cluster;
+/// cluster incidents and handler runs have no Nagios object).
 pub fn event_line(e: &Event) -> Option<String> {
-    let host = e.host.as_deref()?;
     let line = match e.kind {
         EventKind::HostDown | EventKind::HostUp => {
-            host_line(e.time, host, e.state == "UP", &e.output)
+            host_line(e.time, e.host.as_deref()?, e.state == "UP", &e.output)
         }
         EventKind::Alert | EventKind::Recovery | EventKind::FlapStart | EventKind::FlapStop => {
+            let host = e.host.as_deref().unwrap_or(&e.cluster);
             service_line(
                 e.time,
                 host,

@@ -98,6 +98,15 @@ fn health_and_events_become_lines() {
             .unwrap()
             .contains("PROCESS_SERVICE_CHECK_RESULT;n1;load;2;")
     );
+    // A cluster rule's change: on the host named after the cluster.
+    let mut c = e.clone();
+    c.host = None;
+    c.cluster = "prod".into();
+    assert!(
+        event_line(&c)
+            .unwrap()
+            .contains("PROCESS_SERVICE_CHECK_RESULT;prod;load;2;")
+    );
     e.kind = EventKind::HandlerRun;
     assert!(event_line(&e).is_none());
     e.kind = EventKind::ClusterIncident;
