@@ -753,8 +753,14 @@ def main():
             rrdc.stop()
         result["scratch"] = tmp
         result["log_tail"] = open(log.name, errors="replace").read()[-3000:]
-        if not a.keep and all(result.get("checks", {}).values()) and result.get("checks"):
+        passed = bool(result.get("checks")) and all(result["checks"].values())
+        if not a.keep and passed:
             shutil.rmtree(tmp, ignore_errors=True)
+        elif not a.keep:
+            # A failed run keeps its logs and config for the post-mortem, not
+            # its RRD tree (gigabytes per run: repeated failures would fill
+            # the disk); --keep keeps everything.
+            shutil.rmtree(rrd_root, ignore_errors=True)
 
     report = json.dumps(result, indent=2, default=str)
     if a.json:
