@@ -96,6 +96,9 @@ struct HostSlot {
     state: HostState,
     /// `(rule index, state)` of the host-scope rules that match it.
     services: Vec<(u16, SvcState)>,
+    /// Where each service's metric was in the host's sorted metrics last
+    /// time: checked with one comparison before a binary search.
+    hints: Vec<u8>,
     /// Indexes into the cluster's `cluster_rules` whose `hosts` glob matches.
     in_cluster_rules: Vec<u16>,
     /// The pass that last saw it in a snapshot.
@@ -153,6 +156,9 @@ pub struct Engine {
     started: i64,
     pass: u64,
     stats: Arc<Stats>,
+    /// Sizes of the last health, to allocate the next one at once.
+    hosts_known: usize,
+    problems_known: usize,
 }
 
 impl Engine {
@@ -176,6 +182,8 @@ impl Engine {
             started,
             pass: 0,
             stats,
+            hosts_known: 0,
+            problems_known: 0,
         }
     }
 
@@ -195,14 +203,16 @@ impl Engine {
     }
 
     fn new_host(rules: &[Rule], c: &ClusterSlot, host: &str) -> HostSlot {
+        let services: Vec<(u16, SvcState)> = c
+            .host_rules
+            .iter()
+            .filter(|&&i| rules[usize::from(i)].matches_host(host))
+            .map(|&i| (i, SvcState::default()))
+            .collect();
         HostSlot {
             state: HostState::default(),
-            services: c
-                .host_rules
-                .iter()
-                .filter(|&&i| rules[usize::from(i)].matches_host(host))
-                .map(|&i| (i, SvcState::default()))
-                .collect(),
+            hints: vec![0; services.len()],
+            services,
             in_cluster_rules: c
                 .cluster_rules
                 .iter()
@@ -282,7 +292,9 @@ impl Engine {
         let mut health = HealthSnapshot {
             time: now,
             warming_up: warming,
-            ..HealthSnapshot::default()
+            hosts: Vec::with_capacity(self.hosts_known),
+            services: Vec::with_capacity(self.problems_known),
+            incidents: Vec::new(),
         };
         let rules = std::mem::take(&mut self.rules);
         let cfg = self.cfg.clone();
@@ -405,6 +417,8 @@ impl Engine {
             push_cluster_health(&mut health, &rules, c, slot);
         }
         self.rules = rules;
+        self.hosts_known = health.hosts.len();
+        self.problems_known = health.services.len();
         Output { batch, health }
     }
 }
@@ -568,10 +582,27 @@ fn host_event(cluster: &str, host: &str, ch: Change, max: u8, tn: u64, now: i64)
 
 /// The metric's value or why there is none.
 fn lookup<'a>(h: &'a HostSnap, metric: &str) -> Result<(f64, &'a str), &'static str> {
-    let i = h
-        .metrics
-        .binary_search_by(|m| (*m.name).cmp(metric))
-        .map_err(|_| "missing")?;
+    lookup_at(h, metric, &mut 0)
+}
+
+/// As [`lookup`], trying position `hint` first and leaving the found
+/// position there (a host's metrics rarely move).
+fn lookup_at<'a>(
+    h: &'a HostSnap,
+    metric: &str,
+    hint: &mut u8,
+) -> Result<(f64, &'a str), &'static str> {
+    let i = match h.metrics.get(usize::from(*hint)) {
+        Some(m) if *m.name == *metric => usize::from(*hint),
+        _ => {
+            let i = h
+                .metrics
+                .binary_search_by(|m| (*m.name).cmp(metric))
+                .map_err(|_| "missing")?;
+            *hint = u8::try_from(i).unwrap_or(0);
+            i
+        }
+    };
     let m = &h.metrics[i];
     if !host_alive(m.tn, m.tmax) {
         return Err("stale");
@@ -748,9 +779,9 @@ fn evaluate_services(
     flap: Option<FlapParams>,
     batch: &mut Batch,
 ) {
-    for (ri, s) in &mut hs.services {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
         let r = &rules[usize::from(*ri)];
-        let (status, value, why, units) = match lookup(h, &r.metric) {
+        let (status, value, why, units) = match lookup_at(h, &r.metric, hint) {
             Ok((v, u)) => (r.status(v), Some(v), "", u),
             Err(why) => (Status::Unknown, None, why, ""),
         };
@@ -769,9 +800,9 @@ fn evaluate_present(
     flap: Option<FlapParams>,
     batch: &mut Batch,
 ) {
-    for (ri, s) in &mut hs.services {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
         let r = &rules[usize::from(*ri)];
-        match lookup(h, &r.metric) {
+        match lookup_at(h, &r.metric, hint) {
             Ok((v, u)) => apply(
                 r,
                 cluster,
