@@ -640,7 +640,7 @@ fn service_event(
     cluster: &str,
     host: Option<&str>,
     ch: Option<Change>,
-    flap: Option<EventKind>,
+    flap: Option<(EventKind, String)>,
     s: &SvcState,
     value: Option<f64>,
     output: &str,
@@ -676,20 +676,7 @@ fn service_event(
             output.to_string(),
         )
     });
-    let b = flap.map(|k| {
-        let text = if k == EventKind::FlapStart {
-            "started flapping"
-        } else {
-            "stopped flapping"
-        };
-        mk(
-            k,
-            s.state,
-            s.state_type(),
-            u32::from(s.attempt),
-            format!("{} {text}", r.name),
-        )
-    });
+    let b = flap.map(|(k, text)| mk(k, s.state, s.state_type(), u32::from(s.attempt), text));
     a.into_iter().chain(b)
 }
 
@@ -754,8 +741,24 @@ fn apply(
     if o.change.is_some() || o.flap.is_some() {
         let out = plugin_output(r, status, value, why, units);
         let h = (!host.is_empty()).then_some(host);
+        // Nagios' wording: "… started flapping (24.2% change >= 20.0% threshold)".
+        let pct = o.percent.unwrap_or(0.0);
+        let flap_text = o.flap.zip(flap).map(|(k, p)| {
+            let text = if k == EventKind::FlapStart {
+                format!(
+                    "{} appears to have started flapping ({pct:.1}% change >= {:.1}% threshold)",
+                    r.name, p.high
+                )
+            } else {
+                format!(
+                    "{} appears to have stopped flapping ({pct:.1}% change <= {:.1}% threshold)",
+                    r.name, p.low
+                )
+            };
+            (k, text)
+        });
         batch.events.extend(service_event(
-            r, cluster, h, o.change, o.flap, s, value, &out, now,
+            r, cluster, h, o.change, flap_text, s, value, &out, now,
         ));
     }
     let key_changed = (before.state, before.hard, before.attempt, before.flapping)
