@@ -137,6 +137,8 @@ struct ClusterSlot {
     cluster_rules: Vec<ClusterRuleSlot>,
     hosts: HashMap<Box<str>, HostSlot>,
     incident: Option<Incident>,
+    /// The pass that last saw it in a snapshot.
+    seen: u64,
 }
 
 /// What one evaluation produced.
@@ -301,6 +303,7 @@ impl Engine {
         let mut pending: Vec<Event> = Vec::new();
         for c in &snap.clusters {
             let slot = cluster_slot(&rules, &mut self.clusters, &c.name);
+            slot.seen = pass;
             for acc in &mut slot.cluster_rules {
                 acc.acc = Acc {
                     min: f64::INFINITY,
@@ -311,7 +314,8 @@ impl Engine {
             pending.clear();
             for h in &c.hosts {
                 if !slot.hosts.contains_key(h.name.as_str()) {
-                    let s = Self::new_host(&rules, slot, &h.name);
+                    let mut s = Self::new_host(&rules, slot, &h.name);
+                    s.state.since = now;
                     slot.hosts.insert(h.name.as_str().into(), s);
                 }
                 let Some(hs) = slot.hosts.get_mut(h.name.as_str()) else {
@@ -370,56 +374,116 @@ impl Engine {
                 }
                 push_service_health(&mut health, &rules, &c.name, &h.name, hs, Some(h), host_max);
             }
-            // Hosts the snapshot no longer (or not yet) has.
-            let mut forget = Vec::new();
-            for (name, hs) in slot.hosts.iter_mut() {
-                if hs.seen == pass {
-                    continue;
-                }
-                if hs.heard {
-                    // Gone after reporting: expired by host_dmax.
-                    forget.push(name.clone());
-                    continue;
-                }
-                if !warming {
-                    let before = hs.state;
-                    if let Some(ch) = hs.state.step(false, host_max, now) {
-                        pending.push(host_event(&c.name, name, ch, host_max, 0, now));
-                    }
-                    if hs.state != before {
-                        batch
-                            .hosts
-                            .push((c.name.clone(), name.to_string(), Some(hs.state)));
-                    }
-                }
-                push_service_health(&mut health, &rules, &c.name, name, hs, None, host_max);
-            }
-            for name in forget {
-                if let Some(hs) = slot.hosts.remove(&name) {
-                    batch.hosts.push((c.name.clone(), name.to_string(), None));
-                    for (ri, s) in &hs.services {
-                        if !s.is_quiet() {
-                            batch.services.push((
-                                rules[usize::from(*ri)].name.clone(),
-                                c.name.clone(),
-                                name.to_string(),
-                                None,
-                            ));
-                        }
-                    }
-                }
-            }
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, &c.name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
-                storm(&cfg, c, slot, now, &mut pending, &mut batch, &self.stats);
+                storm(
+                    &cfg,
+                    &c.name,
+                    slot,
+                    now,
+                    &mut pending,
+                    &mut batch,
+                    &self.stats,
+                );
                 batch.events.append(&mut pending);
                 evaluate_cluster_rules(&rules, c, slot, now, flap, &mut batch);
             }
-            push_cluster_health(&mut health, &rules, c, slot);
+            push_cluster_health(&mut health, &rules, &c.name, slot);
+        }
+        // Clusters known from the store that the snapshot does not have (a
+        // data source not polled since start): their hosts are not heard.
+        for (name, slot) in self.clusters.iter_mut() {
+            if slot.seen == pass {
+                continue;
+            }
+            pending.clear();
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, name, slot, &mut pending, &mut batch, &mut health);
+            if !warming {
+                storm(&cfg, name, slot, now, &mut pending, &mut batch, &self.stats);
+                batch.events.append(&mut pending);
+            }
+            push_cluster_health(&mut health, &rules, name, slot);
         }
         self.rules = rules;
         self.hosts_known = health.hosts.len();
         self.problems_known = health.services.len();
         Output { batch, health }
+    }
+}
+
+/// What every cluster's part of a pass shares.
+struct Pass<'a> {
+    rules: &'a [Rule],
+    pass: u64,
+    warming: bool,
+    host_max: u8,
+    now: i64,
+}
+
+/// Hosts of `slot` the snapshot does not have this pass: forgotten when they
+/// reported since start (expired by `host_dmax`), else not heard: DOWN once
+/// warm-up is over.
+fn unseen_hosts(
+    ctx: &Pass<'_>,
+    cluster: &str,
+    slot: &mut ClusterSlot,
+    pending: &mut Vec<Event>,
+    batch: &mut Batch,
+    health: &mut HealthSnapshot,
+) {
+    let mut forget = Vec::new();
+    for (name, hs) in slot.hosts.iter_mut() {
+        if hs.seen == ctx.pass {
+            continue;
+        }
+        if hs.heard {
+            // Gone after reporting: expired by host_dmax.
+            forget.push(name.clone());
+            continue;
+        }
+        if !ctx.warming {
+            let before = hs.state;
+            if let Some(ch) = hs.state.step(false, ctx.host_max, ctx.now) {
+                pending.push(host_event(cluster, name, ch, ctx.host_max, 0, ctx.now));
+            }
+            if hs.state != before {
+                batch
+                    .hosts
+                    .push((cluster.to_string(), name.to_string(), Some(hs.state)));
+            }
+        }
+        push_service_health(health, ctx.rules, cluster, name, hs, None, ctx.host_max);
+    }
+    for name in forget {
+        if let Some(hs) = slot.hosts.remove(&name) {
+            batch
+                .hosts
+                .push((cluster.to_string(), name.to_string(), None));
+            for (ri, s) in &hs.services {
+                if !s.is_quiet() {
+                    batch.services.push((
+                        ctx.rules[usize::from(*ri)].name.clone(),
+                        cluster.to_string(),
+                        name.to_string(),
+                        None,
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -453,6 +517,7 @@ fn cluster_slot<'a>(
                 cluster_rules,
                 hosts: HashMap::new(),
                 incident: None,
+                seen: 0,
             },
         );
     }
@@ -467,7 +532,7 @@ fn incident_text(down: u32, total: u32) -> String {
 
 fn storm(
     cfg: &AlertsConfig,
-    c: &ClusterSnap,
+    cluster: &str,
     slot: &mut ClusterSlot,
     now: i64,
     pending: &mut Vec<Event>,
@@ -505,7 +570,7 @@ fn storm(
         id: 0,
         time: now,
         kind,
-        cluster: c.name.clone(),
+        cluster: cluster.to_string(),
         host: None,
         rule: None,
         metric: None,
@@ -524,7 +589,7 @@ fn storm(
                 format!("{recent} of {total} hosts went DOWN within {window} s ({down} DOWN)");
             pending.push(mk(EventKind::ClusterIncident, "CRITICAL", output.clone()));
             slot.incident = Some(Incident {
-                cluster: c.name.clone(),
+                cluster: cluster.to_string(),
                 since: now,
                 down,
                 total,
@@ -532,7 +597,7 @@ fn storm(
             });
             batch
                 .incidents
-                .push((c.name.clone(), Some((now, down, total))));
+                .push((cluster.to_string(), Some((now, down, total))));
         }
         None => {}
         Some(inc) => {
@@ -542,13 +607,13 @@ fn storm(
                     format!("{down} of {total} hosts DOWN, below the storm threshold {threshold}");
                 pending.push(mk(EventKind::ClusterRecovered, "OK", output));
                 slot.incident = None;
-                batch.incidents.push((c.name.clone(), None));
+                batch.incidents.push((cluster.to_string(), None));
             } else if inc.down != down || inc.total != total {
                 inc.down = down;
                 inc.total = total;
                 batch
                     .incidents
-                    .push((c.name.clone(), Some((inc.since, down, total))));
+                    .push((cluster.to_string(), Some((inc.since, down, total))));
             }
         }
     }
@@ -973,7 +1038,7 @@ fn push_service_health(
 fn push_cluster_health(
     health: &mut HealthSnapshot,
     rules: &[Rule],
-    c: &ClusterSnap,
+    cluster: &str,
     slot: &ClusterSlot,
 ) {
     for cr in &slot.cluster_rules {
@@ -984,8 +1049,8 @@ fn push_cluster_health(
         let r = &rules[usize::from(cr.rule)];
         health.services.push(ServiceHealth {
             rule: r.name.clone(),
-            cluster: c.name.clone(),
-            host: c.name.clone(),
+            cluster: cluster.to_string(),
+            host: cluster.to_string(),
             metric: r.metric.clone(),
             state: st.state,
             state_type: st.state_type(),

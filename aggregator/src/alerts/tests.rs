@@ -550,3 +550,25 @@ fn alternating_results_start_flapping_on_the_fourth_change() {
         )]
     );
 }
+
+#[test]
+fn a_cluster_missing_from_the_snapshot_after_restart_has_its_hosts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = store::open(&dir.path().join("a.sqlite")).unwrap();
+    let c = AlertsConfig {
+        max_check_attempts: 1,
+        ..cfg()
+    };
+    let st = state();
+    let mut e = engine(c.clone(), &[]);
+    feed(&st, "polled", &[H("p1", 1, vec![])], T0);
+    store::write_batch(&mut db, &mut step(&mut e, &st, T0).batch).unwrap();
+    // After a restart the source is not polled yet: nothing in the snapshot.
+    let st = state();
+    let mut e = Engine::new(c, &[], T0 + 100, Arc::default());
+    e.restore(store::load(&db).unwrap());
+    let o = step(&mut e, &st, T0 + 115);
+    assert_eq!(kinds(&o), vec![(HostDown, "DOWN".into(), Hard, 1)]);
+    assert_eq!(o.health.hosts.len(), 1);
+    assert!(!o.health.hosts[0].up);
+}
