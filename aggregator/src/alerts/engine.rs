@@ -96,6 +96,9 @@ struct HostSlot {
     state: HostState,
     /// `(rule index, state)` of the host-scope rules that match it.
     services: Vec<(u16, SvcState)>,
+    /// Where each service's metric was in the host's sorted metrics last
+    /// time: checked with one comparison before a binary search.
+    hints: Vec<u8>,
     /// Indexes into the cluster's `cluster_rules` whose `hosts` glob matches.
     in_cluster_rules: Vec<u16>,
     /// The pass that last saw it in a snapshot.
@@ -134,6 +137,8 @@ struct ClusterSlot {
     cluster_rules: Vec<ClusterRuleSlot>,
     hosts: HashMap<Box<str>, HostSlot>,
     incident: Option<Incident>,
+    /// The pass that last saw it in a snapshot.
+    seen: u64,
 }
 
 /// What one evaluation produced.
@@ -153,6 +158,9 @@ pub struct Engine {
     started: i64,
     pass: u64,
     stats: Arc<Stats>,
+    /// Sizes of the last health, to allocate the next one at once.
+    hosts_known: usize,
+    problems_known: usize,
 }
 
 impl Engine {
@@ -176,6 +184,8 @@ impl Engine {
             started,
             pass: 0,
             stats,
+            hosts_known: 0,
+            problems_known: 0,
         }
     }
 
@@ -195,14 +205,16 @@ impl Engine {
     }
 
     fn new_host(rules: &[Rule], c: &ClusterSlot, host: &str) -> HostSlot {
+        let services: Vec<(u16, SvcState)> = c
+            .host_rules
+            .iter()
+            .filter(|&&i| rules[usize::from(i)].matches_host(host))
+            .map(|&i| (i, SvcState::default()))
+            .collect();
         HostSlot {
             state: HostState::default(),
-            services: c
-                .host_rules
-                .iter()
-                .filter(|&&i| rules[usize::from(i)].matches_host(host))
-                .map(|&i| (i, SvcState::default()))
-                .collect(),
+            hints: vec![0; services.len()],
+            services,
             in_cluster_rules: c
                 .cluster_rules
                 .iter()
@@ -282,13 +294,16 @@ impl Engine {
         let mut health = HealthSnapshot {
             time: now,
             warming_up: warming,
-            ..HealthSnapshot::default()
+            hosts: Vec::with_capacity(self.hosts_known),
+            services: Vec::with_capacity(self.problems_known),
+            incidents: Vec::new(),
         };
         let rules = std::mem::take(&mut self.rules);
         let cfg = self.cfg.clone();
         let mut pending: Vec<Event> = Vec::new();
         for c in &snap.clusters {
             let slot = cluster_slot(&rules, &mut self.clusters, &c.name);
+            slot.seen = pass;
             for acc in &mut slot.cluster_rules {
                 acc.acc = Acc {
                     min: f64::INFINITY,
@@ -299,7 +314,8 @@ impl Engine {
             pending.clear();
             for h in &c.hosts {
                 if !slot.hosts.contains_key(h.name.as_str()) {
-                    let s = Self::new_host(&rules, slot, &h.name);
+                    let mut s = Self::new_host(&rules, slot, &h.name);
+                    s.state.since = now;
                     slot.hosts.insert(h.name.as_str().into(), s);
                 }
                 let Some(hs) = slot.hosts.get_mut(h.name.as_str()) else {
@@ -358,54 +374,116 @@ impl Engine {
                 }
                 push_service_health(&mut health, &rules, &c.name, &h.name, hs, Some(h), host_max);
             }
-            // Hosts the snapshot no longer (or not yet) has.
-            let mut forget = Vec::new();
-            for (name, hs) in slot.hosts.iter_mut() {
-                if hs.seen == pass {
-                    continue;
-                }
-                if hs.heard {
-                    // Gone after reporting: expired by host_dmax.
-                    forget.push(name.clone());
-                    continue;
-                }
-                if !warming {
-                    let before = hs.state;
-                    if let Some(ch) = hs.state.step(false, host_max, now) {
-                        pending.push(host_event(&c.name, name, ch, host_max, 0, now));
-                    }
-                    if hs.state != before {
-                        batch
-                            .hosts
-                            .push((c.name.clone(), name.to_string(), Some(hs.state)));
-                    }
-                }
-                push_service_health(&mut health, &rules, &c.name, name, hs, None, host_max);
-            }
-            for name in forget {
-                if let Some(hs) = slot.hosts.remove(&name) {
-                    batch.hosts.push((c.name.clone(), name.to_string(), None));
-                    for (ri, s) in &hs.services {
-                        if !s.is_quiet() {
-                            batch.services.push((
-                                rules[usize::from(*ri)].name.clone(),
-                                c.name.clone(),
-                                name.to_string(),
-                                None,
-                            ));
-                        }
-                    }
-                }
-            }
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, &c.name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
-                storm(&cfg, c, slot, now, &mut pending, &mut batch, &self.stats);
+                storm(
+                    &cfg,
+                    &c.name,
+                    slot,
+                    now,
+                    &mut pending,
+                    &mut batch,
+                    &self.stats,
+                );
                 batch.events.append(&mut pending);
                 evaluate_cluster_rules(&rules, c, slot, now, flap, &mut batch);
             }
-            push_cluster_health(&mut health, &rules, c, slot);
+            push_cluster_health(&mut health, &rules, &c.name, slot);
+        }
+        // Clusters known from the store that the snapshot does not have (a
+        // data source not polled since start): their hosts are not heard.
+        for (name, slot) in self.clusters.iter_mut() {
+            if slot.seen == pass {
+                continue;
+            }
+            pending.clear();
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, name, slot, &mut pending, &mut batch, &mut health);
+            if !warming {
+                storm(&cfg, name, slot, now, &mut pending, &mut batch, &self.stats);
+                batch.events.append(&mut pending);
+            }
+            push_cluster_health(&mut health, &rules, name, slot);
         }
         self.rules = rules;
+        self.hosts_known = health.hosts.len();
+        self.problems_known = health.services.len();
         Output { batch, health }
+    }
+}
+
+/// What every cluster's part of a pass shares.
+struct Pass<'a> {
+    rules: &'a [Rule],
+    pass: u64,
+    warming: bool,
+    host_max: u8,
+    now: i64,
+}
+
+/// Hosts of `slot` the snapshot does not have this pass: forgotten when they
+/// reported since start (expired by `host_dmax`), else not heard: DOWN once
+/// warm-up is over.
+fn unseen_hosts(
+    ctx: &Pass<'_>,
+    cluster: &str,
+    slot: &mut ClusterSlot,
+    pending: &mut Vec<Event>,
+    batch: &mut Batch,
+    health: &mut HealthSnapshot,
+) {
+    let mut forget = Vec::new();
+    for (name, hs) in slot.hosts.iter_mut() {
+        if hs.seen == ctx.pass {
+            continue;
+        }
+        if hs.heard {
+            // Gone after reporting: expired by host_dmax.
+            forget.push(name.clone());
+            continue;
+        }
+        if !ctx.warming {
+            let before = hs.state;
+            if let Some(ch) = hs.state.step(false, ctx.host_max, ctx.now) {
+                pending.push(host_event(cluster, name, ch, ctx.host_max, 0, ctx.now));
+            }
+            if hs.state != before {
+                batch
+                    .hosts
+                    .push((cluster.to_string(), name.to_string(), Some(hs.state)));
+            }
+        }
+        push_service_health(health, ctx.rules, cluster, name, hs, None, ctx.host_max);
+    }
+    for name in forget {
+        if let Some(hs) = slot.hosts.remove(&name) {
+            batch
+                .hosts
+                .push((cluster.to_string(), name.to_string(), None));
+            for (ri, s) in &hs.services {
+                if !s.is_quiet() {
+                    batch.services.push((
+                        ctx.rules[usize::from(*ri)].name.clone(),
+                        cluster.to_string(),
+                        name.to_string(),
+                        None,
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -439,6 +517,7 @@ fn cluster_slot<'a>(
                 cluster_rules,
                 hosts: HashMap::new(),
                 incident: None,
+                seen: 0,
             },
         );
     }
@@ -453,7 +532,7 @@ fn incident_text(down: u32, total: u32) -> String {
 
 fn storm(
     cfg: &AlertsConfig,
-    c: &ClusterSnap,
+    cluster: &str,
     slot: &mut ClusterSlot,
     now: i64,
     pending: &mut Vec<Event>,
@@ -491,7 +570,7 @@ fn storm(
         id: 0,
         time: now,
         kind,
-        cluster: c.name.clone(),
+        cluster: cluster.to_string(),
         host: None,
         rule: None,
         metric: None,
@@ -510,7 +589,7 @@ fn storm(
                 format!("{recent} of {total} hosts went DOWN within {window} s ({down} DOWN)");
             pending.push(mk(EventKind::ClusterIncident, "CRITICAL", output.clone()));
             slot.incident = Some(Incident {
-                cluster: c.name.clone(),
+                cluster: cluster.to_string(),
                 since: now,
                 down,
                 total,
@@ -518,7 +597,7 @@ fn storm(
             });
             batch
                 .incidents
-                .push((c.name.clone(), Some((now, down, total))));
+                .push((cluster.to_string(), Some((now, down, total))));
         }
         None => {}
         Some(inc) => {
@@ -528,13 +607,13 @@ fn storm(
                     format!("{down} of {total} hosts DOWN, below the storm threshold {threshold}");
                 pending.push(mk(EventKind::ClusterRecovered, "OK", output));
                 slot.incident = None;
-                batch.incidents.push((c.name.clone(), None));
+                batch.incidents.push((cluster.to_string(), None));
             } else if inc.down != down || inc.total != total {
                 inc.down = down;
                 inc.total = total;
                 batch
                     .incidents
-                    .push((c.name.clone(), Some((inc.since, down, total))));
+                    .push((cluster.to_string(), Some((inc.since, down, total))));
             }
         }
     }
@@ -568,10 +647,27 @@ fn host_event(cluster: &str, host: &str, ch: Change, max: u8, tn: u64, now: i64)
 
 /// The metric's value or why there is none.
 fn lookup<'a>(h: &'a HostSnap, metric: &str) -> Result<(f64, &'a str), &'static str> {
-    let i = h
-        .metrics
-        .binary_search_by(|m| (*m.name).cmp(metric))
-        .map_err(|_| "missing")?;
+    lookup_at(h, metric, &mut 0)
+}
+
+/// As [`lookup`], trying position `hint` first and leaving the found
+/// position there (a host's metrics rarely move).
+fn lookup_at<'a>(
+    h: &'a HostSnap,
+    metric: &str,
+    hint: &mut u8,
+) -> Result<(f64, &'a str), &'static str> {
+    let i = match h.metrics.get(usize::from(*hint)) {
+        Some(m) if *m.name == *metric => usize::from(*hint),
+        _ => {
+            let i = h
+                .metrics
+                .binary_search_by(|m| (*m.name).cmp(metric))
+                .map_err(|_| "missing")?;
+            *hint = u8::try_from(i).unwrap_or(0);
+            i
+        }
+    };
     let m = &h.metrics[i];
     if !host_alive(m.tn, m.tmax) {
         return Err("stale");
@@ -609,7 +705,7 @@ fn service_event(
     cluster: &str,
     host: Option<&str>,
     ch: Option<Change>,
-    flap: Option<EventKind>,
+    flap: Option<(EventKind, String)>,
     s: &SvcState,
     value: Option<f64>,
     output: &str,
@@ -645,20 +741,7 @@ fn service_event(
             output.to_string(),
         )
     });
-    let b = flap.map(|k| {
-        let text = if k == EventKind::FlapStart {
-            "started flapping"
-        } else {
-            "stopped flapping"
-        };
-        mk(
-            k,
-            s.state,
-            s.state_type(),
-            u32::from(s.attempt),
-            format!("{} {text}", r.name),
-        )
-    });
+    let b = flap.map(|(k, text)| mk(k, s.state, s.state_type(), u32::from(s.attempt), text));
     a.into_iter().chain(b)
 }
 
@@ -723,8 +806,24 @@ fn apply(
     if o.change.is_some() || o.flap.is_some() {
         let out = plugin_output(r, status, value, why, units);
         let h = (!host.is_empty()).then_some(host);
+        // Nagios' wording: "… started flapping (24.2% change >= 20.0% threshold)".
+        let pct = o.percent.unwrap_or(0.0);
+        let flap_text = o.flap.zip(flap).map(|(k, p)| {
+            let text = if k == EventKind::FlapStart {
+                format!(
+                    "{} appears to have started flapping ({pct:.1}% change >= {:.1}% threshold)",
+                    r.name, p.high
+                )
+            } else {
+                format!(
+                    "{} appears to have stopped flapping ({pct:.1}% change <= {:.1}% threshold)",
+                    r.name, p.low
+                )
+            };
+            (k, text)
+        });
         batch.events.extend(service_event(
-            r, cluster, h, o.change, o.flap, s, value, &out, now,
+            r, cluster, h, o.change, flap_text, s, value, &out, now,
         ));
     }
     let key_changed = (before.state, before.hard, before.attempt, before.flapping)
@@ -748,9 +847,9 @@ fn evaluate_services(
     flap: Option<FlapParams>,
     batch: &mut Batch,
 ) {
-    for (ri, s) in &mut hs.services {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
         let r = &rules[usize::from(*ri)];
-        let (status, value, why, units) = match lookup(h, &r.metric) {
+        let (status, value, why, units) = match lookup_at(h, &r.metric, hint) {
             Ok((v, u)) => (r.status(v), Some(v), "", u),
             Err(why) => (Status::Unknown, None, why, ""),
         };
@@ -769,9 +868,9 @@ fn evaluate_present(
     flap: Option<FlapParams>,
     batch: &mut Batch,
 ) {
-    for (ri, s) in &mut hs.services {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
         let r = &rules[usize::from(*ri)];
-        match lookup(h, &r.metric) {
+        match lookup_at(h, &r.metric, hint) {
             Ok((v, u)) => apply(
                 r,
                 cluster,
@@ -939,7 +1038,7 @@ fn push_service_health(
 fn push_cluster_health(
     health: &mut HealthSnapshot,
     rules: &[Rule],
-    c: &ClusterSnap,
+    cluster: &str,
     slot: &ClusterSlot,
 ) {
     for cr in &slot.cluster_rules {
@@ -950,8 +1049,8 @@ fn push_cluster_health(
         let r = &rules[usize::from(cr.rule)];
         health.services.push(ServiceHealth {
             rule: r.name.clone(),
-            cluster: c.name.clone(),
-            host: c.name.clone(),
+            cluster: cluster.to_string(),
+            host: cluster.to_string(),
             metric: r.metric.clone(),
             state: st.state,
             state_type: st.state_type(),

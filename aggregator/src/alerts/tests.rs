@@ -525,3 +525,50 @@ fn a_full_store_queue_drops_and_counts_events_and_carries_state_rows() {
     a.record(event(5));
     assert_eq!(a.stats().dropped_closed.load(Relaxed), 1);
 }
+
+#[test]
+fn alternating_results_start_flapping_on_the_fourth_change() {
+    let st = state();
+    let mut e = engine(cfg(), &[load_rule(Some(1))]);
+    let mut flaps = Vec::new();
+    for (i, load) in ["9", "1", "9", "1", "9"].iter().enumerate() {
+        let t = T0 + 15 * (i as i64 + 1);
+        feed(&st, "c", &[H("n1", 1, vec![("load_one", load)])], t);
+        let o = step(&mut e, &st, t);
+        for ev in o.batch.events.iter().filter(|e| e.kind == FlapStart) {
+            flaps.push((i, ev.output.clone()));
+        }
+        if i == 4 {
+            assert!(o.health.services[0].flapping);
+        }
+    }
+    assert_eq!(
+        flaps,
+        vec![(
+            3,
+            "load appears to have started flapping (24.2% change >= 20.0% threshold)".to_string()
+        )]
+    );
+}
+
+#[test]
+fn a_cluster_missing_from_the_snapshot_after_restart_has_its_hosts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = store::open(&dir.path().join("a.sqlite")).unwrap();
+    let c = AlertsConfig {
+        max_check_attempts: 1,
+        ..cfg()
+    };
+    let st = state();
+    let mut e = engine(c.clone(), &[]);
+    feed(&st, "polled", &[H("p1", 1, vec![])], T0);
+    store::write_batch(&mut db, &mut step(&mut e, &st, T0).batch).unwrap();
+    // After a restart the source is not polled yet: nothing in the snapshot.
+    let st = state();
+    let mut e = Engine::new(c, &[], T0 + 100, Arc::default());
+    e.restore(store::load(&db).unwrap());
+    let o = step(&mut e, &st, T0 + 115);
+    assert_eq!(kinds(&o), vec![(HostDown, "DOWN".into(), Hard, 1)]);
+    assert_eq!(o.health.hosts.len(), 1);
+    assert!(!o.health.hosts[0].up);
+}
