@@ -26,11 +26,16 @@ struct Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // The dead VM's namespace is already gone: quietly.
         for n in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
             .status();
     }
 }
