@@ -247,6 +247,9 @@ pub fn validate(
                     "must not be empty (\"*\" matches everything)",
                 ));
             }
+            if let Err(e) = globset::Glob::new(g) {
+                return Err(invalid(key(k), format!("{g:?} is not a glob: {e}")));
+            }
         }
         if !(1..=86400).contains(&h.timeout_secs) {
             return Err(invalid(key("timeout_secs"), "must be between 1 and 86400"));
@@ -377,6 +380,7 @@ mod tests {
                 "handler[0].rate_limit_runs",
             ),
             (Box::new(|h| h.hosts.clear()), "handler[0].hosts"),
+            (Box::new(|h| h.cluster = "[a".into()), "handler[0].cluster"),
         ];
         for (change, key) in cases {
             let mut h = ok_handler();
