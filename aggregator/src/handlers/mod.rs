@@ -373,7 +373,7 @@ impl Runner {
             let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
             let window = Duration::from_secs(u64::from(h.rate_limit_window_secs));
             let now = Instant::now();
-            let q = rates.entry(target).or_default();
+            let q = rates.entry(target.clone()).or_default();
             while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
                 q.pop_front();
             }
@@ -390,27 +390,51 @@ impl Runner {
                 );
             }
             q.push_back(now);
-            // Targets idle for a whole window are forgotten.
+            // Targets idle for a whole window (their handler's) are forgotten.
             if rates.len() > 1024 {
-                rates.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+                let window_of = |t: &Target| {
+                    Duration::from_secs(u64::from(self.handlers[t.0].cfg.rate_limit_window_secs))
+                };
+                rates.retain(|t, q| {
+                    q.back()
+                        .is_some_and(|at| now.duration_since(*at) < window_of(t))
+                });
             }
         }
-        // A slot among handlers.max_running.
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            COUNTERS.refused_queue.fetch_add(1, Ordering::Relaxed);
-            return self.refuse(
-                i,
-                ev,
-                format!(
-                    "not run: {} runs already wait for a free slot (handlers.max_waiting; handlers.max_running are busy)",
-                    self.max_waiting
-                ),
-            );
-        }
-        let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Ok(_permit) = permit else { return };
+        // A slot among handlers.max_running, at once or after a wait among
+        // at most handlers.max_waiting others.
+        let _permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    // Not run, so not counted against the target's rate.
+                    if let Some(q) = self
+                        .rates
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&target)
+                    {
+                        q.pop_back();
+                    }
+                    COUNTERS.refused_queue.fetch_add(1, Ordering::Relaxed);
+                    return self.refuse(
+                        i,
+                        ev,
+                        format!(
+                            "not run: all handlers.max_running slots are busy and {} runs already wait (handlers.max_waiting)",
+                            self.max_waiting
+                        ),
+                    );
+                }
+                let p = self.slots.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
         let argv: Vec<String> = h.argv.iter().map(|a| expand(a, &h.name, ev)).collect();
         let started = Instant::now();
         let out = self.execute(h, &argv, ev).await;

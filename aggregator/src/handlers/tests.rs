@@ -275,3 +275,24 @@ async fn output_is_capped_and_flagged_and_a_background_child_does_not_hold_the_r
     assert!(run.stdout_truncated && !run.stderr_truncated);
     assert_eq!(run.stderr, "end\n");
 }
+
+#[tokio::test]
+async fn beyond_the_slots_and_the_waiting_room_a_run_is_refused_and_recorded() {
+    let h = handler("slow", &["/bin/sh", "-c", "sleep 1"]);
+    let limits = HandlersConfig {
+        max_running: 1,
+        max_waiting: 0,
+        ..HandlersConfig::default()
+    };
+    let events = vec![
+        sample_event(EventKind::HostDown, "web1"),
+        sample_event(EventKind::HostDown, "web2"),
+    ];
+    let r = runs(vec![h], limits, events, 2).await;
+    let refused: Vec<_> = r
+        .iter()
+        .filter_map(|e| e.handler.as_ref().unwrap().error.clone())
+        .collect();
+    assert_eq!(refused.len(), 1, "{r:?}");
+    assert!(refused[0].contains("handlers.max_waiting"), "{refused:?}");
+}
