@@ -372,7 +372,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             state.clone(),
             a.clone(),
             shutdown.clone(),
-        );
+        )?;
         for t in [h, n].into_iter().flatten() {
             tasks.spawn(async move {
                 let _ = t.await;

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// The TLS client configuration [`request`] takes (rustls').
+pub use rustls::ClientConfig as TlsConfig;
+
 /// Where the system's CA bundle is looked for (Debian first), when no
 /// `--ca` is given.
 pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
@@ -258,6 +261,43 @@ pub fn get(
     timeout_secs: u64,
     ca: Option<&Path>,
 ) -> Result<Reply, ClientError> {
+    let tls = if base.tls {
+        Some(tls_config(ca)?)
+    } else {
+        None
+    };
+    let req = Request {
+        method: "GET",
+        path,
+        body: None,
+        auth,
+    };
+    request(base, &req, tls, deadline, timeout_secs)
+}
+
+/// One HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`.
+    pub method: &'a str,
+    /// Path and query under the base URL, encoded.
+    pub path: &'a str,
+    /// A JSON body (sent with `Content-Type: application/json`).
+    pub body: Option<&'a [u8]>,
+    /// Basic-auth user and password.
+    pub auth: Option<&'a (String, String)>,
+}
+
+/// Sends `req` to `base` and reads the reply, all before `deadline`; `tls`
+/// is required for an https base (see [`tls_config`]).
+pub fn request(
+    base: &BaseUrl,
+    req: &Request<'_>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    deadline: Instant,
+    timeout_secs: u64,
+) -> Result<Reply, ClientError> {
+    let (path, auth) = (req.path, req.auth);
     let what = base.authority();
     let timeout = || ClientError::Timeout(what.clone(), timeout_secs);
     let left = || {
@@ -293,26 +333,37 @@ pub fn get(
     let mut s = if base.tls {
         let name = ServerName::try_from(base.host.clone())
             .map_err(|e| ClientError::Tls(format!("{:?} is not a server name: {e}", base.host)))?;
-        let conn = rustls::ClientConnection::new(tls_config(ca)?, name)
+        let cfg =
+            tls.ok_or_else(|| ClientError::Tls("no TLS configuration for an https URL".into()))?;
+        let conn = rustls::ClientConnection::new(cfg, name)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
     } else {
         Stream::Plain(tcp)
     };
-    let mut req = format!(
-        "GET {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: check_ganglion/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+    let mut head = format!(
+        "{} {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: check_ganglion/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+        req.method,
         base.prefix,
         path,
         what,
         env!("CARGO_PKG_VERSION")
     );
     if let Some((u, p)) = auth {
-        req.push_str(&format!(
+        head.push_str(&format!(
             "Authorization: Basic {}\r\n",
             base64(format!("{u}:{p}").as_bytes())
         ));
     }
-    req.push_str("\r\n");
+    if let Some(b) = req.body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(req.body.unwrap_or_default());
     let io = |e: std::io::Error| {
         if matches!(
             e.kind(),
@@ -329,7 +380,7 @@ pub fn get(
     s.tcp()
         .set_read_timeout(Some(left().ok_or_else(timeout)?))
         .map_err(io)?;
-    s.write_all(req.as_bytes()).map_err(io)?;
+    s.write_all(&out).map_err(io)?;
     s.flush().map_err(io)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];

@@ -129,9 +129,20 @@ pub struct NagiosConfig {
     pub resend_secs: u32,
     /// Lines queued for the writer; beyond it lines are dropped and counted.
     pub queue_max_lines: usize,
-    /// `freshness_threshold` of the services `nagios-config` prints
-    /// (0 = 3 × `resend_secs`).
+    /// `freshness_threshold` of the services `nagios-config` prints, and
+    /// the `ttl` of Icinga 2 results (0 = 3 × `resend_secs`).
     pub freshness_secs: u32,
+    /// Icinga 2's API (`https://icinga:5665`); unset = not used. Results go
+    /// to `POST /v1/actions/process-check-result`, one request each.
+    pub icinga2_url: Option<String>,
+    /// The `ApiUser` (needs permission `actions/process-check-result`).
+    pub icinga2_user: String,
+    /// File whose first line is that user's password.
+    pub icinga2_password_file: Option<PathBuf>,
+    /// CAs (PEM) Icinga's certificate must chain to (default: the system's).
+    pub icinga2_ca: Option<PathBuf>,
+    /// Longest wait for one request.
+    pub icinga2_timeout_secs: u32,
 }
 
 impl Default for NagiosConfig {
@@ -141,6 +152,11 @@ impl Default for NagiosConfig {
             resend_secs: 60,
             queue_max_lines: 100_000,
             freshness_secs: 0,
+            icinga2_url: None,
+            icinga2_user: String::new(),
+            icinga2_password_file: None,
+            icinga2_ca: None,
+            icinga2_timeout_secs: 10,
         }
     }
 }
@@ -172,7 +188,7 @@ pub fn validate(
                 "handlers run on alert events: add an [alerts] table (or [[alert]] rules)",
             ));
         }
-        if nagios.command_file.is_some() {
+        if nagios.command_file.is_some() || nagios.icinga2_url.is_some() {
             return Err(invalid(
                 "nagios.command_file",
                 "passive results come from the alerts engine: add an [alerts] table (or [[alert]] rules)",
@@ -280,6 +296,32 @@ pub fn validate(
     }
     if !(1..=86400).contains(&nagios.resend_secs) {
         return Err(invalid("nagios.resend_secs", "must be between 1 and 86400"));
+    }
+    if let Some(u) = &nagios.icinga2_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            return Err(invalid(
+                "nagios.icinga2_url",
+                "must be an https:// URL (Icinga 2's API port, 5665)",
+            ));
+        }
+        if nagios.icinga2_user.is_empty() {
+            return Err(invalid(
+                "nagios.icinga2_user",
+                "an ApiUser is needed with nagios.icinga2_url",
+            ));
+        }
+        if nagios.icinga2_password_file.is_none() {
+            return Err(invalid(
+                "nagios.icinga2_password_file",
+                "needed with nagios.icinga2_url",
+            ));
+        }
+        if !(1..=300).contains(&nagios.icinga2_timeout_secs) {
+            return Err(invalid(
+                "nagios.icinga2_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
     }
     if nagios.queue_max_lines == 0 {
         return Err(invalid("nagios.queue_max_lines", "must be at least 1"));
@@ -409,6 +451,33 @@ mod tests {
         };
         let e = validate(&[], &HandlersConfig::default(), &n, true).unwrap_err();
         assert!(e.to_string().contains("nagios.command_file"), "{e}");
+        for (n, key) in [
+            (
+                NagiosConfig {
+                    icinga2_url: Some("ftp://icinga".into()),
+                    ..NagiosConfig::default()
+                },
+                "nagios.icinga2_url",
+            ),
+            (
+                NagiosConfig {
+                    icinga2_url: Some("https://icinga:5665".into()),
+                    ..NagiosConfig::default()
+                },
+                "nagios.icinga2_user",
+            ),
+            (
+                NagiosConfig {
+                    icinga2_url: Some("https://icinga:5665".into()),
+                    icinga2_user: "u".into(),
+                    ..NagiosConfig::default()
+                },
+                "nagios.icinga2_password_file",
+            ),
+        ] {
+            let e = validate(&[], &HandlersConfig::default(), &n, true).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
         let l = HandlersConfig {
             max_running: 0,
             ..HandlersConfig::default()

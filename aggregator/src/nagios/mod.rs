@@ -18,6 +18,7 @@
 //! dropped — the next full resend brings Nagios up to date. A full pipe
 //! (`EAGAIN`) drops the line, counted.
 
+pub mod icinga2;
 pub mod objects;
 
 use crate::alerts::{Alerts, Event, EventKind, HealthSnapshot};
@@ -58,23 +59,27 @@ static COUNTERS: SinkCounters = SinkCounters {
     error: AtomicU64::new(0),
 };
 
-/// `ganglion_nagios_results_total{result}` for `/metrics`.
+/// `ganglion_nagios_results_total{result}` and
+/// `ganglion_icinga2_results_total{result}` for `/metrics`.
 pub fn metrics() -> Vec<LabelledCounter> {
     let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let c = &COUNTERS;
-    vec![(
-        "ganglion_nagios_results_total",
-        "Passive results for nagios.command_file by outcome (all but written were dropped)",
-        "result",
-        vec![
-            ("written", g(&c.written)),
-            ("not_running", g(&c.not_running)),
-            ("pipe_full", g(&c.pipe_full)),
-            ("queue_full", g(&c.queue_full)),
-            ("unrepresentable", g(&c.unrepresentable)),
-            ("error", g(&c.error)),
-        ],
-    )]
+    vec![
+        icinga2::metrics(),
+        (
+            "ganglion_nagios_results_total",
+            "Passive results for nagios.command_file by outcome (all but written were dropped)",
+            "result",
+            vec![
+                ("written", g(&c.written)),
+                ("not_running", g(&c.not_running)),
+                ("pipe_full", g(&c.pipe_full)),
+                ("queue_full", g(&c.queue_full)),
+                ("unrepresentable", g(&c.unrepresentable)),
+                ("error", g(&c.error)),
+            ],
+        ),
+    ]
 }
 
 /// Escapes plugin output for one command line: Nagios turns `\n` and `\\`
@@ -159,33 +164,74 @@ fn state_code(state: &str) -> u8 {
     ganglion_proto::range::Status::from_name(state).map_or(3, |s| s.code())
 }
 
-/// The lines for every host and rule target in `h`.
-pub fn health_lines(h: &HealthSnapshot) -> Vec<String> {
-    let mut out = Vec::with_capacity(h.hosts.len() + h.services.len());
-    let mut skipped = 0u64;
-    for x in &h.hosts {
-        match host_line(h.time, &x.host, x.up, &x.output) {
-            Some(l) => out.push(l),
-            None => skipped += 1,
+/// One passive result, for the command file or Icinga 2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passive {
+    /// Check time (unix seconds).
+    pub time: i64,
+    /// Host name.
+    pub host: String,
+    /// Service description; `None` for the host's own result.
+    pub service: Option<String>,
+    /// 0..3 for a service; 0 (UP) or 1 (DOWN) for a host.
+    pub code: u8,
+    /// Plugin output.
+    pub output: String,
+    /// Performance data (services).
+    pub perfdata: String,
+}
+
+impl Passive {
+    /// The external command line; `None` (counted) when a name cannot be a
+    /// field.
+    pub fn line(&self) -> Option<String> {
+        let l = match &self.service {
+            None => host_line(self.time, &self.host, self.code == 0, &self.output),
+            Some(svc) => service_line(
+                self.time,
+                &self.host,
+                svc,
+                self.code,
+                &self.output,
+                &self.perfdata,
+            ),
+        };
+        if l.is_none() {
+            COUNTERS.unrepresentable.fetch_add(1, Ordering::Relaxed);
         }
+        l
+    }
+}
+
+/// Every host and every listed rule target in `h`.
+pub fn health_results(h: &HealthSnapshot) -> Vec<Passive> {
+    let mut out = Vec::with_capacity(h.hosts.len() + h.services.len());
+    for x in &h.hosts {
+        out.push(Passive {
+            time: h.time,
+            host: x.host.clone(),
+            service: None,
+            code: u8::from(!x.up),
+            output: x.output.clone(),
+            perfdata: String::new(),
+        });
     }
     for s in &h.services {
-        match service_line(
-            h.time,
-            &s.host,
-            &s.rule,
-            s.state.code(),
-            &s.output,
-            &s.perfdata,
-        ) {
-            Some(l) => out.push(l),
-            None => skipped += 1,
-        }
+        out.push(Passive {
+            time: h.time,
+            host: s.host.clone(),
+            service: Some(s.rule.clone()),
+            code: s.state.code(),
+            output: s.output.clone(),
+            perfdata: s.perfdata.clone(),
+        });
     }
-    COUNTERS
-        .unrepresentable
-        .fetch_add(skipped, Ordering::Relaxed);
     out
+}
+
+/// The lines for every host and rule target in `h`.
+pub fn health_lines(h: &HealthSnapshot) -> Vec<String> {
+    health_results(h).iter().filter_map(Passive::line).collect()
 }
 
 /// An `[[alert]]` rule with its globs compiled.
@@ -212,7 +258,7 @@ impl RuleGlobs {
 /// alive host it matches that has the metric, and every cluster rule on
 /// every cluster it matches. Nagios' freshness checks need a result for
 /// every service, OK ones included.
-pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec<String> {
+pub fn ok_results(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec<Passive> {
     let listed: HashSet<(&str, &str)> = h
         .services
         .iter()
@@ -228,14 +274,14 @@ pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec
             if r.aggregate != Aggregate::None
                 && !listed.contains(&(c.name.as_str(), r.name.as_str()))
             {
-                out.extend(service_line(
-                    h.time,
-                    &c.name,
-                    &r.name,
-                    0,
-                    &format!("{} of cluster {} is OK", r.aggregate.as_str(), c.name),
-                    "",
-                ));
+                out.push(Passive {
+                    time: h.time,
+                    host: c.name.clone(),
+                    service: Some(r.name.clone()),
+                    code: 0,
+                    output: format!("{} of cluster {} is OK", r.aggregate.as_str(), c.name),
+                    perfdata: String::new(),
+                });
             }
         }
         for host in c.hosts.iter().filter(|x| x.alive) {
@@ -270,53 +316,81 @@ pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec
                         )
                     })
                     .unwrap_or_default();
-                out.extend(service_line(h.time, &host.name, &r.name, 0, &text, &perf));
+                out.push(Passive {
+                    time: h.time,
+                    host: host.name.clone(),
+                    service: Some(r.name.clone()),
+                    code: 0,
+                    output: text,
+                    perfdata: perf,
+                });
             }
         }
     }
     out
 }
 
-/// The line for one state-change event, when it is a host's or a rule
+/// [`ok_results`] as command lines.
+pub fn ok_lines(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> Vec<String> {
+    ok_results(snap, rules, h)
+        .iter()
+        .filter_map(Passive::line)
+        .collect()
+}
+
+/// The result for one state-change event, when it is a host's or a rule
 /// target's (a cluster rule's target is the host named after its cluster;
 /// cluster incidents and handler runs have no Nagios object).
-pub fn event_line(e: &Event) -> Option<String> {
-    let line = match e.kind {
+pub fn event_result(e: &Event) -> Option<Passive> {
+    let (host, service, code) = match e.kind {
         EventKind::HostDown | EventKind::HostUp => {
-            host_line(e.time, e.host.as_deref()?, e.state == "UP", &e.output)
+            (e.host.clone()?, None, u8::from(e.state != "UP"))
         }
-        EventKind::Alert | EventKind::Recovery | EventKind::FlapStart | EventKind::FlapStop => {
-            let host = e.host.as_deref().unwrap_or(&e.cluster);
-            service_line(
-                e.time,
-                host,
-                e.rule.as_deref()?,
-                state_code(&e.state),
-                &e.output,
-                "",
-            )
-        }
+        EventKind::Alert | EventKind::Recovery | EventKind::FlapStart | EventKind::FlapStop => (
+            e.host.clone().unwrap_or_else(|| e.cluster.clone()),
+            Some(e.rule.clone()?),
+            state_code(&e.state),
+        ),
         _ => return None,
     };
-    if line.is_none() {
-        COUNTERS.unrepresentable.fetch_add(1, Ordering::Relaxed);
-    }
-    line
+    Some(Passive {
+        time: e.time,
+        host,
+        service,
+        code,
+        output: e.output.clone(),
+        perfdata: String::new(),
+    })
 }
 
-/// The queue between the async side and the writer thread.
-struct Queue {
-    lines: Mutex<(VecDeque<String>, bool)>,
+/// [`event_result`] as a command line.
+pub fn event_line(e: &Event) -> Option<String> {
+    event_result(e)?.line()
+}
+
+/// A queue between the async side and a writer thread.
+pub(crate) struct Queue<T> {
+    items: Mutex<(VecDeque<T>, bool)>,
     ready: Condvar,
     max: usize,
+    full: &'static AtomicU64,
 }
 
-impl Queue {
-    fn push(&self, lines: Vec<String>) {
-        let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        for l in lines {
+impl<T> Queue<T> {
+    pub(crate) fn new(max: usize, full: &'static AtomicU64) -> Arc<Queue<T>> {
+        Arc::new(Queue {
+            items: Mutex::new((VecDeque::new(), false)),
+            ready: Condvar::new(),
+            max,
+            full,
+        })
+    }
+
+    pub(crate) fn push(&self, items: impl IntoIterator<Item = T>) {
+        let mut q = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        for l in items {
             if q.0.len() >= self.max {
-                COUNTERS.queue_full.fetch_add(1, Ordering::Relaxed);
+                self.full.fetch_add(1, Ordering::Relaxed);
             } else {
                 q.0.push_back(l);
             }
@@ -324,14 +398,14 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    fn close(&self) {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+    pub(crate) fn close(&self) {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
         self.ready.notify_one();
     }
 
-    /// Waits for lines; `None` once closed and empty.
-    fn take(&self) -> Option<Vec<String>> {
-        let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+    /// Waits for items; `None` once closed and empty.
+    pub(crate) fn take(&self) -> Option<Vec<T>> {
+        let mut q = self.items.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if !q.0.is_empty() {
                 return Some(q.0.drain(..).collect());
@@ -424,43 +498,52 @@ impl Writer {
     }
 }
 
-/// Starts the sink when `nagios.command_file` is set: the async task that
-/// turns events and health into lines, and the writer thread.
+/// Starts the sinks configured (`nagios.command_file`, `nagios.icinga2_url`):
+/// the async task that turns events and health into results, and one
+/// writer thread per destination.
 pub fn start(
     cfg: &NagiosConfig,
     rules: Vec<AlertRule>,
     state: Arc<State>,
     alerts: Alerts,
     shutdown: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let path = cfg.command_file.clone()?;
-    let queue = Arc::new(Queue {
-        lines: Mutex::new((VecDeque::new(), false)),
-        ready: Condvar::new(),
-        max: cfg.queue_max_lines,
-    });
-    let q = queue.clone();
-    let mut writer = Writer {
-        path: path.clone(),
-        file: None,
-        log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
-    };
-    let spawned = std::thread::Builder::new()
-        .name("nagios-sink".into())
-        .spawn(move || {
-            while let Some(lines) = q.take() {
-                writer.write_all(lines);
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the Nagios sink thread: {e}");
-        return None;
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let mut queues: Vec<Arc<Queue<Passive>>> = Vec::new();
+    if let Some(path) = cfg.command_file.clone() {
+        let q = Queue::new(cfg.queue_max_lines, &COUNTERS.queue_full);
+        let mut writer = Writer {
+            path: path.clone(),
+            file: None,
+            log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
+        };
+        let qt = q.clone();
+        std::thread::Builder::new()
+            .name("nagios-sink".into())
+            .spawn(move || {
+                while let Some(results) = qt.take() {
+                    writer.write_all(results.iter().filter_map(Passive::line).collect());
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the Nagios sink thread: {e}"))?;
+        tracing::info!(file = %path.display(), "sending passive results to Nagios");
+        queues.push(q);
     }
-    tracing::info!(file = %path.display(), "sending passive results to Nagios");
+    if let Some(q) = icinga2::start(cfg)? {
+        queues.push(q);
+    }
+    if queues.is_empty() {
+        return Ok(None);
+    }
     let rules: Vec<RuleGlobs> = rules.iter().map(RuleGlobs::new).collect();
     let resend = Duration::from_secs(u64::from(cfg.resend_secs));
     let mut rx = alerts.subscribe();
-    Some(tokio::spawn(async move {
+    let closers = queues.clone();
+    let send = move |results: Vec<Passive>| {
+        for q in &queues {
+            q.push(results.iter().cloned());
+        }
+    };
+    Ok(Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(resend);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -469,30 +552,32 @@ pub fn start(
                 _ = tick.tick() => {
                     let h = alerts.health();
                     if !h.warming_up && h.time > 0 {
-                        let mut lines = health_lines(&h);
-                        lines.extend(ok_lines(&state.snapshot(crate::state::now_secs()), &rules, &h));
-                        queue.push(lines);
+                        let mut results = health_results(&h);
+                        results.extend(ok_results(&state.snapshot(crate::state::now_secs()), &rules, &h));
+                        send(results);
                     }
                 }
                 r = rx.recv() => match r {
                     Ok(e) => {
-                        if let Some(l) = event_line(&e) {
-                            queue.push(vec![l]);
+                        if let Some(p) = event_result(&e) {
+                            send(vec![p]);
                         }
                     }
                     // Missed changes: the full state goes out now instead.
                     Err(RecvError::Lagged(_)) => {
                         let h = alerts.health();
                         if !h.warming_up {
-                            queue.push(health_lines(&h));
+                            send(health_results(&h));
                         }
                     }
                     Err(RecvError::Closed) => break,
                 },
             }
         }
-        queue.close();
-    }))
+        for q in &closers {
+            q.close();
+        }
+    })))
 }
 
 #[cfg(test)]

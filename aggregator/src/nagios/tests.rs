@@ -176,7 +176,9 @@ async fn events_reach_the_command_file() {
         },
         Default::default(),
     ));
-    let task = start(&cfg, vec![], state, alerts.clone(), sd.clone()).unwrap();
+    let task = start(&cfg, vec![], state.clone(), alerts.clone(), sd.clone())
+        .unwrap()
+        .unwrap();
     alerts.record(crate::handlers::sample_event(EventKind::HostDown, "n1"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -280,4 +282,116 @@ fn targets_the_health_snapshot_leaves_out_are_sent_as_ok() {
             "[100] PROCESS_SERVICE_CHECK_RESULT;n2;load;0;load_one = 0.50|'load_one'=0.5;4;8\n",
         ]
     );
+}
+
+#[test]
+fn icinga2_bodies_name_the_object_and_carry_the_ttl() {
+    let host = Passive {
+        time: 5,
+        host: "n1".into(),
+        service: None,
+        code: 1,
+        output: "no report for 95 s".into(),
+        perfdata: String::new(),
+    };
+    let b = icinga2::body(&host, 180);
+    assert_eq!(b["type"], "Host");
+    assert_eq!(b["host"], "n1");
+    assert_eq!(b["exit_status"], 1);
+    assert_eq!(b["ttl"], 180);
+    assert!(b.get("performance_data").is_none());
+    let svc = Passive {
+        service: Some("load".into()),
+        code: 2,
+        perfdata: "'load_one'=9;4;8".into(),
+        ..host
+    };
+    let b = icinga2::body(&svc, 180);
+    assert_eq!(b["type"], "Service");
+    assert_eq!(b["service"], "n1!load");
+    assert_eq!(b["performance_data"], "'load_one'=9;4;8");
+}
+
+#[tokio::test]
+async fn events_reach_icinga2s_api_with_basic_auth() {
+    use std::io::{Read, Write};
+    // A stand-in for Icinga's API: answers 200 and hands over each request.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut req = Vec::new();
+            let mut b = [0u8; 4096];
+            // Head, then as many body bytes as Content-Length says.
+            loop {
+                let n = s.read(&mut b).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&b[..n]);
+                let text = String::from_utf8_lossy(&req).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            let _ = tx.send(String::from_utf8_lossy(&req).into_owned());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let cfg = NagiosConfig {
+        icinga2_url: Some(format!("http://{addr}")),
+        icinga2_user: "ganglion".into(),
+        icinga2_password_file: Some(pw),
+        resend_secs: 3600,
+        ..NagiosConfig::default()
+    };
+    let alerts = Alerts::detached();
+    let sd = CancellationToken::new();
+    let state = Arc::new(State::new(
+        "g".into(),
+        "a".into(),
+        vec![],
+        crate::state::Limits {
+            max_hosts: 10,
+            max_metrics: 10,
+            max_string_bytes: 100,
+        },
+        Default::default(),
+    ));
+    let task = start(&cfg, vec![], state, alerts.clone(), sd.clone())
+        .unwrap()
+        .unwrap();
+    alerts.record(crate::handlers::sample_event(EventKind::HostDown, "n1"));
+    let req = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("a request within 20 s");
+    assert!(
+        req.starts_with("POST /v1/actions/process-check-result HTTP/1.1\r\n"),
+        "{req}"
+    );
+    // base64("ganglion:s3cret")
+    assert!(
+        req.contains("Authorization: Basic Z2FuZ2xpb246czNjcmV0\r\n"),
+        "{req}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["type"], "Host");
+    assert_eq!(body["host"], "n1");
+    assert_eq!(body["exit_status"], 1);
+    sd.cancel();
+    task.await.unwrap();
 }

@@ -1,0 +1,188 @@
+//! Icinga 2's REST API as a destination for passive results:
+//! `POST /v1/actions/process-check-result` per result (HTTPS, basic auth,
+//! the server's certificate checked against `nagios.icinga2_ca` or the
+//! system's CAs), on its own thread behind its own bounded queue. `ttl` is
+//! the freshness threshold, so Icinga itself notices an aggregator that
+//! stopped sending. A result for an object Icinga does not know is counted
+//! (`unknown_object`), not retried; after a failed connection the rest of
+//! that batch is dropped (counted) rather than each waiting for its timeout
+//! — the next resend repeats the state.
+
+use super::{Passive, Queue};
+use crate::config::nagios::NagiosConfig;
+use crate::telemetry::{LabelledCounter, LogLimiter};
+use ganglion_nagios::client::{self, BaseUrl, Request};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Counters {
+    sent: AtomicU64,
+    unknown_object: AtomicU64,
+    failed: AtomicU64,
+    queue_full: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    sent: AtomicU64::new(0),
+    unknown_object: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    queue_full: AtomicU64::new(0),
+};
+
+/// `ganglion_icinga2_results_total{result}`.
+pub fn metrics() -> LabelledCounter {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let c = &COUNTERS;
+    (
+        "ganglion_icinga2_results_total",
+        "Passive results for Icinga 2's API by outcome (all but sent were dropped)",
+        "result",
+        vec![
+            ("sent", g(&c.sent)),
+            ("unknown_object", g(&c.unknown_object)),
+            ("failed", g(&c.failed)),
+            ("queue_full", g(&c.queue_full)),
+        ],
+    )
+}
+
+/// The request body for one result.
+pub fn body(p: &Passive, ttl: u32) -> serde_json::Value {
+    let mut b = json!({
+        "exit_status": p.code,
+        "plugin_output": p.output,
+        "check_source": "ganglion",
+        "execution_end": p.time,
+        "ttl": ttl,
+    });
+    match &p.service {
+        Some(svc) => {
+            b["type"] = "Service".into();
+            b["service"] = format!("{}!{svc}", p.host).into();
+        }
+        None => {
+            b["type"] = "Host".into();
+            b["host"] = p.host.clone().into();
+        }
+    }
+    if !p.perfdata.is_empty() {
+        b["performance_data"] = p.perfdata.clone().into();
+    }
+    b
+}
+
+struct Sender {
+    base: BaseUrl,
+    auth: (String, String),
+    tls: Option<Arc<client::TlsConfig>>,
+    timeout: Duration,
+    ttl: u32,
+    log: LogLimiter<&'static str>,
+}
+
+impl Sender {
+    fn send_all(&self, results: Vec<Passive>) {
+        let total = results.len();
+        for (i, p) in results.iter().enumerate() {
+            let body = body(p, self.ttl).to_string();
+            let req = Request {
+                method: "POST",
+                path: "/v1/actions/process-check-result",
+                body: Some(body.as_bytes()),
+                auth: Some(&self.auth),
+            };
+            let secs = self.timeout.as_secs();
+            match client::request(
+                &self.base,
+                &req,
+                self.tls.clone(),
+                Instant::now() + self.timeout,
+                secs,
+            ) {
+                Ok(r) if r.status == 200 => {
+                    COUNTERS.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r) if r.status == 404 => {
+                    COUNTERS.unknown_object.fetch_add(1, Ordering::Relaxed);
+                    if self.log.allow("404") {
+                        tracing::warn!(
+                            host = %p.host,
+                            service = p.service.as_deref().unwrap_or(""),
+                            "Icinga 2 does not know this object (define it, e.g. from `ganglion-aggregator nagios-config`); its results are dropped"
+                        );
+                    }
+                }
+                Ok(r) => {
+                    COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
+                    if self.log.allow("status") {
+                        let text = String::from_utf8_lossy(&r.body);
+                        tracing::warn!(
+                            status = r.status,
+                            "Icinga 2 refused a check result: {}",
+                            text.chars().take(300).collect::<String>()
+                        );
+                    }
+                }
+                Err(e) => {
+                    let rest = (total - i) as u64;
+                    COUNTERS.failed.fetch_add(rest, Ordering::Relaxed);
+                    if self.log.allow("connect") {
+                        tracing::warn!(
+                            "Icinga 2 API: {e}; {rest} results dropped, sent again every nagios.resend_secs"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the Icinga 2 writer when `nagios.icinga2_url` is set; returns its
+/// queue. Fails (naming the key) when the password file or CA file cannot
+/// be read.
+pub(super) fn start(cfg: &NagiosConfig) -> anyhow::Result<Option<Arc<Queue<Passive>>>> {
+    let Some(url) = &cfg.icinga2_url else {
+        return Ok(None);
+    };
+    let base = BaseUrl::parse(url).map_err(|e| anyhow::anyhow!("nagios.icinga2_url: {e}"))?;
+    let password = match &cfg.icinga2_password_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("nagios.icinga2_password_file {}: {e}", p.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        None => String::new(),
+    };
+    let tls = if base.tls {
+        Some(
+            client::tls_config(cfg.icinga2_ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("nagios.icinga2_ca: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let sender = Sender {
+        base,
+        auth: (cfg.icinga2_user.clone(), password),
+        tls,
+        timeout: Duration::from_secs(u64::from(cfg.icinga2_timeout_secs)),
+        ttl: cfg.freshness(),
+        log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
+    };
+    let q = Queue::new(cfg.queue_max_lines, &COUNTERS.queue_full);
+    let qt = q.clone();
+    std::thread::Builder::new()
+        .name("icinga2-sink".into())
+        .spawn(move || {
+            while let Some(results) = qt.take() {
+                sender.send_all(results);
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the Icinga 2 sink thread: {e}"))?;
+    tracing::info!(url = %url, "sending passive results to Icinga 2's API");
+    Ok(Some(q))
+}
