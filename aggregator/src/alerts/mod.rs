@@ -236,7 +236,8 @@ pub struct HostHealth {
     pub tn: u64,
     /// The host's TMAX.
     pub tmax: u64,
-    /// Plugin-style text.
+    /// Plugin-style text while not UP (`not heard for 95 s`); empty while UP
+    /// (no text is formatted for the thousands of healthy hosts each pass).
     pub output: String,
 }
 

@@ -572,3 +572,33 @@ fn a_cluster_missing_from_the_snapshot_after_restart_has_its_hosts_down() {
     assert_eq!(o.health.hosts.len(), 1);
     assert!(!o.health.hosts[0].up);
 }
+
+#[test]
+fn a_storm_noticed_over_several_evaluations_is_still_one_incident() {
+    // The dead hosts' last reports were up to 20 s apart, so they cross
+    // 4 × TMAX in three different evaluations; with 3 attempts none is
+    // HARD before all are at least SOFT DOWN.
+    let st = state();
+    let mut e = engine(cfg(), &[]);
+    let names: Vec<String> = (0..30).map(|i| format!("n{i:02}")).collect();
+    let mut all = Vec::new();
+    for k in 0..6u64 {
+        let t = T0 + 15 * (k as i64 + 1);
+        let hs: Vec<H<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let tn = if i < 20 {
+                    60 + 15 * k + 10 * (i as u64 % 3)
+                } else {
+                    1
+                };
+                H(n, tn, vec![])
+            })
+            .collect();
+        feed(&st, "c", &hs, t);
+        all.extend(step(&mut e, &st, t).batch.events);
+    }
+    let k: Vec<_> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(k, vec![ClusterIncident], "{all:#?}");
+}

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 /// Largest `max_check_attempts` (the attempt is kept in a byte).
 pub const MAX_CHECK_ATTEMPTS: u32 = 100;
 
+/// Most `[[alert]]` rules (a rule's index is kept in 16 bits per target).
+pub const MAX_RULES: usize = 10_000;
+
 /// `[alerts]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -257,6 +260,12 @@ impl AlertsConfig {
             return Err(invalid(
                 "alerts.queue_batches",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if rules.len() > MAX_RULES {
+            return Err(invalid(
+                "alert",
+                format!("{} rules; at most {MAX_RULES}", rules.len()),
             ));
         }
         let mut names = std::collections::HashSet::new();
