@@ -21,13 +21,16 @@
 
 pub mod admin;
 mod assets;
+pub mod auth;
 mod browse;
 mod export;
 mod graph;
 mod metrics;
+pub mod security;
 pub mod select;
 mod series;
 pub mod server;
+pub mod tls;
 
 pub use server::{ServerParams, serve};
 
@@ -100,6 +103,10 @@ pub struct HttpCounters {
     pub header_timeouts: AtomicU64,
     /// Idle keep-alive connections closed.
     pub idle_closed: AtomicU64,
+    /// TLS connections closed by `http.tls_handshake_timeout_secs`.
+    pub tls_handshake_timeouts: AtomicU64,
+    /// TLS handshakes that failed (not TLS, no common cipher, bad record…).
+    pub tls_handshake_failed: AtomicU64,
 }
 
 impl HttpCounters {
@@ -117,6 +124,8 @@ impl HttpCounters {
                 ("flush_rate_limited", g(&self.flush_rate_limited)),
                 ("header_timeout", g(&self.header_timeouts)),
                 ("idle_keepalive", g(&self.idle_closed)),
+                ("tls_handshake_timeout", g(&self.tls_handshake_timeouts)),
+                ("tls_handshake_failed", g(&self.tls_handshake_failed)),
             ],
         )
     }
@@ -132,6 +141,8 @@ pub struct HttpLimits {
     pub caps: select::Caps,
     /// Counters.
     pub counters: HttpCounters,
+    /// Authentication and TLS reload counters.
+    pub security: security::SecurityCounters,
 }
 
 impl HttpLimits {
@@ -148,6 +159,7 @@ impl HttpLimits {
                 max_export_rows: c.max_export_rows,
             },
             counters: HttpCounters::default(),
+            security: security::SecurityCounters::default(),
         })
     }
 
