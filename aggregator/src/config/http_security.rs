@@ -243,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_shows_the_defaults() {
+        let d = crate::config::Config::from_toml(crate::config::DEFAULT_CONFIG_TOML)
+            .unwrap()
+            .http;
+        let h = http();
+        let keys = |h: &HttpConfig| {
+            (
+                h.tls_cert_file.clone(),
+                h.tls_handshake_timeout_secs,
+                h.metrics_without_auth,
+                h.auth_max_concurrent_checks,
+                h.auth_cache_secs,
+                h.basic_auth_users.len(),
+            )
+        };
+        assert_eq!(keys(&d), keys(&h));
+    }
+
+    #[test]
     fn keys_parse_from_toml() {
         let h: HttpConfig = toml::from_str(&format!(
             "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\nmetrics_without_auth = true\n\

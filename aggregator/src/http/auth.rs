@@ -12,7 +12,7 @@
 //!   could test guesses against offline. Failures are not remembered.
 //! - At most `http.auth_max_concurrent_checks` bcrypt runs at once, on the
 //!   blocking pool (never on the async workers); a request that finds no
-//!   slot within [`BUSY_WAIT`](super::BUSY_WAIT) gets `503` with
+//!   slot within [`BUSY_WAIT`] gets `503` with
 //!   `Retry-After`, so a password-guessing flood costs at most that many
 //!   cores while remembered users keep getting in. The slot is held by the
 //!   bcrypt run itself, so clients that hang up cannot stack more runs.

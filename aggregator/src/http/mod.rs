@@ -12,7 +12,9 @@
 //! keep-alive timeouts, graceful shutdown), [`select`] (pure: query →
 //! files, times, caps), `browse` (`/api/grid|cluster|host|search`),
 //! `series`, `export` (streamed), `graph` (`rrdtool graph`),
-//! [`admin`] (`POST /api/flush`), `metrics`, `assets`.
+//! [`admin`] (`POST /api/flush`), `metrics`, `assets`; securing the port:
+//! [`tls`] (HTTPS, certificate reload on SIGHUP), [`auth`] (basic auth,
+//! bcrypt cached and bounded) and [`security`] (their wiring and counters).
 //!
 //! Bounded work: `/api/series`, `/api/export` and `/api/search` run under
 //! `http.max_heavy_requests` permits and `rrdtool graph` under
