@@ -15,6 +15,7 @@ pub mod acl;
 pub mod addr;
 pub mod config;
 pub mod daemon;
+pub mod diag;
 pub mod flush_gate;
 pub mod http;
 pub mod import;
