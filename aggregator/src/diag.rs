@@ -111,6 +111,18 @@ impl<K: Hash + Eq> Diag<K> {
     }
 }
 
+/// Counts and logs an event that is rare by nature (a reload on SIGHUP, a
+/// fault at start), without a limiter: logged whenever its [`Event::log_as`]
+/// is not [`LogAs::Skip`]. True when it was logged.
+pub fn emit_rare<E: Event>(event: E, counters: &E::Counters) -> bool {
+    event.count(counters);
+    let due = !matches!(event.log_as(), LogAs::Skip) && enabled(E::LEVEL);
+    if due {
+        event.log(counters);
+    }
+    due
+}
+
 /// Whether a line at `level` would be written by anyone.
 fn enabled(level: Level) -> bool {
     level <= tracing::level_filters::LevelFilter::current()

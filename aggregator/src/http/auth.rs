@@ -28,7 +28,7 @@
 
 use super::{BUSY_RETRY_SECS, BUSY_WAIT, HttpLimits, error, retry_after};
 use crate::config::HttpConfig;
-use crate::telemetry::LogLimiter;
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -113,7 +113,39 @@ pub struct BasicAuth {
     mac: ring::hmac::Key,
     cache: Mutex<Cache>,
     limits: Arc<HttpLimits>,
-    denied_log: LogLimiter<IpAddr>,
+    diag: Diag<IpAddr>,
+}
+
+/// `401` for a wrong user or password (`ganglion_http_auth_total{result="denied"}`),
+/// logged once a minute per client address.
+struct Denied<'a> {
+    ip: Option<IpAddr>,
+    user: &'a str,
+}
+
+impl Event for Denied<'_> {
+    type Counters = HttpLimits;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, l: &HttpLimits) {
+        diag::inc(&l.security.auth_denied);
+    }
+
+    fn log_as(&self) -> LogAs<IpAddr> {
+        self.ip.map_or(LogAs::Skip, LogAs::PerKey)
+    }
+
+    fn log(&self, _: &HttpLimits) {
+        if let Some(ip) = self.ip {
+            diag::line!(
+                Self::LEVEL,
+                %ip,
+                user = %self.user.escape_debug(),
+                "HTTP authentication failed (logged at most once a minute per address)"
+            );
+        }
+    }
 }
 
 impl BasicAuth {
@@ -142,7 +174,7 @@ impl BasicAuth {
                 map: HashMap::new(),
             }),
             limits,
-            denied_log: LogLimiter::new(DENIED_LOG_EVERY),
+            diag: Diag::new(DENIED_LOG_EVERY),
         }))
     }
 
@@ -170,7 +202,8 @@ impl BasicAuth {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn check(&self, authorization: Option<&HeaderValue>) -> Outcome {
+    /// Checks one request's credentials (`peer`: its address, for the log).
+    async fn check(&self, authorization: Option<&HeaderValue>, peer: Option<IpAddr>) -> Outcome {
         let counters = &self.limits.security;
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             counters.auth_missing.fetch_add(1, Ordering::Relaxed);
@@ -211,9 +244,21 @@ impl BasicAuth {
             counters.auth_verified.fetch_add(1, Ordering::Relaxed);
             Outcome::Ok(user)
         } else {
-            counters.auth_denied.fetch_add(1, Ordering::Relaxed);
+            self.diag.emit(
+                Denied {
+                    ip: peer,
+                    user: &user,
+                },
+                &self.limits,
+            );
             Outcome::Denied(user)
         }
+    }
+
+    /// [`BasicAuth::check`] from no known address (tests).
+    #[cfg(test)]
+    async fn check_from(&self, authorization: Option<&HeaderValue>) -> Outcome {
+        self.check(authorization, None).await
     }
 
     /// Entries remembered now (tests).
@@ -252,7 +297,14 @@ async fn require(State(auth): State<Arc<BasicAuth>>, mut req: Request, next: Nex
     if auth.open_path(req.uri().path()) {
         return next.run(req).await;
     }
-    match auth.check(req.headers().get(header::AUTHORIZATION)).await {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| crate::state::canonical_ip(c.0.ip()));
+    match auth
+        .check(req.headers().get(header::AUTHORIZATION), peer)
+        .await
+    {
         Outcome::Ok(user) => {
             req.extensions_mut().insert(Authenticated(user));
             next.run(req).await
@@ -266,22 +318,7 @@ async fn require(State(auth): State<Arc<BasicAuth>>, mut req: Request, next: Nex
             ),
         ),
         Outcome::Missing => unauthorized("authentication required (HTTP basic auth)"),
-        Outcome::Denied(user) => {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| crate::state::canonical_ip(c.0.ip()));
-            if let Some(ip) = peer
-                && auth.denied_log.allow(ip)
-            {
-                tracing::warn!(
-                    %ip,
-                    user = %user.escape_debug(),
-                    "HTTP authentication failed (logged at most once a minute per address)"
-                );
-            }
-            unauthorized("wrong user name or password")
-        }
+        Outcome::Denied(_) => unauthorized("wrong user name or password"),
     }
 }
 
@@ -353,30 +390,30 @@ mod tests {
         let a = auth(&c);
         let s = &a.limits.security;
         let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
-        assert_eq!(a.check(None).await, Outcome::Missing);
+        assert_eq!(a.check_from(None).await, Outcome::Missing);
         assert_eq!(
-            a.check(Some(&basic("alice", "wrong"))).await,
+            a.check_from(Some(&basic("alice", "wrong"))).await,
             Outcome::Denied("alice".into())
         );
         assert_eq!(
-            a.check(Some(&basic("mallory", "secret"))).await,
+            a.check_from(Some(&basic("mallory", "secret"))).await,
             Outcome::Denied("mallory".into())
         );
         assert_eq!(a.cached_len(), 0, "failures are not remembered");
         assert_eq!(
-            a.check(Some(&basic("alice", "secret"))).await,
+            a.check_from(Some(&basic("alice", "secret"))).await,
             Outcome::Ok("alice".into())
         );
         assert_eq!(n(&s.auth_verified), 1);
         // The second time comes from the cache: no bcrypt.
         assert_eq!(
-            a.check(Some(&basic("alice", "secret"))).await,
+            a.check_from(Some(&basic("alice", "secret"))).await,
             Outcome::Ok("alice".into())
         );
         assert_eq!((n(&s.auth_verified), n(&s.auth_cached)), (1, 1));
         // Another user's password is not alice's.
         assert_eq!(
-            a.check(Some(&basic("alice", "hunter2"))).await,
+            a.check_from(Some(&basic("alice", "hunter2"))).await,
             Outcome::Denied("alice".into())
         );
         assert_eq!((n(&s.auth_missing), n(&s.auth_denied)), (1, 3));
@@ -389,7 +426,7 @@ mod tests {
         let a = auth(&c);
         for _ in 0..2 {
             assert_eq!(
-                a.check(Some(&basic("alice", "secret"))).await,
+                a.check_from(Some(&basic("alice", "secret"))).await,
                 Outcome::Ok("alice".into())
             );
         }
@@ -405,14 +442,17 @@ mod tests {
         // Every slot taken (as by a guessing flood): a new check waits
         // BUSY_WAIT (paused clock: at once) and is refused.
         let held = a.checks.clone().acquire_owned().await.unwrap();
-        assert_eq!(a.check(Some(&basic("alice", "x"))).await, Outcome::Busy);
+        assert_eq!(
+            a.check_from(Some(&basic("alice", "x"))).await,
+            Outcome::Busy
+        );
         assert_eq!(a.limits.security.auth_busy.load(Ordering::Relaxed), 1);
         // A remembered user still gets in while the slots are busy.
         let now = Instant::now();
         let tag = a.tag("alice", b"secret");
         a.cache().insert(tag, now + Duration::from_secs(60), now);
         assert_eq!(
-            a.check(Some(&basic("alice", "secret"))).await,
+            a.check_from(Some(&basic("alice", "secret"))).await,
             Outcome::Ok("alice".into())
         );
         drop(held);

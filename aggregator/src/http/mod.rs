@@ -145,6 +145,8 @@ pub struct HttpLimits {
     pub counters: HttpCounters,
     /// Authentication and TLS reload counters.
     pub security: security::SecurityCounters,
+    /// Rate limit of per-client log lines (TLS handshakes).
+    pub(crate) diag: crate::diag::Diag<std::net::IpAddr>,
 }
 
 impl HttpLimits {
@@ -162,6 +164,7 @@ impl HttpLimits {
             },
             counters: HttpCounters::default(),
             security: security::SecurityCounters::default(),
+            diag: crate::diag::Diag::new(Duration::from_secs(60)),
         })
     }
 

@@ -6,6 +6,7 @@ use super::HttpLimits;
 use super::auth::BasicAuth;
 use super::tls::{Tls, TlsError};
 use crate::config::HttpConfig;
+use crate::diag::{self, Event, Level, LogAs};
 use axum::Router;
 use std::future::Future;
 use std::sync::Arc;
@@ -64,21 +65,65 @@ impl SecurityCounters {
     /// Counts and logs one reload.
     pub(super) fn tls_reloaded(&self, r: &Result<(), TlsError>, cert_file: &std::path::Path) {
         match r {
-            Ok(()) => {
-                self.tls_reload_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    cert = %cert_file.display(),
-                    "SIGHUP: TLS certificate reloaded; new connections get it"
-                );
-            }
-            Err(e) => {
-                self.tls_reload_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    error = %e,
-                    "SIGHUP: TLS certificate not reloaded; the previous one stays in service"
-                );
-            }
-        }
+            Ok(()) => diag::emit_rare(TlsReloaded { cert_file }, self),
+            Err(error) => diag::emit_rare(TlsReloadFailed { error }, self),
+        };
+    }
+}
+
+/// SIGHUP: the certificate was reloaded
+/// (`ganglion_http_tls_reloads_total{result="ok"}`).
+struct TlsReloaded<'a> {
+    cert_file: &'a std::path::Path,
+}
+
+impl Event for TlsReloaded<'_> {
+    type Counters = SecurityCounters;
+    type Key = ();
+    const LEVEL: Level = Level::INFO;
+
+    fn count(&self, c: &SecurityCounters) {
+        diag::inc(&c.tls_reload_ok);
+    }
+
+    fn log_as(&self) -> LogAs<()> {
+        LogAs::Always
+    }
+
+    fn log(&self, _: &SecurityCounters) {
+        diag::line!(
+            Self::LEVEL,
+            cert = %self.cert_file.display(),
+            "SIGHUP: TLS certificate reloaded; new connections get it"
+        );
+    }
+}
+
+/// SIGHUP: the new pair did not load; the old certificate stays
+/// (`ganglion_http_tls_reloads_total{result="failed"}`).
+struct TlsReloadFailed<'a> {
+    error: &'a TlsError,
+}
+
+impl Event for TlsReloadFailed<'_> {
+    type Counters = SecurityCounters;
+    type Key = ();
+    const LEVEL: Level = Level::ERROR;
+
+    fn count(&self, c: &SecurityCounters) {
+        diag::inc(&c.tls_reload_failed);
+    }
+
+    fn log_as(&self) -> LogAs<()> {
+        LogAs::Always
+    }
+
+    fn log(&self, _: &SecurityCounters) {
+        diag::line!(
+            Self::LEVEL,
+            error = %self.error,
+            "SIGHUP: TLS certificate not reloaded; the previous one stays in service"
+        );
     }
 }
 

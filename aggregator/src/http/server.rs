@@ -32,6 +32,7 @@
 
 use super::HttpCounters;
 use super::tls::Tls;
+use crate::diag::{self, Event, Level, LogAs};
 use crate::listen::{Admission, ConnPermit, Governor};
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -286,28 +287,65 @@ async fn connection(
                 _ = shutdown.cancelled() => None,
                 r = tokio::time::timeout(params.tls_handshake_timeout, tls.acceptor().accept(stream)) => Some(r),
             };
-            let counters = &limits.counters;
-            match handshake {
-                None => {}
+            let event = match handshake {
+                None => None,
                 Some(Ok(Ok(s))) => {
                     serve_io(s, peer, app, &builder, &params, &limits, &shutdown).await;
+                    None
                 }
-                Some(Ok(Err(e))) => {
-                    counters
-                        .tls_handshake_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                }
-                Some(Err(_)) => {
-                    counters
-                        .tls_handshake_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "TLS handshake not done in time; closed");
-                }
+                Some(Ok(Err(e))) => Some(Handshake::Failed(peer, e)),
+                Some(Err(_)) => Some(Handshake::TimedOut(peer)),
+            };
+            if let Some(e) = event {
+                limits.diag.emit(e, &limits.counters);
             }
         }
     }
     drop(permit);
+}
+
+/// A TLS handshake that did not complete
+/// (`ganglion_http_refused_total{reason="tls_handshake_failed|tls_handshake_timeout"}`):
+/// scanners and plain-HTTP clients do this all day, so the line is at debug
+/// level, once a minute per address.
+enum Handshake {
+    Failed(SocketAddr, std::io::Error),
+    TimedOut(SocketAddr),
+}
+
+impl Event for Handshake {
+    type Counters = HttpCounters;
+    type Key = std::net::IpAddr;
+    const LEVEL: Level = Level::DEBUG;
+
+    fn count(&self, c: &HttpCounters) {
+        match self {
+            Handshake::Failed(..) => diag::inc(&c.tls_handshake_failed),
+            Handshake::TimedOut(_) => diag::inc(&c.tls_handshake_timeouts),
+        }
+    }
+
+    fn log_as(&self) -> LogAs<std::net::IpAddr> {
+        match self {
+            Handshake::Failed(p, _) | Handshake::TimedOut(p) => LogAs::PerKey(p.ip()),
+        }
+    }
+
+    fn log(&self, _: &HttpCounters) {
+        match self {
+            Handshake::Failed(peer, error) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                %error,
+                "TLS handshake failed (logged once a minute per address)"
+            ),
+            Handshake::TimedOut(peer) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                "TLS handshake not done in time; closed (logged once a minute per address)"
+            ),
+        }
+    }
 }
 
 /// Serves HTTP on one (plain or TLS) connection until it ends, a timer
