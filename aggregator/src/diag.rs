@@ -50,13 +50,13 @@ pub trait Event {
     type Counters: ?Sized;
     /// What its log line is rate-limited by.
     type Key: Hash + Eq;
-    /// The level of its log line ([`line!`] writes at it).
+    /// The level of its log line (`diag::line!` writes at it).
     const LEVEL: Level;
     /// Counts one occurrence (every time, logged or not).
     fn count(&self, counters: &Self::Counters);
     /// Whether this occurrence may be logged, and under which key.
     fn log_as(&self) -> LogAs<Self::Key>;
-    /// Writes the line (with [`line!`] at [`Event::LEVEL`]); `counters` are
+    /// Writes the line (with `diag::line!` at [`Event::LEVEL`]); `counters` are
     /// there for totals worth quoting.
     fn log(&self, counters: &Self::Counters);
 }

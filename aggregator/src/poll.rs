@@ -12,7 +12,7 @@
 //! is refused (counted, logged once per name per 10 minutes), so no source
 //! can wipe or overwrite data it does not own.
 //!
-//! What goes wrong is reported as [`diag`](crate::diag) events: a failing
+//! What goes wrong is reported as [`crate::diag`] events: a failing
 //! source is logged when it starts failing and then once per 10 minutes, as
 //! are partial polls and each refused name; every occurrence is counted.
 

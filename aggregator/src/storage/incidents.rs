@@ -1,4 +1,4 @@
-//! What the writer counts and tells the operator, as [`diag`](crate::diag)
+//! What the writer counts and tells the operator, as [`crate::diag`]
 //! events: each knows its counter in [`StorageCounters`], its level, its
 //! line and its [`LogKey`]. The writer's lines are limited to one per 10
 //! minutes per key.
