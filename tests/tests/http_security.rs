@@ -406,7 +406,7 @@ fn basic_auth_guards_every_route() {
 
 #[test]
 fn metrics_without_auth_leaves_only_metrics_open() {
-    let agg = Aggregator::start_tuned(
+    let mut agg = Aggregator::start_tuned(
         "auth",
         &Tuning {
             http: "metrics_without_auth = true\n".into(),
@@ -425,6 +425,15 @@ fn metrics_without_auth_leaves_only_metrics_open() {
         let (code, text) = curl(&[&format!("{base}{path}")]);
         assert_eq!(code, 401, "{path}: {text}");
     }
+    // Without TLS there is nothing to reload, but SIGHUP (systemctl reload)
+    // must not end the process, its default action.
+    kill_hup(&agg);
+    let (code, text) = curl(&[&format!("{base}/metrics")]);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        agg.guard.child.try_wait().unwrap().is_none(),
+        "still running"
+    );
 }
 
 /// This machine's own non-loopback IPv4 address: connecting to it makes it

@@ -138,23 +138,25 @@ pub struct Security {
 
 impl Security {
     /// Loads the certificate (an error names the key) and the users. Takes
-    /// the SIGHUP stream now, when TLS is on, so no reload request is lost.
-    /// Must run inside the runtime.
+    /// the SIGHUP stream now, so no reload request is lost — and taken even
+    /// without TLS, so `systemctl reload` (SIGHUP) never ends the process
+    /// whose default action it would be. Must run inside the runtime.
     pub fn new(c: &HttpConfig, limits: &Arc<HttpLimits>) -> Result<Security, TlsError> {
-        let (tls, hangup) = match (&c.tls_cert_file, &c.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                let tls = Tls::new(cert, key)?;
-                let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .map_err(|e| TlsError::File {
-                        key: "http.tls_cert_file",
-                        message: format!("cannot watch SIGHUP for reloads: {e}"),
-                    })?;
-                (Some(tls), Some(hangup))
-            }
-            _ => (None, None),
+        let tls = match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Tls::new(cert, key)?),
+            _ => None,
         };
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| TlsError::File {
+                key: "http.tls_cert_file",
+                message: format!("cannot watch SIGHUP for reloads: {e}"),
+            })?;
         let auth = BasicAuth::new(c, limits.clone());
-        Ok(Security { tls, auth, hangup })
+        Ok(Security {
+            tls,
+            auth,
+            hangup: Some(hangup),
+        })
     }
 
     /// `router` behind basic authentication, when users are configured.
@@ -165,14 +167,28 @@ impl Security {
         }
     }
 
-    /// The task that reloads the certificate on SIGHUP (when TLS is on).
+    /// The task that reloads the certificate on every SIGHUP until
+    /// `shutdown` (without TLS it only takes the signal). `None` once taken.
     pub fn reload_task(
         &mut self,
         limits: Arc<HttpLimits>,
         shutdown: CancellationToken,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let tls = self.tls.clone()?;
-        let hangup = self.hangup.take()?;
-        Some(tls.reload_on_hangup(hangup, limits, shutdown))
+        let tls = self.tls.clone();
+        let mut hangup = self.hangup.take()?;
+        Some(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    s = hangup.recv() => if s.is_none() { return },
+                }
+                match &tls {
+                    Some(t) => t.reload_logged(&limits).await,
+                    None => {
+                        tracing::debug!("SIGHUP: no TLS certificate to reload on the HTTP port")
+                    }
+                }
+            }
+        })
     }
 }

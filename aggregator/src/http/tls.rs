@@ -155,32 +155,19 @@ impl Tls {
         ck.cert.first().map(|c| c.to_vec()).unwrap_or_default()
     }
 
-    /// Reloads on every SIGHUP until `shutdown`; the result of each reload
-    /// is logged and counted in `counters`. The signal stream is taken by the
-    /// caller at start, so a SIGHUP is never lost to a task not yet running.
-    pub async fn reload_on_hangup(
-        self: Arc<Self>,
-        mut hangup: tokio::signal::unix::Signal,
-        counters: Arc<super::HttpLimits>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = hangup.recv() => if s.is_none() { return },
-            }
-            let (tls, tls2) = (self.clone(), self.clone());
-            // Two small files and a key parse: off the async workers anyway.
-            let r = tokio::task::spawn_blocking(move || tls.reload())
-                .await
-                .unwrap_or_else(|e| {
-                    Err(TlsError::File {
-                        key: "http.tls_cert_file",
-                        message: format!("reload task failed: {e}"),
-                    })
-                });
-            counters.security.tls_reloaded(&r, &tls2.cert_file);
-        }
+    /// Reloads the pair (off the async workers: two small files and a key
+    /// parse), then counts and logs the result in `limits`.
+    pub async fn reload_logged(self: &Arc<Self>, limits: &super::HttpLimits) {
+        let tls = self.clone();
+        let r = tokio::task::spawn_blocking(move || tls.reload())
+            .await
+            .unwrap_or_else(|e| {
+                Err(TlsError::File {
+                    key: "http.tls_cert_file",
+                    message: format!("reload task failed: {e}"),
+                })
+            });
+        limits.security.tls_reloaded(&r, &self.cert_file);
     }
 }
 
