@@ -5,7 +5,7 @@
 //! emitting it is one call, [`Diag::emit`], which always counts and logs
 //! only when the key's interval allows.
 //!
-//! ```ignore
+//! ```text
 //! struct Undecodable<'a> { src: SocketAddr, error: &'a DecodeError }
 //! impl Event for Undecodable<'_> {
 //!     type Counters = Counters;
