@@ -30,6 +30,7 @@ TEST_PKGS=(
   chromium                                   # dashboard browser tests
   iproute2                                   # network namespaces for the multicast tests
   lintian                                    # checks the packages scripts/build-debs.sh builds
+  curl                                       # HTTPS and basic-auth client in http_security.rs
 )
 # Packages that bring a service of their own, and the units they bring.
 declare -A SERVICE_UNITS=(
