@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod addr;
+pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod diag;
@@ -58,6 +59,8 @@ pub struct Running {
     pub storage: Option<storage::StorageHandle>,
     /// Connection counters of every listener.
     pub listen_counters: Arc<ListenCounters>,
+    /// Health, alerts and events, when `[alerts]` is enabled.
+    pub alerts: Option<alerts::Alerts>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -338,6 +341,21 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         (None, None)
     };
+    let alerts = if config.alerts_enabled() {
+        let (a, t) = alerts::start(
+            alerts::Params {
+                config: config.alerts_config(),
+                rules: config.alert.clone(),
+                database: config.alerts_database(),
+            },
+            state.clone(),
+            shutdown.clone(),
+        )?;
+        threads.extend(t);
+        Some(a)
+    } else {
+        None
+    };
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -361,6 +379,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
+            alerts: alerts.clone(),
         }));
         if let Some(reload) = security.reload_task(limits.clone(), shutdown.clone()) {
             tasks.spawn(reload);
@@ -423,6 +442,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         state,
         storage,
         listen_counters,
+        alerts,
         shutdown,
         tasks,
         threads,

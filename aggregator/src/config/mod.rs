@@ -1,6 +1,8 @@
 //! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
+pub mod alerts;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +100,12 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Optional rrdcached for writes.
     pub rrdcached: Option<RrdcachedConfig>,
+    /// `[alerts]`: the health engine (absent = off unless `[[alert]]` rules exist).
+    #[serde(default)]
+    pub alerts: Option<alerts::AlertsConfig>,
+    /// `[[alert]]`: metric rules.
+    #[serde(default)]
+    pub alert: Vec<alerts::AlertRule>,
 }
 
 impl Default for Config {
@@ -126,6 +134,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             rrdcached: None,
+            alerts: None,
+            alert: Vec::new(),
         }
     }
 }
@@ -433,6 +443,7 @@ impl Config {
         if let Some(r) = &self.rrdcached {
             r.validate().map_err(|(k, m)| invalid(k, m))?;
         }
+        self.alerts_config().validate(&self.alert)?;
         for (i, r) in self.rras.iter().enumerate() {
             let parts: Vec<&str> = r.split(':').collect();
             let ok = parts.len() == 5

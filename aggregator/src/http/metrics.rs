@@ -19,6 +19,10 @@ pub(super) async fn metrics(
     labelled.extend(app.listen_counters.labelled());
     labelled.push(app.limits.counters.labelled());
     labelled.extend(app.limits.security.labelled());
+    let mut alert_gauges = Vec::new();
+    if let Some(a) = &app.alerts {
+        a.telemetry(&mut counters, &mut labelled, &mut alert_gauges);
+    }
     let census = app.state.census(now_secs());
     let per_cluster = |f: &dyn Fn(&Census) -> usize| {
         census
@@ -26,7 +30,7 @@ pub(super) async fn metrics(
             .map(|c| (c.cluster.clone(), f(c) as i64))
             .collect::<Vec<_>>()
     };
-    let gauges = vec![
+    let mut gauges = vec![
         (
             "ganglion_hosts_up",
             "Hosts alive (TN < 4 x TMAX) per cluster",
@@ -43,6 +47,7 @@ pub(super) async fn metrics(
             per_cluster(&|c| c.metrics),
         ),
     ];
+    gauges.extend(alert_gauges);
     // OpenMetrics when the scraper asks for it (Prometheus does), else the
     // classic text format.
     let openmetrics = headers

@@ -22,6 +22,7 @@
 //! [`BUSY_WAIT`] is answered `503` with `Retry-After`.
 
 pub mod admin;
+mod alerts;
 mod assets;
 pub mod auth;
 mod browse;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub all_trusted: bool,
     /// Counters of every listener (for `/metrics`).
     pub listen_counters: Arc<ListenCounters>,
+    /// Health, alerts and events (`/api/alerts`, `/api/events`), when enabled.
+    pub alerts: Option<crate::alerts::Alerts>,
 }
 
 /// Refusals the HTTP side counts, by reason.
@@ -209,6 +212,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/series", get(series::series))
         .route("/api/export", get(export::export))
         .route("/api/graph.png", get(graph::graph_png))
+        .route("/api/alerts", get(alerts::alerts))
+        .route("/api/events", get(alerts::events))
         .route("/metrics", get(metrics::metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -1,0 +1,1072 @@
+//! The evaluation: one pass over a [`Snapshot`] turns host liveness and every
+//! rule's value into results for the state machines of [`super::machine`],
+//! then into events, changed state rows and a [`HealthSnapshot`].
+//!
+//! Cost: globs are compiled once; which rules apply to a cluster is decided
+//! the first time the cluster is seen, which apply to a host the first time
+//! the host is seen; a rule's value is one binary search in the host's sorted
+//! metrics; a state is 24 bytes updated in place. Strings are made only for
+//! events and for the health entries of hosts and of services that are not
+//! OK/HARD — a pass over a quiet grid allocates per host, never per
+//! (rule, host).
+//!
+//! Host results: DOWN when the snapshot says the host is not alive (gmetad's
+//! TN ≥ 4 × TMAX, [`crate::state::host_alive`]) or, with
+//! `alerts.host_down_after_secs`, when TN exceeds it. A host the store knew
+//! but that has not reported since start is DOWN once warm-up is over; a host
+//! that leaves the snapshot after reporting (`host_dmax`) is forgotten. The
+//! rules of a host that is not UP are not evaluated (their states hold, as
+//! Nagios holds services of a DOWN host), and a host's rules wait
+//! `alerts.warmup_secs` after it is first heard before a missing metric
+//! counts as UNKNOWN (its metrics arrive over a few seconds).
+//!
+//! Storm control: the host events of a cluster are held until the cluster
+//! is judged. When at least `max(storm_min_hosts, ⌈storm_fraction × hosts⌉)`
+//! of its hosts went DOWN within `storm_window_secs`, one
+//! `cluster_incident` replaces them; while it is open the cluster's host
+//! events are suppressed (counted); it closes with `cluster_recovered` when
+//! fewer hosts than that are DOWN.
+
+use super::machine::{Change, FlapParams, HostState, SvcState};
+use super::store::Batch;
+use super::{
+    Event, EventKind, HealthSnapshot, HostHealth, Incident, ServiceHealth, StateType, Stats,
+};
+use crate::config::alerts::{Aggregate, AlertRule, AlertsConfig};
+use crate::state::host_alive;
+use crate::state::{ClusterSnap, HostSnap, Snapshot};
+use foldhash::{HashMap, HashMapExt};
+use ganglion_proto::range::{Range, Status, classify};
+use globset::{Glob, GlobMatcher};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A rule, compiled.
+pub struct Rule {
+    name: String,
+    metric: String,
+    /// `None`: a glob that does not compile (validated at start) matches all.
+    cluster: Option<GlobMatcher>,
+    hosts: Option<GlobMatcher>,
+    warning: Option<Range>,
+    critical: Option<Range>,
+    each: Option<Range>,
+    warning_text: Option<String>,
+    critical_text: Option<String>,
+    max: u8,
+    aggregate: Aggregate,
+}
+
+impl Rule {
+    fn compile(r: &AlertRule, default_max: u32) -> Rule {
+        let glob = |g: &str| Glob::new(g).ok().map(|g| g.compile_matcher());
+        let warning = r.warning_range();
+        let critical = r.critical_range();
+        let max = r.max_check_attempts.unwrap_or(default_max).clamp(1, 255);
+        Rule {
+            name: r.name.clone(),
+            metric: r.metric.clone(),
+            cluster: glob(r.cluster_glob()),
+            hosts: glob(r.hosts_glob()),
+            warning_text: warning.map(|w| w.to_string()),
+            critical_text: critical.map(|c| c.to_string()),
+            warning,
+            critical,
+            each: r.each_range(),
+            max: u8::try_from(max).unwrap_or(u8::MAX),
+            aggregate: r.aggregate,
+        }
+    }
+
+    fn status(&self, v: f64) -> Status {
+        classify(v, self.warning.as_ref(), self.critical.as_ref())
+    }
+
+    fn matches_cluster(&self, name: &str) -> bool {
+        self.cluster.as_ref().is_none_or(|g| g.is_match(name))
+    }
+
+    fn matches_host(&self, name: &str) -> bool {
+        self.hosts.as_ref().is_none_or(|g| g.is_match(name))
+    }
+}
+
+struct HostSlot {
+    state: HostState,
+    /// `(rule index, state)` of the host-scope rules that match it.
+    services: Vec<(u16, SvcState)>,
+    /// Where each service's metric was in the host's sorted metrics last
+    /// time: checked with one comparison before a binary search.
+    hints: Vec<u8>,
+    /// Indexes into the cluster's `cluster_rules` whose `hosts` glob matches.
+    in_cluster_rules: Vec<u16>,
+    /// The pass that last saw it in a snapshot.
+    seen: u64,
+    /// Seen in a snapshot since start.
+    heard: bool,
+    /// First seen since start (unix seconds).
+    first_heard: i64,
+    tn: u64,
+    tmax: u64,
+    /// Its row exists in the store.
+    stored: bool,
+}
+
+struct ClusterRuleSlot {
+    rule: u16,
+    state: SvcState,
+    acc: Acc,
+    value: Option<f64>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Acc {
+    matched: u32,
+    down: u32,
+    num: u32,
+    sum: f64,
+    min: f64,
+    max: f64,
+    count: u32,
+}
+
+struct ClusterSlot {
+    /// Host-scope rules whose `cluster` glob matches.
+    host_rules: Vec<u16>,
+    cluster_rules: Vec<ClusterRuleSlot>,
+    hosts: HashMap<Box<str>, HostSlot>,
+    incident: Option<Incident>,
+    /// The pass that last saw it in a snapshot.
+    seen: u64,
+}
+
+/// What one evaluation produced.
+pub struct Output {
+    /// Events and changed rows for the store.
+    pub batch: Batch,
+    /// The new health.
+    pub health: HealthSnapshot,
+}
+
+/// The engine's whole state.
+pub struct Engine {
+    cfg: AlertsConfig,
+    rules: Vec<Rule>,
+    by_name: HashMap<String, u16>,
+    clusters: HashMap<Box<str>, ClusterSlot>,
+    started: i64,
+    pass: u64,
+    stats: Arc<Stats>,
+    /// Sizes of the last health, to allocate the next one at once.
+    hosts_known: usize,
+    problems_known: usize,
+}
+
+impl Engine {
+    /// An engine for these rules, started at `started` (warm-up counts from it).
+    pub fn new(cfg: AlertsConfig, rules: &[AlertRule], started: i64, stats: Arc<Stats>) -> Engine {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .take(usize::from(u16::MAX))
+            .map(|r| Rule::compile(r, cfg.max_check_attempts))
+            .collect();
+        let by_name = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i as u16))
+            .collect();
+        Engine {
+            cfg,
+            rules,
+            by_name,
+            clusters: HashMap::new(),
+            started,
+            pass: 0,
+            stats,
+            hosts_known: 0,
+            problems_known: 0,
+        }
+    }
+
+    fn host_max(&self) -> u8 {
+        u8::try_from(self.cfg.max_check_attempts.clamp(1, 255)).unwrap_or(u8::MAX)
+    }
+
+    fn flap(&self) -> Option<FlapParams> {
+        self.cfg.flap_detection.then_some(FlapParams {
+            low: self.cfg.low_flap_threshold,
+            high: self.cfg.high_flap_threshold,
+        })
+    }
+
+    fn cluster_slot(&mut self, name: &str) -> &mut ClusterSlot {
+        cluster_slot(&self.rules, &mut self.clusters, name)
+    }
+
+    fn new_host(rules: &[Rule], c: &ClusterSlot, host: &str) -> HostSlot {
+        let services: Vec<(u16, SvcState)> = c
+            .host_rules
+            .iter()
+            .filter(|&&i| rules[usize::from(i)].matches_host(host))
+            .map(|&i| (i, SvcState::default()))
+            .collect();
+        HostSlot {
+            state: HostState::default(),
+            hints: vec![0; services.len()],
+            services,
+            in_cluster_rules: c
+                .cluster_rules
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| rules[usize::from(s.rule)].matches_host(host))
+                .map(|(i, _)| i as u16)
+                .collect(),
+            seen: 0,
+            heard: false,
+            first_heard: 0,
+            tn: 0,
+            tmax: 0,
+            stored: false,
+        }
+    }
+
+    /// Restores what the store persisted (before the first evaluation).
+    pub fn restore(&mut self, loaded: super::store::Loaded) -> Batch {
+        let mut stale = Batch::default();
+        for (cluster, host, state) in loaded.hosts {
+            let c = cluster_slot(&self.rules, &mut self.clusters, &cluster);
+            let mut slot = Self::new_host(&self.rules, c, &host);
+            slot.state = state;
+            slot.stored = true;
+            c.hosts.insert(host.into(), slot);
+        }
+        for (rule, cluster, host, state) in loaded.services {
+            let Some(&ri) = self.by_name.get(&rule) else {
+                // The rule is gone from the configuration.
+                stale.services.push((rule, cluster, host, None));
+                continue;
+            };
+            let c = cluster_slot(&self.rules, &mut self.clusters, &cluster);
+            let placed = if host.is_empty() {
+                c.cluster_rules
+                    .iter_mut()
+                    .find(|s| s.rule == ri)
+                    .map(|s| s.state = state)
+            } else {
+                c.hosts.get_mut(host.as_str()).and_then(|h| {
+                    h.services
+                        .iter_mut()
+                        .find(|(i, _)| *i == ri)
+                        .map(|(_, s)| *s = state)
+                })
+            };
+            if placed.is_none() {
+                stale.services.push((rule, cluster, host, None));
+            }
+        }
+        for (cluster, since, down, total) in loaded.incidents {
+            let slot = self.cluster_slot(&cluster);
+            slot.incident = Some(Incident {
+                output: incident_text(down, total),
+                cluster,
+                since,
+                down,
+                total,
+            });
+        }
+        stale
+    }
+
+    /// True within `warmup_secs` of start.
+    pub fn warming_up(&self, now: i64) -> bool {
+        now < self.started + i64::from(self.cfg.warmup_secs)
+    }
+
+    /// One evaluation of `snap` at `now`.
+    pub fn evaluate(&mut self, snap: &Snapshot, now: i64) -> Output {
+        self.pass += 1;
+        let pass = self.pass;
+        let warming = self.warming_up(now);
+        let flap = self.flap();
+        let host_max = self.host_max();
+        let mut batch = Batch::default();
+        let mut health = HealthSnapshot {
+            time: now,
+            warming_up: warming,
+            hosts: Vec::with_capacity(self.hosts_known),
+            services: Vec::with_capacity(self.problems_known),
+            incidents: Vec::new(),
+        };
+        let rules = std::mem::take(&mut self.rules);
+        let cfg = self.cfg.clone();
+        let mut pending: Vec<Event> = Vec::new();
+        for c in &snap.clusters {
+            let slot = cluster_slot(&rules, &mut self.clusters, &c.name);
+            slot.seen = pass;
+            for acc in &mut slot.cluster_rules {
+                acc.acc = Acc {
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    ..Acc::default()
+                };
+            }
+            pending.clear();
+            for h in &c.hosts {
+                if !slot.hosts.contains_key(h.name.as_str()) {
+                    let mut s = Self::new_host(&rules, slot, &h.name);
+                    s.state.since = now;
+                    slot.hosts.insert(h.name.as_str().into(), s);
+                }
+                let Some(hs) = slot.hosts.get_mut(h.name.as_str()) else {
+                    continue;
+                };
+                hs.seen = pass;
+                if !hs.heard {
+                    hs.heard = true;
+                    hs.first_heard = now;
+                }
+                hs.tn = h.tn;
+                hs.tmax = u64::from(h.tmax);
+                let down = if cfg.host_down_after_secs > 0 {
+                    h.tn > u64::from(cfg.host_down_after_secs)
+                } else {
+                    !h.alive
+                };
+                for &i in &hs.in_cluster_rules {
+                    if let Some(cr) = slot.cluster_rules.get_mut(usize::from(i)) {
+                        accumulate(&rules[usize::from(cr.rule)], &mut cr.acc, h, down);
+                    }
+                }
+                if warming {
+                    if !hs.stored {
+                        hs.stored = true;
+                        batch
+                            .hosts
+                            .push((c.name.clone(), h.name.clone(), Some(hs.state)));
+                    }
+                    push_service_health(
+                        &mut health,
+                        &rules,
+                        &c.name,
+                        &h.name,
+                        hs,
+                        Some(h),
+                        host_max,
+                    );
+                    continue;
+                }
+                let before = hs.state;
+                if let Some(ch) = hs.state.step(!down, host_max, now) {
+                    pending.push(host_event(&c.name, &h.name, ch, host_max, h.tn, now));
+                }
+                if hs.state != before || !hs.stored {
+                    hs.stored = true;
+                    batch
+                        .hosts
+                        .push((c.name.clone(), h.name.clone(), Some(hs.state)));
+                }
+                if hs.state.up && now - hs.first_heard >= i64::from(cfg.warmup_secs) {
+                    evaluate_services(&rules, &c.name, h, hs, now, flap, &mut batch);
+                } else if hs.state.up {
+                    // Within the host's own warm-up, only present metrics count.
+                    evaluate_present(&rules, &c.name, h, hs, now, flap, &mut batch);
+                }
+                push_service_health(&mut health, &rules, &c.name, &h.name, hs, Some(h), host_max);
+            }
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, &c.name, slot, &mut pending, &mut batch, &mut health);
+            if !warming {
+                storm(
+                    &cfg,
+                    &c.name,
+                    slot,
+                    now,
+                    &mut pending,
+                    &mut batch,
+                    &self.stats,
+                );
+                batch.events.append(&mut pending);
+                evaluate_cluster_rules(&rules, c, slot, now, flap, &mut batch);
+            }
+            push_cluster_health(&mut health, &rules, &c.name, slot);
+        }
+        // Clusters known from the store that the snapshot does not have (a
+        // data source not polled since start): their hosts are not heard.
+        for (name, slot) in self.clusters.iter_mut() {
+            if slot.seen == pass {
+                continue;
+            }
+            pending.clear();
+            let ctx = Pass {
+                rules: &rules,
+                pass,
+                warming,
+                host_max,
+                now,
+            };
+            unseen_hosts(&ctx, name, slot, &mut pending, &mut batch, &mut health);
+            if !warming {
+                storm(&cfg, name, slot, now, &mut pending, &mut batch, &self.stats);
+                batch.events.append(&mut pending);
+            }
+            push_cluster_health(&mut health, &rules, name, slot);
+        }
+        self.rules = rules;
+        self.hosts_known = health.hosts.len();
+        self.problems_known = health.services.len();
+        Output { batch, health }
+    }
+}
+
+/// What every cluster's part of a pass shares.
+struct Pass<'a> {
+    rules: &'a [Rule],
+    pass: u64,
+    warming: bool,
+    host_max: u8,
+    now: i64,
+}
+
+/// Hosts of `slot` the snapshot does not have this pass: forgotten when they
+/// reported since start (expired by `host_dmax`), else not heard: DOWN once
+/// warm-up is over.
+fn unseen_hosts(
+    ctx: &Pass<'_>,
+    cluster: &str,
+    slot: &mut ClusterSlot,
+    pending: &mut Vec<Event>,
+    batch: &mut Batch,
+    health: &mut HealthSnapshot,
+) {
+    let mut forget = Vec::new();
+    for (name, hs) in slot.hosts.iter_mut() {
+        if hs.seen == ctx.pass {
+            continue;
+        }
+        if hs.heard {
+            // Gone after reporting: expired by host_dmax.
+            forget.push(name.clone());
+            continue;
+        }
+        if !ctx.warming {
+            let before = hs.state;
+            if let Some(ch) = hs.state.step(false, ctx.host_max, ctx.now) {
+                pending.push(host_event(cluster, name, ch, ctx.host_max, 0, ctx.now));
+            }
+            if hs.state != before {
+                batch
+                    .hosts
+                    .push((cluster.to_string(), name.to_string(), Some(hs.state)));
+            }
+        }
+        push_service_health(health, ctx.rules, cluster, name, hs, None, ctx.host_max);
+    }
+    for name in forget {
+        if let Some(hs) = slot.hosts.remove(&name) {
+            batch
+                .hosts
+                .push((cluster.to_string(), name.to_string(), None));
+            for (ri, s) in &hs.services {
+                if !s.is_quiet() {
+                    batch.services.push((
+                        ctx.rules[usize::from(*ri)].name.clone(),
+                        cluster.to_string(),
+                        name.to_string(),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn cluster_slot<'a>(
+    rules: &[Rule],
+    clusters: &'a mut HashMap<Box<str>, ClusterSlot>,
+    name: &str,
+) -> &'a mut ClusterSlot {
+    if !clusters.contains_key(name) {
+        let mut host_rules = Vec::new();
+        let mut cluster_rules = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if !r.matches_cluster(name) {
+                continue;
+            }
+            if r.aggregate == Aggregate::None {
+                host_rules.push(i as u16);
+            } else {
+                cluster_rules.push(ClusterRuleSlot {
+                    rule: i as u16,
+                    state: SvcState::default(),
+                    acc: Acc::default(),
+                    value: None,
+                });
+            }
+        }
+        clusters.insert(
+            name.into(),
+            ClusterSlot {
+                host_rules,
+                cluster_rules,
+                hosts: HashMap::new(),
+                incident: None,
+                seen: 0,
+            },
+        );
+    }
+    clusters
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+fn incident_text(down: u32, total: u32) -> String {
+    format!("{down} of {total} hosts DOWN")
+}
+
+fn storm(
+    cfg: &AlertsConfig,
+    cluster: &str,
+    slot: &mut ClusterSlot,
+    now: i64,
+    pending: &mut Vec<Event>,
+    batch: &mut Batch,
+    stats: &Stats,
+) {
+    if cfg.storm_fraction <= 0.0 && slot.incident.is_none() {
+        return;
+    }
+    let total = slot.hosts.len() as u32;
+    let window = i64::from(cfg.storm_window_secs);
+    let (mut down, mut recent) = (0u32, 0u32);
+    for hs in slot.hosts.values() {
+        if !hs.state.up {
+            down += 1;
+            if hs.state.since >= now - window {
+                recent += 1;
+            }
+        }
+    }
+    let threshold = (cfg.storm_fraction * f64::from(total))
+        .ceil()
+        .max(f64::from(cfg.storm_min_hosts)) as u32;
+    let suppress = |pending: &mut Vec<Event>| {
+        let n = pending
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::HostDown | EventKind::HostUp))
+            .count();
+        stats
+            .suppressed_by_storm
+            .fetch_add(n as u64, Ordering::Relaxed);
+        pending.retain(|e| !matches!(e.kind, EventKind::HostDown | EventKind::HostUp));
+    };
+    let mk = |kind, state: &str, output: String| Event {
+        id: 0,
+        time: now,
+        kind,
+        cluster: cluster.to_string(),
+        host: None,
+        rule: None,
+        metric: None,
+        state: state.into(),
+        state_type: StateType::Hard,
+        attempt: 1,
+        max_attempts: 1,
+        value: Some(f64::from(down)),
+        output,
+        handler: None,
+    };
+    match &mut slot.incident {
+        None if cfg.storm_fraction > 0.0 && recent >= threshold => {
+            suppress(pending);
+            let output =
+                format!("{recent} of {total} hosts went DOWN within {window} s ({down} DOWN)");
+            pending.push(mk(EventKind::ClusterIncident, "CRITICAL", output.clone()));
+            slot.incident = Some(Incident {
+                cluster: cluster.to_string(),
+                since: now,
+                down,
+                total,
+                output,
+            });
+            batch
+                .incidents
+                .push((cluster.to_string(), Some((now, down, total))));
+        }
+        None => {}
+        Some(inc) => {
+            suppress(pending);
+            if down < threshold {
+                let output =
+                    format!("{down} of {total} hosts DOWN, below the storm threshold {threshold}");
+                pending.push(mk(EventKind::ClusterRecovered, "OK", output));
+                slot.incident = None;
+                batch.incidents.push((cluster.to_string(), None));
+            } else if inc.down != down || inc.total != total {
+                inc.down = down;
+                inc.total = total;
+                batch
+                    .incidents
+                    .push((cluster.to_string(), Some((inc.since, down, total))));
+            }
+        }
+    }
+}
+
+fn host_event(cluster: &str, host: &str, ch: Change, max: u8, tn: u64, now: i64) -> Event {
+    let up = ch.kind == EventKind::HostUp;
+    Event {
+        id: 0,
+        time: now,
+        kind: ch.kind,
+        cluster: cluster.into(),
+        host: Some(host.into()),
+        rule: None,
+        metric: None,
+        state: if up { "UP" } else { "DOWN" }.into(),
+        state_type: ch.state_type,
+        attempt: u32::from(ch.attempt),
+        max_attempts: u32::from(max),
+        value: None,
+        output: if up {
+            format!("{host} reports again")
+        } else if tn > 0 {
+            format!("{host} not heard for {tn} s")
+        } else {
+            format!("{host} not heard since the aggregator started")
+        },
+        handler: None,
+    }
+}
+
+/// The metric's value or why there is none.
+fn lookup<'a>(h: &'a HostSnap, metric: &str) -> Result<(f64, &'a str), &'static str> {
+    lookup_at(h, metric, &mut 0)
+}
+
+/// As [`lookup`], trying position `hint` first and leaving the found
+/// position there (a host's metrics rarely move).
+fn lookup_at<'a>(
+    h: &'a HostSnap,
+    metric: &str,
+    hint: &mut u8,
+) -> Result<(f64, &'a str), &'static str> {
+    let i = match h.metrics.get(usize::from(*hint)) {
+        Some(m) if *m.name == *metric => usize::from(*hint),
+        _ => {
+            let i = h
+                .metrics
+                .binary_search_by(|m| (*m.name).cmp(metric))
+                .map_err(|_| "missing")?;
+            *hint = u8::try_from(i).unwrap_or(0);
+            i
+        }
+    };
+    let m = &h.metrics[i];
+    if !host_alive(m.tn, m.tmax) {
+        return Err("stale");
+    }
+    m.number.map(|v| (v, &*m.units)).ok_or("not numeric")
+}
+
+fn accumulate(rule: &Rule, acc: &mut Acc, h: &HostSnap, down: bool) {
+    acc.matched += 1;
+    if down {
+        acc.down += 1;
+        return;
+    }
+    if rule.aggregate.is_host_count() {
+        return;
+    }
+    if let Ok((v, _)) = lookup(h, &rule.metric) {
+        acc.num += 1;
+        acc.sum += v;
+        acc.min = acc.min.min(v);
+        acc.max = acc.max.max(v);
+        if rule.each.as_ref().is_some_and(|r| r.alerts(v)) {
+            acc.count += 1;
+        }
+    }
+}
+
+fn max_of(r: &Rule) -> u32 {
+    u32::from(r.max)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_event(
+    r: &Rule,
+    cluster: &str,
+    host: Option<&str>,
+    ch: Option<Change>,
+    flap: Option<(EventKind, String)>,
+    s: &SvcState,
+    value: Option<f64>,
+    output: &str,
+    now: i64,
+) -> impl Iterator<Item = Event> {
+    let mk = |kind: EventKind, state: Status, st: StateType, attempt: u32, out: String| Event {
+        id: 0,
+        time: now,
+        kind,
+        cluster: cluster.into(),
+        host: host.map(Into::into),
+        rule: Some(r.name.clone()),
+        metric: (!r.metric.is_empty()).then(|| r.metric.clone()),
+        state: state.as_str().into(),
+        state_type: st,
+        attempt,
+        max_attempts: max_of(r),
+        value,
+        output: out,
+        handler: None,
+    };
+    let a = ch.map(|c| {
+        let state = if c.kind == EventKind::Recovery {
+            Status::Ok
+        } else {
+            s.state
+        };
+        mk(
+            c.kind,
+            state,
+            c.state_type,
+            u32::from(c.attempt),
+            output.to_string(),
+        )
+    });
+    let b = flap.map(|(k, text)| mk(k, s.state, s.state_type(), u32::from(s.attempt), text));
+    a.into_iter().chain(b)
+}
+
+fn plugin_output(r: &Rule, status: Status, v: Option<f64>, why: &str, units: &str) -> String {
+    let mut o = String::new();
+    match v {
+        None => {
+            let _ = write!(
+                o,
+                "{} {why}",
+                if r.metric.is_empty() {
+                    &r.name
+                } else {
+                    &r.metric
+                }
+            );
+        }
+        Some(v) => {
+            let _ = write!(
+                o,
+                "{} = {}",
+                if r.metric.is_empty() {
+                    &r.name
+                } else {
+                    &r.metric
+                },
+                v
+            );
+            if !units.is_empty() {
+                let _ = write!(o, " {units}");
+            }
+            let range = match status {
+                Status::Critical => r.critical_text.as_deref().map(|t| ("critical", t)),
+                Status::Warning => r.warning_text.as_deref().map(|t| ("warning", t)),
+                _ => None,
+            };
+            if let Some((k, t)) = range {
+                let _ = write!(o, " ({k} {t})");
+            }
+        }
+    }
+    o
+}
+
+/// Applies one result and records what changed.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    r: &Rule,
+    cluster: &str,
+    host: &str,
+    s: &mut SvcState,
+    status: Status,
+    value: Option<f64>,
+    why: &str,
+    units: &str,
+    now: i64,
+    flap: Option<FlapParams>,
+    batch: &mut Batch,
+) {
+    let before = *s;
+    let o = s.step(status, r.max, now, flap);
+    if o.change.is_some() || o.flap.is_some() {
+        let out = plugin_output(r, status, value, why, units);
+        let h = (!host.is_empty()).then_some(host);
+        // Nagios' wording: "… started flapping (24.2% change >= 20.0% threshold)".
+        let pct = o.percent.unwrap_or(0.0);
+        let flap_text = o.flap.zip(flap).map(|(k, p)| {
+            let text = if k == EventKind::FlapStart {
+                format!(
+                    "{} appears to have started flapping ({pct:.1}% change >= {:.1}% threshold)",
+                    r.name, p.high
+                )
+            } else {
+                format!(
+                    "{} appears to have stopped flapping ({pct:.1}% change <= {:.1}% threshold)",
+                    r.name, p.low
+                )
+            };
+            (k, text)
+        });
+        batch.events.extend(service_event(
+            r, cluster, h, o.change, flap_text, s, value, &out, now,
+        ));
+    }
+    let key_changed = (before.state, before.hard, before.attempt, before.flapping)
+        != (s.state, s.hard, s.attempt, s.flapping);
+    if key_changed {
+        batch.services.push((
+            r.name.clone(),
+            cluster.into(),
+            host.into(),
+            (!s.is_quiet()).then_some(*s),
+        ));
+    }
+}
+
+fn evaluate_services(
+    rules: &[Rule],
+    cluster: &str,
+    h: &HostSnap,
+    hs: &mut HostSlot,
+    now: i64,
+    flap: Option<FlapParams>,
+    batch: &mut Batch,
+) {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
+        let r = &rules[usize::from(*ri)];
+        let (status, value, why, units) = match lookup_at(h, &r.metric, hint) {
+            Ok((v, u)) => (r.status(v), Some(v), "", u),
+            Err(why) => (Status::Unknown, None, why, ""),
+        };
+        apply(
+            r, cluster, &h.name, s, status, value, why, units, now, flap, batch,
+        );
+    }
+}
+
+fn evaluate_present(
+    rules: &[Rule],
+    cluster: &str,
+    h: &HostSnap,
+    hs: &mut HostSlot,
+    now: i64,
+    flap: Option<FlapParams>,
+    batch: &mut Batch,
+) {
+    for ((ri, s), hint) in hs.services.iter_mut().zip(hs.hints.iter_mut()) {
+        let r = &rules[usize::from(*ri)];
+        match lookup_at(h, &r.metric, hint) {
+            Ok((v, u)) => apply(
+                r,
+                cluster,
+                &h.name,
+                s,
+                r.status(v),
+                Some(v),
+                "",
+                u,
+                now,
+                flap,
+                batch,
+            ),
+            Err("missing") => {}
+            Err(why) => apply(
+                r,
+                cluster,
+                &h.name,
+                s,
+                Status::Unknown,
+                None,
+                why,
+                "",
+                now,
+                flap,
+                batch,
+            ),
+        }
+    }
+}
+
+fn cluster_value(r: &Rule, a: &Acc) -> Option<f64> {
+    let pct = |n: u32, of: u32| (of > 0).then(|| 100.0 * f64::from(n) / f64::from(of));
+    match r.aggregate {
+        Aggregate::None => None,
+        Aggregate::Sum => (a.num > 0).then_some(a.sum),
+        Aggregate::Num => Some(f64::from(a.num)),
+        Aggregate::Mean => (a.num > 0).then(|| a.sum / f64::from(a.num)),
+        Aggregate::Min => (a.num > 0).then_some(a.min),
+        Aggregate::Max => (a.num > 0).then_some(a.max),
+        Aggregate::Count => (a.num > 0).then_some(f64::from(a.count)),
+        Aggregate::Percent => pct(a.count, a.num),
+        Aggregate::HostsDown => Some(f64::from(a.down)),
+        Aggregate::HostsDownPercent => pct(a.down, a.matched),
+    }
+}
+
+fn evaluate_cluster_rules(
+    rules: &[Rule],
+    c: &ClusterSnap,
+    slot: &mut ClusterSlot,
+    now: i64,
+    flap: Option<FlapParams>,
+    batch: &mut Batch,
+) {
+    for cr in &mut slot.cluster_rules {
+        let r = &rules[usize::from(cr.rule)];
+        let v = cluster_value(r, &cr.acc);
+        cr.value = v;
+        let (status, why) = match v {
+            Some(v) => (r.status(v), ""),
+            None => (Status::Unknown, "has no host reporting it"),
+        };
+        apply(
+            r,
+            &c.name,
+            "",
+            &mut cr.state,
+            status,
+            v,
+            why,
+            "",
+            now,
+            flap,
+            batch,
+        );
+    }
+}
+
+fn perfdata(r: &Rule, v: Option<f64>, units: &str) -> String {
+    let label = if r.metric.is_empty() {
+        &r.name
+    } else {
+        &r.metric
+    };
+    let uom = match units {
+        "s" | "ms" | "us" | "%" | "B" | "KB" | "MB" | "TB" | "c" => units,
+        _ => "",
+    };
+    let mut p = format!("'{}'=", label.replace('\'', "''"));
+    match v {
+        Some(v) => {
+            let _ = write!(p, "{v}{uom}");
+        }
+        None => p.push('U'),
+    }
+    let _ = write!(
+        p,
+        ";{};{};;",
+        r.warning_text.as_deref().unwrap_or(""),
+        r.critical_text.as_deref().unwrap_or("")
+    );
+    p
+}
+
+fn push_service_health(
+    health: &mut HealthSnapshot,
+    rules: &[Rule],
+    cluster: &str,
+    host: &str,
+    hs: &HostSlot,
+    h: Option<&HostSnap>,
+    host_max: u8,
+) {
+    let s = &hs.state;
+    health.hosts.push(HostHealth {
+        cluster: cluster.into(),
+        host: host.into(),
+        up: s.up,
+        state_type: s.state_type(),
+        attempt: u32::from(s.attempt),
+        max_attempts: u32::from(host_max),
+        since: s.since,
+        tn: hs.tn,
+        tmax: hs.tmax,
+        output: if s.up {
+            String::new()
+        } else if h.is_some() {
+            format!("not heard for {} s", hs.tn)
+        } else {
+            "not heard since the aggregator started".into()
+        },
+    });
+    for (ri, st) in &hs.services {
+        if st.state == Status::Ok && st.hard && !st.flapping {
+            continue;
+        }
+        let r = &rules[usize::from(*ri)];
+        let (value, units, why) = match h.map(|h| lookup(h, &r.metric)) {
+            Some(Ok((v, u))) => (Some(v), u, ""),
+            Some(Err(why)) => (None, "", why),
+            None => (None, "", "host not reporting"),
+        };
+        health.services.push(ServiceHealth {
+            rule: r.name.clone(),
+            cluster: cluster.into(),
+            host: host.into(),
+            metric: r.metric.clone(),
+            state: st.state,
+            state_type: st.state_type(),
+            attempt: u32::from(st.attempt),
+            max_attempts: max_of(r),
+            since: st.since,
+            value,
+            units: units.into(),
+            warning: r.warning_text.clone(),
+            critical: r.critical_text.clone(),
+            output: plugin_output(r, st.state, value, why, units),
+            perfdata: perfdata(r, value, units),
+            flapping: st.flapping,
+        });
+    }
+}
+
+fn push_cluster_health(
+    health: &mut HealthSnapshot,
+    rules: &[Rule],
+    cluster: &str,
+    slot: &ClusterSlot,
+) {
+    for cr in &slot.cluster_rules {
+        let st = &cr.state;
+        if st.state == Status::Ok && st.hard && !st.flapping {
+            continue;
+        }
+        let r = &rules[usize::from(cr.rule)];
+        health.services.push(ServiceHealth {
+            rule: r.name.clone(),
+            cluster: cluster.to_string(),
+            host: cluster.to_string(),
+            metric: r.metric.clone(),
+            state: st.state,
+            state_type: st.state_type(),
+            attempt: u32::from(st.attempt),
+            max_attempts: max_of(r),
+            since: st.since,
+            value: cr.value,
+            units: String::new(),
+            warning: r.warning_text.clone(),
+            critical: r.critical_text.clone(),
+            output: plugin_output(r, st.state, cr.value, "has no host reporting it", ""),
+            perfdata: perfdata(r, cr.value, ""),
+            flapping: st.flapping,
+        });
+    }
+    if let Some(i) = &slot.incident {
+        health.incidents.push(i.clone());
+    }
+}
