@@ -30,6 +30,7 @@ TEST_PKGS=(
   chromium                                   # dashboard browser tests
   iproute2                                   # network namespaces for the multicast tests
   lintian                                    # checks the packages scripts/build-debs.sh builds
+  curl                                       # HTTPS and basic-auth client in http_security.rs
   # A private nagios4 for tests/tests/nagios.rs (check_dummy from the plugins). Its
   # mail dependency (bsd-mailx) brings an MTA unless one is installed (exim4 on a
   # bare system), kept from starting by the same policy as the other services.

@@ -18,10 +18,10 @@
 //! answer for a file outside its base directory.
 
 use crate::config::Trusted;
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use crate::flush_gate::{FlushGate, Ticket};
 use crate::listen::{Admission, ConnPermit, Governor};
-use crate::storage::StorageHandle;
-use crate::telemetry::LogLimiter;
+use crate::storage::{StorageCounters, StorageHandle};
 use anyhow::Context;
 use ganglion_rrd::plan::{FetchPlan, Header};
 use ganglion_rrd::rrdcached::split_fields;
@@ -61,7 +61,84 @@ pub struct Daemon {
     storage: StorageHandle,
     root: PathBuf,
     gate: Arc<FlushGate>,
-    log: LogLimiter<&'static str>,
+    diag: Diag<&'static str>,
+}
+
+/// Something the socket refused (`-1 …`, or a connection closed at once):
+/// every one is counted in `ganglion_rrd_daemon_errors_total`; a write
+/// command and a file outside `rrd_root` are logged, once per 10 minutes
+/// each (a client misconfigured to write here, or probing the tree).
+enum Refused<'a> {
+    /// A write command the socket does not serve.
+    Unsupported { command: &'a str },
+    /// A file outside `rrd_root` (or not an `.rrd`).
+    Outside { file: &'a str, root: &'a Path },
+    /// A client outside `trusted_hosts`.
+    Untrusted,
+    /// A request line over [`MAX_LINE`].
+    TooLong,
+    /// Any other refusal (bad arguments, no such file, librrd's errors…).
+    Other,
+}
+
+impl Event for Refused<'_> {
+    type Counters = StorageCounters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &StorageCounters) {
+        diag::inc(&c.daemon_errors);
+    }
+
+    fn log_as(&self) -> LogAs<&'static str> {
+        match self {
+            Refused::Unsupported { .. } => LogAs::PerKey("unsupported"),
+            Refused::Outside { .. } => LogAs::PerKey("outside"),
+            Refused::Untrusted | Refused::TooLong | Refused::Other => LogAs::Skip,
+        }
+    }
+
+    fn log(&self, _: &StorageCounters) {
+        match self {
+            Refused::Unsupported { command } => diag::line!(
+                Self::LEVEL,
+                command = %command,
+                "rrdcached socket: refused a command it does not serve (logged once per 10 minutes)"
+            ),
+            Refused::Outside { file, root } => diag::line!(
+                Self::LEVEL,
+                file = ?file,
+                root = %root.display(),
+                "rrdcached socket: refused a file outside rrd_root (logged once per 10 minutes)"
+            ),
+            Refused::Untrusted | Refused::TooLong | Refused::Other => {}
+        }
+    }
+}
+
+/// A `-1` answer, and which refusal it is.
+struct Refusal {
+    message: String,
+    /// Set for a file outside the tree: the name asked for.
+    outside: Option<String>,
+    /// A write command the socket does not serve.
+    unsupported: bool,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal {
+            message,
+            outside: None,
+            unsupported: false,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Refusal {
+        Refusal::from(message.to_string())
+    }
 }
 
 /// A bound listener: a unix socket (removed again when dropped) or TCP.
@@ -171,7 +248,7 @@ pub async fn serve(
         {
             // Outside trusted_hosts: closed without a reply, as gmetad's
             // ports do, and counted as an error.
-            daemon.count_error();
+            daemon.refused(Refused::Untrusted);
             continue;
         }
         let (d, sd) = (daemon.clone(), shutdown.clone());
@@ -222,7 +299,7 @@ async fn session<S: AsyncRead + AsyncWrite>(
         }
         let too_long = !line.ends_with(b"\n") && line.len() > MAX_LINE;
         let reply = if too_long {
-            daemon.count_error();
+            daemon.refused(Refused::TooLong);
             Some("-1 Command too long\n".to_string())
         } else {
             let text = String::from_utf8_lossy(&line)
@@ -260,22 +337,20 @@ impl Daemon {
             storage,
             root,
             gate,
-            log: LogLimiter::new(Duration::from_secs(600)),
+            diag: Diag::new(Duration::from_secs(600)),
         }
     }
 
-    fn count_error(&self) {
-        self.storage
-            .counters
-            .daemon_errors
-            .fetch_add(1, Ordering::Relaxed);
+    /// Counts (and maybe logs) one refusal.
+    fn refused(&self, r: Refused<'_>) {
+        self.diag.emit(r, &self.storage.counters);
     }
 
     /// Answers one request line; `None` closes the connection (`QUIT`).
     pub fn handle(&self, line: &str) -> Option<String> {
         let fields = split_fields(line);
         let Some(cmd) = fields.first() else {
-            self.count_error();
+            self.refused(Refused::Other);
             return Some(refuse("Empty command"));
         };
         let cmd = cmd.to_ascii_uppercase();
@@ -284,7 +359,7 @@ impl Daemon {
             .counters
             .daemon_requests
             .fetch_add(1, Ordering::Relaxed);
-        let reply = match cmd.as_str() {
+        let reply: Result<String, Refusal> = match cmd.as_str() {
             "QUIT" => return None,
             "PING" => Ok(ok("PONG", "")),
             "HELP" => Ok(help()),
@@ -299,7 +374,8 @@ impl Daemon {
                         "Flush rate limited: a full flush ran less than {} s ago; retry in {} s",
                         self.gate.min_interval().as_secs(),
                         d.as_secs() + 1
-                    )),
+                    )
+                    .into()),
                 }
             }
             "FLUSH" => self.flush(args),
@@ -309,29 +385,32 @@ impl Daemon {
             "LAST" => self.last(args),
             "UPDATE" | "BATCH" | "CREATE" | "FORGET" | "WROTE" | "SUSPEND" | "RESUME"
             | "SUSPENDALL" | "RESUMEALL" | "TUNE" | "DUMP" | "FETCHBIN" | "PENDING" | "QUEUE"
-            | "LIST" => {
-                if self.log.allow("unsupported") {
-                    tracing::warn!(command = %cmd, "rrdcached socket: refused a command it does not serve (logged once per 10 minutes)");
-                }
-                Err(format!(
+            | "LIST" => Err(Refusal {
+                unsupported: true,
+                ..Refusal::from(format!(
                     "{cmd} is not available: ganglion-aggregator writes its own RRD files; this socket serves {SERVED}"
                 ))
-            }
-            _ => Err(format!("Unknown command: {cmd}")),
+            }),
+            _ => Err(format!("Unknown command: {cmd}").into()),
         };
-        Some(reply.unwrap_or_else(|message| {
-            self.count_error();
-            refuse(&message)
+        Some(reply.unwrap_or_else(|r| {
+            self.refused(match (&r.outside, r.unsupported) {
+                (Some(file), _) => Refused::Outside {
+                    file,
+                    root: &self.root,
+                },
+                (None, true) => Refused::Unsupported { command: &cmd },
+                (None, false) => Refused::Other,
+            });
+            refuse(&r.message)
         }))
     }
 
     /// The file a request names, inside the tree, or rrdcached's refusal.
-    fn file(&self, name: &str) -> Result<PathBuf, String> {
-        resolve(&self.root, name).ok_or_else(|| {
-            if self.log.allow("outside") {
-                tracing::warn!(file = ?name, root = %self.root.display(), "rrdcached socket: refused a file outside rrd_root (logged once per 10 minutes)");
-            }
-            format!("{name}: Permission denied")
+    fn file(&self, name: &str) -> Result<PathBuf, Refusal> {
+        resolve(&self.root, name).ok_or_else(|| Refusal {
+            outside: Some(name.to_string()),
+            ..Refusal::from(format!("{name}: Permission denied"))
         })
     }
 
@@ -341,7 +420,7 @@ impl Daemon {
         self.storage.flush(vec![path.to_path_buf()], FLUSH_WAIT)
     }
 
-    fn flush(&self, args: &[String]) -> Result<String, String> {
+    fn flush(&self, args: &[String]) -> Result<String, Refusal> {
         let [name] = args else {
             return Err("Usage: FLUSH <filename>".into());
         };
@@ -351,16 +430,17 @@ impl Daemon {
                 "Flush of {} did not finish within {} s",
                 path.display(),
                 FLUSH_WAIT.as_secs()
-            ));
+            )
+            .into());
         }
         if path.is_file() {
             Ok(ok(&format!("Successfully flushed {}.", path.display()), ""))
         } else {
-            Err(format!("No such file: {}.", path.display()))
+            Err(format!("No such file: {}.", path.display()).into())
         }
     }
 
-    fn fetch(&self, args: &[String]) -> Result<String, String> {
+    fn fetch(&self, args: &[String]) -> Result<String, Refusal> {
         let [name, cf, rest @ ..] = args else {
             return Err("Usage: FETCH <filename> <CF> [<start> [<end> [<ds>...]]]".into());
         };
@@ -385,17 +465,18 @@ impl Daemon {
                 "The range {start}..{end} is {} rows of {} s; at most {MAX_FETCH_ROWS} rows per FETCH",
                 plan.rows(),
                 plan.step
-            ));
+            )
+            .into());
         }
         let f = ganglion_rrd::fetch(&path, cf, start, end, 1)
             .map_err(|e| format!("rrd_fetch_r failed: {}", librrd_message(&e)))?;
         let mut fields = Vec::new();
         for name in rest.iter().skip(2).filter(|n| !n.is_empty()) {
             let Some(i) = f.ds_names.iter().position(|d| d == name) else {
-                return Err(format!("field {name} not found in {}", path.display()));
+                return Err(format!("field {name} not found in {}", path.display()).into());
             };
             if fields.contains(&i) {
-                return Err(format!("field {name} already used"));
+                return Err(format!("field {name} already used").into());
             }
             fields.push(i);
         }
@@ -428,14 +509,14 @@ impl Daemon {
     }
 
     /// The file a request names, its cache written, and librrd's info of it.
-    fn cached_info(&self, name: &str) -> Result<(PathBuf, Vec<(String, InfoValue)>), String> {
+    fn cached_info(&self, name: &str) -> Result<(PathBuf, Vec<(String, InfoValue)>), Refusal> {
         let path = self.file(name)?;
         self.write_cached(&path);
         let info = ganglion_rrd::info(&path).map_err(rrd_error)?;
         Ok((path, info))
     }
 
-    fn info(&self, args: &[String]) -> Result<String, String> {
+    fn info(&self, args: &[String]) -> Result<String, Refusal> {
         let [name] = args else {
             return Err("Usage: INFO <filename>".into());
         };
@@ -455,20 +536,20 @@ impl Daemon {
         Ok(ok(&format!("Info for {} follows", path.display()), &body))
     }
 
-    fn first(&self, args: &[String]) -> Result<String, String> {
+    fn first(&self, args: &[String]) -> Result<String, Refusal> {
         let [name, index] = args else {
             return Err("Usage: FIRST <filename> <rra index>".into());
         };
         let path = self.file(name)?;
         let Ok(rra) = index.parse::<u32>() else {
-            return Err(format!("Invalid index specified ({index})"));
+            return Err(format!("Invalid index specified ({index})").into());
         };
         self.write_cached(&path);
         let t = ganglion_rrd::first(&path, rra).map_err(rrd_error)?;
         Ok(ok(&t.to_string(), ""))
     }
 
-    fn last(&self, args: &[String]) -> Result<String, String> {
+    fn last(&self, args: &[String]) -> Result<String, Refusal> {
         let [name] = args else {
             return Err("Usage: LAST <filename>".into());
         };
@@ -602,6 +683,32 @@ pub fn c_exp(x: f64, precision: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_is_counted_and_two_kinds_are_logged_once() {
+        let c = StorageCounters::default();
+        let d: Diag<&'static str> = Diag::new(Duration::from_secs(600));
+        let root = Path::new("/r");
+        let ((), sink) = crate::diag::testing::logging(|| {
+            for _ in 0..3 {
+                d.emit(Refused::Unsupported { command: "UPDATE" }, &c);
+                d.emit(
+                    Refused::Outside {
+                        file: "/etc/passwd",
+                        root,
+                    },
+                    &c,
+                );
+                d.emit(Refused::Other, &c);
+                d.emit(Refused::Untrusted, &c);
+                d.emit(Refused::TooLong, &c);
+            }
+        });
+        assert_eq!(c.daemon_errors.load(Ordering::Relaxed), 15);
+        assert_eq!(sink.lines("refused a command it does not serve"), 1);
+        assert_eq!(sink.lines("refused a file outside rrd_root"), 1);
+        assert_eq!(sink.lines("rrdcached socket"), 2);
+    }
 
     #[test]
     fn numbers_are_written_as_c_does() {

@@ -16,6 +16,7 @@ pub mod addr;
 pub mod alerts;
 pub mod config;
 pub mod daemon;
+pub mod diag;
 pub mod flush_gate;
 pub mod handlers;
 pub mod http;
@@ -384,9 +385,15 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         let l = bind_tcp("http.listen", &config.http.listen).await?;
         let a = l.local_addr()?;
-        tracing::info!(addr = %a, url = %format!("http://{a}/"), "serving dashboard");
         let limits = http::HttpLimits::new(&config.http);
-        let app = http::router(http::AppState {
+        let mut security = http::security::Security::new(&config.http, &limits)?;
+        let scheme = if security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(addr = %a, url = %format!("{scheme}://{a}/"), auth = security.auth.is_some(), "serving dashboard");
+        let app = security.protect(http::router(http::AppState {
             state: state.clone(),
             storage: storage.clone(),
             rrd_root: config.rrd_root.clone(),
@@ -397,7 +404,10 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
             alerts: alerts.clone(),
-        });
+        }));
+        if let Some(reload) = security.reload_task(limits.clone(), shutdown.clone()) {
+            tasks.spawn(reload);
+        }
         let gov = Governor::new(
             Kind::Http,
             "http.listen",
@@ -413,6 +423,10 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             )),
             keepalive_timeout: Duration::from_secs(u64::from(config.http.keepalive_timeout_secs)),
             max_header_bytes: config.http.max_header_bytes,
+            tls: security.tls.clone(),
+            tls_handshake_timeout: Duration::from_secs(u64::from(
+                config.http.tls_handshake_timeout_secs,
+            )),
         };
         tasks.spawn(http::serve(l, app, gov, params, limits, shutdown.clone()));
         Some(a)

@@ -24,12 +24,13 @@
 //! and [`check_fd_budget`] refuses a configuration whose caps, together with
 //! `limits.fd_reserve`, do not fit in it.
 
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -156,6 +157,41 @@ pub struct Governor {
     refusals: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     counters: Arc<ListenCounters>,
+    diag: Diag<()>,
+}
+
+/// `accept` failed (`EMFILE`, `ENFILE`, `ENOBUFS`…):
+/// `ganglion_accept_errors_total{listener}`, logged at most once a minute
+/// per listener with the total so far.
+struct AcceptFailed<'a> {
+    kind: Kind,
+    listener: &'a str,
+    error: &'a std::io::Error,
+}
+
+impl Event for AcceptFailed<'_> {
+    type Counters = ListenCounters;
+    type Key = ();
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &ListenCounters) {
+        diag::inc(&c.accept_errors[self.kind.index()]);
+    }
+
+    fn log_as(&self) -> LogAs<()> {
+        // The governor (and its limiter) is the listener's own.
+        LogAs::PerKey(())
+    }
+
+    fn log(&self, c: &ListenCounters) {
+        diag::line!(
+            Self::LEVEL,
+            listener = %self.listener,
+            error = %self.error,
+            errors_total = c.accept_errors(self.kind),
+            "accept failed; backing off (logged at most once a minute)"
+        );
+    }
 }
 
 /// What holds a connection's place: its slot and its per-address count,
@@ -238,6 +274,7 @@ impl Governor {
             refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             counters,
+            diag: Diag::new(ACCEPT_LOG_EVERY),
         })
     }
 
@@ -259,8 +296,6 @@ impl Governor {
         Fut: Future<Output = std::io::Result<(S, Option<SocketAddr>)>>,
     {
         let mut backoff = Backoff(Backoff::MIN);
-        let mut errors_since_log = 0u64;
-        let mut last_log: Option<Instant> = None;
         loop {
             let slot = match self.slots.clone().try_acquire_owned() {
                 Ok(p) => p,
@@ -352,18 +387,14 @@ impl Governor {
                 }
                 Err(e) => {
                     drop(slot);
-                    self.counters.accept_errors[self.kind.index()].fetch_add(1, Ordering::Relaxed);
-                    errors_since_log += 1;
-                    if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
-                        tracing::warn!(
-                            listener = %self.name,
-                            error = %e,
-                            errors = errors_since_log,
-                            "accept failed; backing off (logged at most once a minute)"
-                        );
-                        last_log = Some(Instant::now());
-                        errors_since_log = 0;
-                    }
+                    self.diag.emit(
+                        AcceptFailed {
+                            kind: self.kind,
+                            listener: &self.name,
+                            error: &e,
+                        },
+                        &self.counters,
+                    );
                     let wait = backoff.next();
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,

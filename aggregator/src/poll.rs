@@ -9,13 +9,18 @@
 //! (as received, and again once gunzipped) may hold at most
 //! [`MAX_DOCUMENT_BYTES`] and must arrive within [`poll_deadline`]; a cluster
 //! or grid name that belongs to one of our own clusters or to another source
-//! is refused (counted, logged once per name), so no source can wipe or
-//! overwrite data it does not own.
+//! is refused (counted, logged once per name per 10 minutes), so no source
+//! can wipe or overwrite data it does not own.
+//!
+//! What goes wrong is reported as [`crate::diag`] events: a failing
+//! source is logged when it starts failing and then once per 10 minutes, as
+//! are partial polls and each refused name; every occurrence is counted.
 
 use crate::config::DataSourceConfig;
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use crate::state::{GridSnap, Refusal, State, Summary, SummaryMetric, now_secs};
+use crate::telemetry::Counters;
 use ganglion_proto::xml::{self, Item, Limits, XmlError};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -80,6 +85,131 @@ pub enum PollError {
         /// The deadline.
         secs: u64,
     },
+}
+
+/// What a source's log lines are limited by (each source has its own
+/// limiter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PollKey {
+    /// The source failing (connect, read, size, deadline).
+    Failing,
+    /// Polls that were only partly usable.
+    Partial,
+    /// A cluster or grid name refused.
+    Name(String),
+}
+
+/// How often each [`PollKey`] of a source is logged.
+const POLL_LOG_EVERY: Duration = Duration::from_secs(600);
+
+/// Names remembered per source for the log limit.
+const POLL_LOG_KEYS: usize = 1024;
+
+/// A poll failed: `ganglion_polls_failed_total`, and
+/// `ganglion_poll_too_large_total` / `ganglion_poll_too_slow_total` by cause.
+struct PollFailed<'a> {
+    source: &'a str,
+    error: &'a PollError,
+}
+
+impl Event for PollFailed<'_> {
+    type Counters = Counters;
+    type Key = PollKey;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.polls_failed);
+        match self.error {
+            PollError::TooLarge(..) => diag::inc(&c.poll_too_large),
+            PollError::TooSlow { .. } => diag::inc(&c.poll_too_slow),
+            PollError::Connect(_) | PollError::Read { .. } => {}
+        }
+    }
+
+    fn log_as(&self) -> LogAs<PollKey> {
+        LogAs::PerKey(PollKey::Failing)
+    }
+
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, source = %self.source, error = %self.error, "poll failed; keeping the last data as stale");
+    }
+}
+
+/// A document over its size bound once parsed (gunzipped): nothing of it is
+/// taken (`ganglion_polls_failed_total`, `ganglion_poll_too_large_total`).
+struct PollRefused<'a> {
+    source: &'a str,
+    error: Option<&'a XmlError>,
+}
+
+impl Event for PollRefused<'_> {
+    type Counters = Counters;
+    type Key = PollKey;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.polls_failed);
+        diag::inc(&c.poll_too_large);
+    }
+
+    fn log_as(&self) -> LogAs<PollKey> {
+        LogAs::PerKey(PollKey::Failing)
+    }
+
+    fn log(&self, _: &Counters) {
+        let e = self.error.map(|e| e.to_string()).unwrap_or_default();
+        diag::line!(Self::LEVEL, source = %self.source, error = %e, "poll refused; keeping the last data as stale");
+    }
+}
+
+/// A document that broke off: complete clusters were taken, the rest kept
+/// as stale (`ganglion_polls_failed_total`).
+struct PartialPoll<'a> {
+    source: &'a str,
+    error: &'a XmlError,
+}
+
+impl Event for PartialPoll<'_> {
+    type Counters = Counters;
+    type Key = PollKey;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.polls_failed);
+    }
+
+    fn log_as(&self) -> LogAs<PollKey> {
+        LogAs::PerKey(PollKey::Partial)
+    }
+
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, source = %self.source, error = %self.error, "partial poll: complete clusters updated, the rest kept as stale");
+    }
+}
+
+/// A polled cluster or grid name that belongs to someone else
+/// (`ganglion_poll_cluster_collisions_total`).
+struct NameRefused<'a> {
+    source: &'a str,
+    refusal: &'a Refusal,
+}
+
+impl Event for NameRefused<'_> {
+    type Counters = Counters;
+    type Key = PollKey;
+    const LEVEL: Level = Level::WARN;
+
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.poll_cluster_collisions);
+    }
+
+    fn log_as(&self) -> LogAs<PollKey> {
+        LogAs::PerKey(PollKey::Name(self.refusal.name().to_string()))
+    }
+
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, source = %self.source, error = %self.refusal, "refusing a polled name (logged once per name per 10 minutes)");
+    }
 }
 
 fn with_default_port(a: &str) -> String {
@@ -314,9 +444,7 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
     let mut last_good = 0usize;
     let mut last_size = 0usize;
     let mut seen: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    let mut warned_at: Option<Instant> = None;
-    // Names refused from this source, each logged once.
-    let mut refused_logged: HashSet<String> = HashSet::new();
+    let diag: Diag<PollKey> = Diag::with_capacity(POLL_LOG_EVERY, POLL_LOG_KEYS);
     let mut jitter = (now_secs() as u32).wrapping_mul(2654435761);
     loop {
         let started = Instant::now();
@@ -335,14 +463,14 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
                 match parsed {
                     Ok(out) if matches!(out.error, Some(XmlError::LimitExceeded { .. })) => {
                         // Nothing of an oversized document is taken.
-                        counters.polls_failed.fetch_add(1, Ordering::Relaxed);
-                        counters.poll_too_large.fetch_add(1, Ordering::Relaxed);
                         state.mark_stale(&ds.name, &seen.0, &seen.1);
-                        if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
-                            let e = out.error.map(|e| e.to_string()).unwrap_or_default();
-                            tracing::warn!(source = %ds.name, error = %e, "poll refused; keeping the last data as stale");
-                            warned_at = Some(Instant::now());
-                        }
+                        diag.emit(
+                            PollRefused {
+                                source: &ds.name,
+                                error: out.error.as_ref(),
+                            },
+                            &counters,
+                        );
                     }
                     Ok(mut out) => {
                         counters
@@ -355,46 +483,45 @@ pub async fn run_source(ds: DataSourceConfig, state: Arc<State>, shutdown: Cance
                             now_secs(),
                         );
                         for r in &applied.refused {
-                            counters
-                                .poll_cluster_collisions
-                                .fetch_add(1, Ordering::Relaxed);
-                            if refused_logged.len() < 1024
-                                && refused_logged.insert(r.name().to_string())
-                            {
-                                tracing::warn!(source = %ds.name, error = %r, "refusing a polled name (logged once per name)");
-                            }
+                            diag.emit(
+                                NameRefused {
+                                    source: &ds.name,
+                                    refusal: r,
+                                },
+                                &counters,
+                            );
                         }
                         if let Some(e) = &out.error {
-                            counters.polls_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(source = %ds.name, error = %e, "partial poll: complete clusters updated, the rest kept as stale");
+                            diag.emit(
+                                PartialPoll {
+                                    source: &ds.name,
+                                    error: e,
+                                },
+                                &counters,
+                            );
                         } else {
                             counters.polls_ok.fetch_add(1, Ordering::Relaxed);
+                            diag.reset(&PollKey::Partial);
                         }
                         if !applied.clusters.is_empty() || !applied.grids.is_empty() {
                             seen = (applied.clusters, applied.grids);
                         }
-                        warned_at = None;
+                        // The source answers again: its next failure is news.
+                        diag.reset(&PollKey::Failing);
                     }
                     Err(e) => tracing::error!(source = %ds.name, error = %e, "parser task failed"),
                 }
             }
             Err(e) => {
-                counters.polls_failed.fetch_add(1, Ordering::Relaxed);
-                match e {
-                    PollError::TooLarge(..) => {
-                        counters.poll_too_large.fetch_add(1, Ordering::Relaxed);
-                    }
-                    PollError::TooSlow { .. } => {
-                        counters.poll_too_slow.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
                 state.mark_stale(&ds.name, &seen.0, &seen.1);
                 // One line when a source goes bad, then once every 10 minutes.
-                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
-                    tracing::warn!(source = %ds.name, error = %e, "poll failed; keeping the last data as stale");
-                    warned_at = Some(Instant::now());
-                }
+                diag.emit(
+                    PollFailed {
+                        source: &ds.name,
+                        error: &e,
+                    },
+                    &counters,
+                );
             }
         }
         // gmetad sleeps step × (1 ± 5 %) minus the time the poll took.

@@ -4,6 +4,7 @@
 //! that reads slowly or never reads is dropped and delays nobody.
 
 use crate::config::Trusted;
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use crate::listen::{Admission, Governor};
 use crate::state::{
     ClusterSnap, GridSnap, HostSnap, MetricSnap, Snapshot, State, Summary, now_secs,
@@ -98,6 +99,53 @@ async fn cached_doc(
     Ok(doc)
 }
 
+/// How often a client address's refusals are logged (at debug level).
+const CLIENT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Something an XML-port client did that closed its connection.
+enum ClientClosed {
+    /// From outside `trusted_hosts`: closed without a reply, like gmetad
+    /// (`ganglion_xml_untrusted_total`).
+    Untrusted(SocketAddr),
+    /// Did not send its request line, or take the document, in time
+    /// (`ganglion_xml_timeouts_total`).
+    TooSlow(SocketAddr),
+}
+
+impl Event for ClientClosed {
+    type Counters = crate::telemetry::Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::DEBUG;
+
+    fn count(&self, c: &crate::telemetry::Counters) {
+        match self {
+            ClientClosed::Untrusted(_) => diag::inc(&c.xml_untrusted),
+            ClientClosed::TooSlow(_) => diag::inc(&c.xml_timeouts),
+        }
+    }
+
+    fn log_as(&self) -> LogAs<IpAddr> {
+        match self {
+            ClientClosed::Untrusted(p) | ClientClosed::TooSlow(p) => LogAs::PerKey(p.ip()),
+        }
+    }
+
+    fn log(&self, _: &crate::telemetry::Counters) {
+        match self {
+            ClientClosed::Untrusted(peer) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                "XML client outside trusted_hosts; closed (logged once a minute per address)"
+            ),
+            ClientClosed::TooSlow(peer) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                "XML client too slow; dropped (logged once a minute per address)"
+            ),
+        }
+    }
+}
+
 impl XmlContext {
     fn is_trusted(&self, ip: IpAddr) -> bool {
         crate::config::trusts(&self.trusted, self.all_trusted, ip)
@@ -113,6 +161,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let accept = || async { listener.accept().await.map(|(s, p)| (s, Some(p))) };
+    let diag: Arc<Diag<IpAddr>> = Arc::new(Diag::new(CLIENT_LOG_EVERY));
     loop {
         // A permit first, then accept: at `xml.max_connections` new clients
         // wait in the backlog instead of taking descriptors storage needs.
@@ -126,25 +175,19 @@ pub async fn serve(
             | Some(Admission::OverCap(..)) => continue,
         };
         if !ctx.is_trusted(peer.ip()) {
-            ctx.state
-                .counters()
-                .xml_untrusted
-                .fetch_add(1, Ordering::Relaxed);
+            diag.emit(ClientClosed::Untrusted(peer), ctx.state.counters());
             continue; // closed without a reply, like gmetad
         }
         let ctx = ctx.clone();
         let service = service.clone();
+        let diag = diag.clone();
         tokio::spawn(async move {
             let timeout = ctx.timeout;
-            match tokio::time::timeout(timeout, handle(sock, peer, service, &ctx)).await {
+            match tokio::time::timeout(timeout, handle(sock, peer, service, &ctx, &diag)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "XML client error"),
                 Err(_) => {
-                    ctx.state
-                        .counters()
-                        .xml_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "XML client too slow; dropped");
+                    diag.emit(ClientClosed::TooSlow(peer), ctx.state.counters());
                 }
             }
             drop(permit);
@@ -157,9 +200,10 @@ const QUERY_LINE_SECS: u64 = 10;
 
 async fn handle(
     mut sock: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     service: Service,
     ctx: &XmlContext,
+    diag: &Diag<IpAddr>,
 ) -> io::Result<()> {
     ctx.state
         .counters()
@@ -194,10 +238,7 @@ async fn handle(
                     r?;
                 }
                 Err(_) => {
-                    ctx.state
-                        .counters()
-                        .xml_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
+                    diag.emit(ClientClosed::TooSlow(peer), ctx.state.counters());
                     return Ok(());
                 }
             }

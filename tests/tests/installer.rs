@@ -136,6 +136,7 @@ const ALL_BUT_SERVICES: &[&str] = &[
     "chromium",
     "iproute2",
     "lintian",
+    "curl",
 ];
 
 fn assert_nothing_stopped(log: &str) {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
+pub mod http_security;
+
 /// A configuration problem, naming the key.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -309,6 +311,23 @@ pub struct HttpConfig {
     /// pass joins the next one, a caller arriving sooner after an idle pass
     /// gets `429` with `Retry-After` (`FLUSHALL`: `-1 Flush rate limited…`).
     pub flush_min_interval_secs: u32,
+    /// TLS certificate chain (PEM, leaf first); with `tls_key_file` the port
+    /// speaks HTTPS only. Reloaded on SIGHUP (see [`http_security`]).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    pub tls_key_file: Option<PathBuf>,
+    /// A TLS handshake not done this long after accept: closed.
+    pub tls_handshake_timeout_secs: u32,
+    /// `[http.basic_auth_users]` name = bcrypt hash: when set, every route
+    /// needs HTTP basic authentication.
+    pub basic_auth_users: std::collections::BTreeMap<String, String>,
+    /// Leave `/metrics` and `/metrics/*` open when users are set.
+    pub metrics_without_auth: bool,
+    /// bcrypt verifications at once; a request finding none free within 2 s
+    /// gets `503` with `Retry-After`.
+    pub auth_max_concurrent_checks: usize,
+    /// How long a verified user and password are remembered (0 = never).
+    pub auth_cache_secs: u32,
 }
 
 impl Default for HttpConfig {
@@ -326,6 +345,13 @@ impl Default for HttpConfig {
             max_series_rows: 10_000,
             max_export_rows: 200_000,
             flush_min_interval_secs: 5,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_handshake_timeout_secs: http_security::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+            basic_auth_users: Default::default(),
+            metrics_without_auth: false,
+            auth_max_concurrent_checks: http_security::DEFAULT_AUTH_MAX_CONCURRENT_CHECKS,
+            auth_cache_secs: http_security::DEFAULT_AUTH_CACHE_SECS,
         }
     }
 }
@@ -426,6 +452,7 @@ impl Config {
         // The storage keys are checked here too, so --check-config and a bad
         // file at start say the same thing before anything is bound.
         self.storage.validate().map_err(|(k, m)| invalid(k, m))?;
+        http_security::validate(&self.http)?;
         nagios::validate(
             &self.handler,
             &self.handlers,

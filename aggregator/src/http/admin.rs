@@ -1,16 +1,20 @@
 //! `POST /api/flush`: write every cached sample to disk now (what readers
 //! such as `rrd-export` call before reading the tree of a live aggregator).
 //!
-//! Allowed only from `trusted_hosts` (loopback always, or `all_trusted`), the
-//! same check as the XML ports: `403` otherwise. Single-flight through the
+//! Allowed to a request that authenticated (`[http.basic_auth_users]`; with
+//! users set, every request must) or that comes from `trusted_hosts`
+//! (loopback always, or `all_trusted`), the same check as the XML ports:
+//! `403` otherwise. Single-flight through the
 //! [`FlushGate`](crate::flush_gate::FlushGate): a caller joins the pass that
 //! will include its samples; one arriving less than
 //! `http.flush_min_interval_secs` after a pass started from idle gets `429`
 //! with `Retry-After`. Answers when the pass is done (up to
 //! [`FULL_FLUSH_WAIT`]).
 
+use super::auth::Authenticated;
 use super::{AppState, IntoJson, error, retry_after};
 use crate::flush_gate::Ticket;
+use axum::Extension;
 use axum::extract::{ConnectInfo, State as AxState};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -25,8 +29,9 @@ pub const FULL_FLUSH_WAIT: Duration = Duration::from_secs(600);
 pub(super) async fn flush(
     AxState(app): AxState<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    user: Option<Extension<Authenticated>>,
 ) -> Response {
-    if !crate::config::trusts(&app.trusted, app.all_trusted, peer.ip()) {
+    if user.is_none() && !crate::config::trusts(&app.trusted, app.all_trusted, peer.ip()) {
         app.limits
             .counters
             .flush_forbidden
@@ -34,7 +39,7 @@ pub(super) async fn flush(
         return error(
             StatusCode::FORBIDDEN,
             &format!(
-                "POST /api/flush is allowed only from trusted_hosts (or with all_trusted); {} is not trusted",
+                "POST /api/flush is allowed only from trusted_hosts (or with all_trusted) or with basic-auth credentials (http.basic_auth_users); {} is not trusted",
                 peer.ip()
             ),
         );

@@ -18,6 +18,7 @@ pub(super) async fn metrics(
     }
     labelled.extend(app.listen_counters.labelled());
     labelled.push(app.limits.counters.labelled());
+    labelled.extend(app.limits.security.labelled());
     labelled.extend(crate::handlers::metrics());
     labelled.extend(crate::nagios::metrics());
     let mut alert_gauges = Vec::new();

@@ -12,7 +12,9 @@
 //! keep-alive timeouts, graceful shutdown), [`select`] (pure: query →
 //! files, times, caps), `browse` (`/api/grid|cluster|host|search`),
 //! `series`, `export` (streamed), `graph` (`rrdtool graph`),
-//! [`admin`] (`POST /api/flush`), `metrics`, `assets`.
+//! [`admin`] (`POST /api/flush`), `metrics`, `assets`; securing the port:
+//! [`tls`] (HTTPS, certificate reload on SIGHUP), [`auth`] (basic auth,
+//! bcrypt cached and bounded) and [`security`] (their wiring and counters).
 //!
 //! Bounded work: `/api/series`, `/api/export` and `/api/search` run under
 //! `http.max_heavy_requests` permits and `rrdtool graph` under
@@ -22,13 +24,16 @@
 pub mod admin;
 mod alerts;
 mod assets;
+pub mod auth;
 mod browse;
 mod export;
 mod graph;
 mod metrics;
+pub mod security;
 pub mod select;
 mod series;
 pub mod server;
+pub mod tls;
 
 pub use server::{ServerParams, serve};
 
@@ -103,6 +108,10 @@ pub struct HttpCounters {
     pub header_timeouts: AtomicU64,
     /// Idle keep-alive connections closed.
     pub idle_closed: AtomicU64,
+    /// TLS connections closed by `http.tls_handshake_timeout_secs`.
+    pub tls_handshake_timeouts: AtomicU64,
+    /// TLS handshakes that failed (not TLS, no common cipher, bad record…).
+    pub tls_handshake_failed: AtomicU64,
 }
 
 impl HttpCounters {
@@ -120,6 +129,8 @@ impl HttpCounters {
                 ("flush_rate_limited", g(&self.flush_rate_limited)),
                 ("header_timeout", g(&self.header_timeouts)),
                 ("idle_keepalive", g(&self.idle_closed)),
+                ("tls_handshake_timeout", g(&self.tls_handshake_timeouts)),
+                ("tls_handshake_failed", g(&self.tls_handshake_failed)),
             ],
         )
     }
@@ -135,6 +146,10 @@ pub struct HttpLimits {
     pub caps: select::Caps,
     /// Counters.
     pub counters: HttpCounters,
+    /// Authentication and TLS reload counters.
+    pub security: security::SecurityCounters,
+    /// Rate limit of per-client log lines (TLS handshakes).
+    pub(crate) diag: crate::diag::Diag<std::net::IpAddr>,
 }
 
 impl HttpLimits {
@@ -151,6 +166,8 @@ impl HttpLimits {
                 max_export_rows: c.max_export_rows,
             },
             counters: HttpCounters::default(),
+            security: security::SecurityCounters::default(),
+            diag: crate::diag::Diag::new(Duration::from_secs(60)),
         })
     }
 

@@ -19,10 +19,20 @@
 //! the sum of both timeouts as a backstop, and the two limits above are
 //! enforced per connection by a watchdog that sees the bytes arrive.
 //! - A request head over `http.max_header_bytes`: `431`.
+//! - With TLS (`http.tls_cert_file`): the handshake runs in the connection's
+//!   task, under its permit (so it counts against both caps) and
+//!   `http.tls_handshake_timeout_secs`; a client that has not finished it
+//!   by then is cut (`ganglion_http_refused_total{reason="tls_handshake_timeout"}`),
+//!   one that fails it is closed (`tls_handshake_failed`). The header and
+//!   keep-alive timers start once the handshake is done. Refusals at the
+//!   caps are answered over TLS too (after a handshake of at most
+//!   [`REFUSAL_HANDSHAKE`]).
 //! - Shutdown: no new connections; idle ones are closed, running requests
 //!   finish (bounded by the aggregator's stop timeout).
 
 use super::HttpCounters;
+use super::tls::Tls;
+use crate::diag::{self, Event, Level, LogAs};
 use crate::listen::{Admission, ConnPermit, Governor};
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -33,14 +43,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The server's timers and sizes (`[http]`).
-#[derive(Debug, Clone, Copy)]
+/// The server's timers and sizes (`[http]`), and TLS when it is on.
+#[derive(Debug, Clone)]
 pub struct ServerParams {
     /// `http.header_read_timeout_secs`.
     pub header_read_timeout: Duration,
@@ -48,7 +58,14 @@ pub struct ServerParams {
     pub keepalive_timeout: Duration,
     /// `http.max_header_bytes`.
     pub max_header_bytes: usize,
+    /// `http.tls_cert_file` and `http.tls_key_file`, loaded.
+    pub tls: Option<Arc<Tls>>,
+    /// `http.tls_handshake_timeout_secs`.
+    pub tls_handshake_timeout: Duration,
 }
+
+/// The longest handshake a refused TLS client is given to receive its 503.
+pub const REFUSAL_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// `Retry-After` sent to a client over its per-address cap.
 const PER_IP_RETRY_SECS: u64 = 5;
@@ -88,7 +105,7 @@ pub async fn serve(
                     peer,
                     app.clone(),
                     builder.clone(),
-                    params,
+                    params.clone(),
                     counters.clone(),
                     shutdown.clone(),
                     permit,
@@ -100,10 +117,17 @@ pub async fn serve(
                     permit,
                     "http.max_connections_per_ip",
                     "from your address",
+                    params.tls.clone(),
                 ));
             }
             Some(Admission::OverCap(s, refusal)) => {
-                tracker.spawn(refuse(s, refusal, "http.max_connections", "on this server"));
+                tracker.spawn(refuse(
+                    s,
+                    refusal,
+                    "http.max_connections",
+                    "on this server",
+                    params.tls.clone(),
+                ));
             }
             Some(Admission::Serve(..)) => {}
         }
@@ -156,13 +180,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket, noting when the bytes of a new request head start to arrive.
-struct Tracked {
-    inner: TcpStream,
+/// The socket (or the TLS stream over it), noting when the bytes of a new
+/// request head start to arrive.
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl tokio::io::AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -181,7 +206,7 @@ impl tokio::io::AsyncRead for Tracked {
     }
 }
 
-impl tokio::io::AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -255,6 +280,87 @@ async fn connection(
     permit: ConnPermit,
 ) {
     let _ = stream.set_nodelay(true);
+    match params.tls.clone() {
+        None => serve_io(stream, peer, app, &builder, &params, &limits, &shutdown).await,
+        Some(tls) => {
+            let handshake = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                r = tokio::time::timeout(params.tls_handshake_timeout, tls.acceptor().accept(stream)) => Some(r),
+            };
+            let event = match handshake {
+                None => None,
+                Some(Ok(Ok(s))) => {
+                    serve_io(s, peer, app, &builder, &params, &limits, &shutdown).await;
+                    None
+                }
+                Some(Ok(Err(e))) => Some(Handshake::Failed(peer, e)),
+                Some(Err(_)) => Some(Handshake::TimedOut(peer)),
+            };
+            if let Some(e) = event {
+                limits.diag.emit(e, &limits.counters);
+            }
+        }
+    }
+    drop(permit);
+}
+
+/// A TLS handshake that did not complete
+/// (`ganglion_http_refused_total{reason="tls_handshake_failed|tls_handshake_timeout"}`):
+/// scanners and plain-HTTP clients do this all day, so the line is at debug
+/// level, once a minute per address.
+enum Handshake {
+    Failed(SocketAddr, std::io::Error),
+    TimedOut(SocketAddr),
+}
+
+impl Event for Handshake {
+    type Counters = HttpCounters;
+    type Key = std::net::IpAddr;
+    const LEVEL: Level = Level::DEBUG;
+
+    fn count(&self, c: &HttpCounters) {
+        match self {
+            Handshake::Failed(..) => diag::inc(&c.tls_handshake_failed),
+            Handshake::TimedOut(_) => diag::inc(&c.tls_handshake_timeouts),
+        }
+    }
+
+    fn log_as(&self) -> LogAs<std::net::IpAddr> {
+        match self {
+            Handshake::Failed(p, _) | Handshake::TimedOut(p) => LogAs::PerKey(p.ip()),
+        }
+    }
+
+    fn log(&self, _: &HttpCounters) {
+        match self {
+            Handshake::Failed(peer, error) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                %error,
+                "TLS handshake failed (logged once a minute per address)"
+            ),
+            Handshake::TimedOut(peer) => diag::line!(
+                Self::LEVEL,
+                %peer,
+                "TLS handshake not done in time; closed (logged once a minute per address)"
+            ),
+        }
+    }
+}
+
+/// Serves HTTP on one (plain or TLS) connection until it ends, a timer
+/// closes it, or shutdown.
+async fn serve_io<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    params: &ServerParams,
+    limits: &super::HttpLimits,
+    shutdown: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let accepted = Instant::now();
     let activity = Arc::new(Activity {
         started: AtomicU64::new(0),
@@ -285,7 +391,7 @@ async fn connection(
     let counters: &HttpCounters = &limits.counters;
     let mut closing = false;
     loop {
-        let (deadline, due) = next_deadline(&activity, accepted, &params);
+        let (deadline, due) = next_deadline(&activity, accepted, params);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -306,7 +412,7 @@ async fn connection(
             _ = activity.changed.notified(), if !closing => {}
             _ = tokio::time::sleep_until(deadline), if !closing => {
                 // Still the same situation at its deadline? Then close.
-                let (now_deadline, now_due) = next_deadline(&activity, accepted, &params);
+                let (now_deadline, now_due) = next_deadline(&activity, accepted, params);
                 if now_due != Due::Busy && now_due == due && now_deadline <= Instant::now() {
                     match due {
                         Due::Header => counters.header_timeouts.fetch_add(1, Ordering::Relaxed),
@@ -320,13 +426,13 @@ async fn connection(
             }
         }
     }
-    drop(permit);
 }
 
 /// A client over `http.max_connections_per_ip` or `http.max_connections`:
 /// `503` with `Retry-After`, then close; `hold` (the connection's slot) is
-/// given back at once.
-async fn refuse<P>(mut s: TcpStream, hold: P, key: &str, where_: &str) {
+/// given back at once. Over TLS after a handshake of at most
+/// [`REFUSAL_HANDSHAKE`] (a client that does not finish it is just closed).
+async fn refuse<P>(mut s: TcpStream, hold: P, key: &str, where_: &str, tls: Option<Arc<Tls>>) {
     let body = format!(
         "{{\"error\":\"too many connections {where_} ({key}); retry in {PER_IP_RETRY_SECS} s\"}}"
     );
@@ -334,6 +440,22 @@ async fn refuse<P>(mut s: TcpStream, hold: P, key: &str, where_: &str) {
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {PER_IP_RETRY_SECS}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    if let Some(tls) = tls {
+        if let Ok(Ok(mut t)) =
+            tokio::time::timeout(REFUSAL_HANDSHAKE, tls.acceptor().accept(s)).await
+        {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), t.write_all(msg.as_bytes())).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), t.flush()).await;
+            // What the client sent after the handshake is read, so the
+            // close does not reset the connection under the answer.
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_millis(50), t.read(&mut buf)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), t.shutdown()).await;
+        }
+        drop(hold);
+        return;
+    }
     // Done in microseconds, so a few refusal slots keep a backlog full of idle
     // sockets moving: the answer fits the socket buffer; what the client
     // already sent is read (a close with unread data would reset the

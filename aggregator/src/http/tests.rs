@@ -355,6 +355,38 @@ async fn flush_is_forbidden_from_an_untrusted_address() {
 }
 
 #[tokio::test]
+async fn flush_takes_credentials_in_place_of_a_trusted_address() {
+    let mut c = HttpConfig::default();
+    c.basic_auth_users
+        .insert("ops".into(), bcrypt::hash("pw", 4).unwrap());
+    let (a, _dir) = app_with(&c, false);
+    let r = super::auth::BasicAuth::new(&c, a.limits.clone())
+        .unwrap()
+        .protect(router(a));
+    let post = |from: &str, creds: Option<&str>| {
+        let mut req = Request::post("/api/flush");
+        if let Some(c) = creds {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(c);
+            req = req.header(header::AUTHORIZATION, format!("Basic {b}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(from.parse::<std::net::SocketAddr>().unwrap()));
+        r.clone().oneshot(req)
+    };
+    // With users set, even loopback must authenticate.
+    let resp = post("127.0.0.1:4000", None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = post("10.9.9.9:4000", Some("ops:wrong")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Authenticated from an untrusted address: past the 403 (storage is
+    // off here: 404).
+    let resp = post("10.9.9.9:4000", Some("ops:pw")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn column_cap_is_a_400_naming_the_key() {
     let c = HttpConfig {
         max_series_columns: 1,

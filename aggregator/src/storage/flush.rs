@@ -3,9 +3,10 @@
 //! [`super::mailbox`]), per-file flushes for readers, what the journal must
 //! hold after a pass, replay at start, and slot eviction.
 
+use super::incidents::{CachedFlushFailed, JournalRecordsSkipped};
 use super::journal::{self, Record};
 use super::mailbox::{Mailbox, Work};
-use super::writer::{LogKey, READ_AHEAD_FILES, Writer};
+use super::writer::{READ_AHEAD_FILES, Writer};
 use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,14 +140,13 @@ impl Writer {
         };
         for p in targets.iter().filter(|p| p.exists()) {
             if let Err(e) = c.flush(p) {
-                if self.log.allow(LogKey::CachedFlush) {
-                    tracing::warn!(
-                        daemon = c.addr(),
-                        error = %e,
-                        "rrdcached FLUSH failed; readers may not see its cached values yet \
-                         (logged once per 10 min)"
-                    );
-                }
+                self.diag.emit(
+                    CachedFlushFailed {
+                        daemon: c.addr(),
+                        error: &e,
+                    },
+                    &self.counters,
+                );
                 break;
             }
         }
@@ -303,21 +303,15 @@ impl Writer {
                     continue;
                 }
             };
-            let bad = stats.bad + u64::from(stats.torn_bytes > 0);
-            if bad > 0 {
-                self.counters
-                    .journal_bad_records
-                    .fetch_add(bad, Ordering::Relaxed);
-                if self.log.allow(LogKey::JournalReplay) {
-                    tracing::warn!(
-                        file = %jp.display(),
-                        bad_records = stats.bad,
-                        torn_tail_bytes = stats.torn_bytes,
-                        "RRD journal records skipped at replay (a torn last record from a crash \
-                         mid-append, or damaged ones); only complete records with a valid \
-                         checksum are replayed; counted in ganglion_rrd_journal_bad_records_total"
-                    );
-                }
+            if stats.bad > 0 || stats.torn_bytes > 0 {
+                self.diag.emit(
+                    JournalRecordsSkipped {
+                        file: &jp,
+                        bad_records: stats.bad,
+                        torn_tail_bytes: stats.torn_bytes,
+                    },
+                    &self.counters,
+                );
             }
         }
         self.counters.replayed.store(n, Ordering::Relaxed);

@@ -44,6 +44,7 @@
 //! its existing file, as gmetad does.
 
 mod flush;
+mod incidents;
 mod journal;
 mod mailbox;
 mod metrics;

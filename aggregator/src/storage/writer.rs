@@ -4,12 +4,13 @@
 //! missing rrdcached refused, and answers flush requests.
 
 use super::StorageParams;
+use super::incidents::{self, JournalFailed, LogKey, TypeChanged, WriteFailed};
 use super::journal::{self, Journal};
 use super::mailbox::{FileFlush, Mailbox};
 use super::metrics::{StorageCounters, reason};
 use super::sampler::{Sample, SeriesKey};
 use super::slot::{Slot, entries, entry_time};
-use crate::telemetry::LogLimiter;
+use crate::diag::Diag;
 use ganglion_rrd::Cause;
 use ganglion_rrd::layout;
 // Keys are sender-chosen names, so the hasher is seeded per process;
@@ -89,24 +90,6 @@ fn file_size_estimate(rras: &[String], dss: usize) -> u64 {
     rows * dss as u64 * 8 + 4096
 }
 
-/// What a log line is about, for the once-per-10-minutes limit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum LogKey {
-    /// The disk, the process's resources or the rrdcached connection: one
-    /// line for all files failing the same way.
-    Disk(Cause),
-    /// One file.
-    File(Cause, PathBuf),
-    /// A metric whose DS type changed.
-    TypeChange(String),
-    /// The journal.
-    Journal,
-    /// Records of a journal that could not be replayed.
-    JournalReplay,
-    /// rrdcached FLUSH requests.
-    CachedFlush,
-}
-
 pub(super) struct Writer {
     pub(super) params: Arc<StorageParams>,
     pub(super) counters: Arc<StorageCounters>,
@@ -126,7 +109,8 @@ pub(super) struct Writer {
     /// Scratch space for one journal record.
     pub(super) line: Vec<u8>,
     pub(super) cached: Option<ganglion_rrd::rrdcached::Client>,
-    pub(super) log: LogLimiter<LogKey>,
+    /// Counts and logs what goes wrong ([`incidents`]).
+    pub(super) diag: Diag<LogKey>,
     /// Disk-wide causes logged as failing and not yet seen to recover.
     pub(super) outages: HashSet<Cause>,
     /// The queues, once `run` owns the writer: a flush pass takes batches
@@ -180,7 +164,7 @@ impl Writer {
             journal,
             line: Vec::with_capacity(64),
             cached,
-            log: LogLimiter::new(Duration::from_secs(600)),
+            diag: Diag::new(incidents::LOG_EVERY),
             outages: HashSet::new(),
             mailbox: None,
             deferred: Vec::new(),
@@ -273,61 +257,26 @@ impl Writer {
             cause = diagnose_dir(dir, file_size_estimate(&self.params.rras, dss.into()))
                 .unwrap_or(cause);
         }
-        self.counters
-            .write_errors
-            .counter(cause)
-            .fetch_add(1, Ordering::Relaxed);
         let shared = cause.retryable() || matches!(error, WriteError::Cached(_));
-        let key = if shared {
-            LogKey::Disk(cause)
-        } else {
-            LogKey::File(cause, path.to_path_buf())
-        };
-        let what = match cause {
-            Cause::NoSpace => {
-                "cannot write RRD files: no space left on the device; their samples stay cached \
-                 and are retried at every flush (within retry_window_secs)"
-            }
-            Cause::ReadOnly => {
-                "cannot write RRD files: read-only file system or no permission; their samples \
-                 stay cached and are retried at every flush (within retry_window_secs)"
-            }
-            Cause::BadFile => {
-                "not an RRD file this aggregator can update (foreign, truncated or corrupt, or \
-                 other data sources); it is left untouched and its samples are discarded until \
-                 it is repaired or removed"
-            }
-            Cause::Transient => {
-                "cannot write RRD files for now (out of file descriptors or memory, or rrdcached \
-                 not answering); their samples stay cached and journaled and are retried at \
-                 every flush (within retry_window_secs)"
-            }
-            Cause::Other => "RRD write failed; the samples of this write are discarded",
-        };
         if cause.retryable() {
             self.outages.insert(cause);
         }
-        if self.log.allow(key) {
-            tracing::warn!(
-                reason = reason(cause),
-                file = %path.display(),
-                %error,
-                "{what} (logged once per 10 min; other files continue; counted in ganglion_rrd_write_errors_total)"
-            );
-        }
+        self.diag.emit(
+            WriteFailed {
+                cause,
+                path,
+                error,
+                shared,
+            },
+            &self.counters,
+        );
         cause
     }
 
     pub(super) fn journal_failed(&mut self, error: &std::io::Error) {
-        self.counters.journal_errors.fetch_add(1, Ordering::Relaxed);
-        if self.log.allow(LogKey::Journal) {
-            tracing::warn!(
-                file = %self.journal.path().display(),
-                %error,
-                "cannot write the RRD journal; samples still go to their files at the next flush \
-                 but a crash before then loses them (logged once per 10 min)"
-            );
-        }
+        let file = self.journal.path();
+        self.diag
+            .emit(JournalFailed { file: &file, error }, &self.counters);
     }
 
     /// Takes in one step's samples (see [`Writer::order`]).
@@ -408,18 +357,14 @@ impl Writer {
             // gauge's values, or the reverse, is the sender's choice to undo).
             slot.seen_type = s.ds_type;
             let file_type = slot.ds_type;
-            self.counters.type_changes.fetch_add(1, Ordering::Relaxed);
-            let metric = s.series.metric();
-            if s.ds_type != file_type && self.log.allow(LogKey::TypeChange(metric.to_string())) {
-                tracing::warn!(
-                    %metric,
+            self.diag.emit(
+                TypeChanged {
+                    metric: s.series.metric(),
                     file_type,
-                    new_type = s.ds_type,
-                    "metric changed its RRD data-source type (slope); its samples keep going into \
-                     the existing files, which keep their type, as in gmetad; remove a file to \
-                     start it over (logged once per 10 min per metric)"
-                );
-            }
+                    new_type: s.ds_type,
+                },
+                &self.counters,
+            );
         }
         let slot = &mut self.slots[id as usize];
         slot.last_seen = self.now;
@@ -606,7 +551,7 @@ impl Writer {
         match cause {
             Cause::NoSpace | Cause::ReadOnly | Cause::Transient => {
                 if self.outages.remove(&cause) {
-                    self.log.reset(&LogKey::Disk(cause));
+                    self.diag.reset(&LogKey::Disk(cause));
                     tracing::info!(
                         reason = reason(cause),
                         file = %path.display(),
@@ -615,7 +560,7 @@ impl Writer {
                 }
             }
             Cause::BadFile | Cause::Other => {
-                self.log.reset(&LogKey::File(cause, path.to_path_buf()));
+                self.diag.reset(&LogKey::File(cause, path.to_path_buf()));
                 tracing::info!(reason = reason(cause), file = %path.display(), "RRD file written again");
             }
         }
