@@ -436,3 +436,88 @@ fn https_is_checked_against_the_given_ca() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("certificate"), "{out}");
 }
+
+#[test]
+fn https_and_basic_auth_against_a_real_aggregator() {
+    // The aggregator itself behind TLS and basic auth (`[http]` keys).
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (crt, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&crt, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let agg = Aggregator::start_tuned(
+        "sec",
+        &Tuning {
+            http: format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                crt.display(),
+                key.display()
+            ),
+            // bcrypt cost 4: the check is what is tested, not the hash's strength.
+            tables: format!(
+                "[http.basic_auth_users]\nnagios = \"{}\"\n",
+                bcrypt::hash("pw", 4).unwrap()
+            ),
+            ..Tuning::default()
+        },
+    );
+    send_metric(
+        agg.udp,
+        "10.0.0.9:web1",
+        "load_one",
+        "float",
+        3,
+        Value::Float(5.5),
+    );
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    let u = format!("https://127.0.0.1:{}", agg.http.port());
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "-u",
+            &u,
+            "-H",
+            "web1",
+            "-m",
+            "load_one",
+            "-w",
+            "4",
+            "-c",
+            "8",
+            "--ca",
+            crt.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| check(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, out) = wait_until("web1 visible over https", Duration::from_secs(10), || {
+        let r = run(args(&[
+            "--user",
+            "nagios",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ]));
+        (r.0 != 3).then_some(r)
+    });
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("GANGLION WARNING - load_one = 5.500000 on web1 (warning 4)"),
+        "{out}"
+    );
+    // No credentials, or the wrong ones: 401, explained, UNKNOWN.
+    let (code, out) = run(args(&[]));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("authentication required"), "{out}");
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "nope\n").unwrap();
+    let (code, out) = run(args(&[
+        "--user",
+        "nagios",
+        "--password-file",
+        bad.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("401"), "{out}");
+}
