@@ -48,6 +48,10 @@ enum Cmd {
         /// Contacts to name in the host and service templates (comma separated).
         #[arg(long, value_delimiter = ',')]
         contacts: Vec<String>,
+        /// For an https aggregator: the CAs (PEM) its certificate chains to,
+        /// used here and passed to check_ganglion (default: the system's).
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         url,
         plugin_dir,
         contacts,
+        ca,
     }) = &cli.command
     {
         let config = match (&cli.config, cli.local) {
@@ -90,7 +95,8 @@ fn main() -> anyhow::Result<()> {
                 &config,
                 url.as_deref(),
                 plugin_dir,
-                contacts
+                contacts,
+                ca.as_deref(),
             )?
         );
         return Ok(());

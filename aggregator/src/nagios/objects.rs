@@ -32,6 +32,8 @@ pub struct Params {
     /// Contacts for the templates (empty = none; the site's own `use`
     /// templates can add them).
     pub contacts: Vec<String>,
+    /// `--ca FILE` for check_ganglion (an https aggregator with a private CA).
+    pub ca: Option<String>,
 }
 
 /// A Nagios object name: no characters Nagios refuses in names
@@ -49,6 +51,10 @@ fn object_name_ok(s: &str) -> bool {
 pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef]) -> String {
     let mut o = String::new();
     let plugins = p.plugin_dir.trim_end_matches('/');
+    let ca =
+        p.ca.as_deref()
+            .map(|c| format!(" --ca '{}'", c.replace('\'', "")))
+            .unwrap_or_default();
     let _ = writeln!(
         o,
         "# Nagios object definitions for the hosts and [[alert]] rules of a Ganglion aggregator,\n\
@@ -62,8 +68,8 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
     };
     let _ = write!(
         o,
-        "define command {{\n    command_name    check_ganglion_heartbeat\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' --heartbeat\n}}\n\n\
-         define command {{\n    command_name    check_ganglion_metric\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' -m '$ARG3$' -w '$ARG4$' -c '$ARG5$'\n}}\n\n\
+        "define command {{\n    command_name    check_ganglion_heartbeat\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' --heartbeat{ca}\n}}\n\n\
+         define command {{\n    command_name    check_ganglion_metric\n    command_line    {plugins}/check_ganglion -u '$ARG1$' -C '$ARG2$' -H '$HOSTNAME$' -m '$ARG3$' -w '$ARG4$' -c '$ARG5$'{ca}\n}}\n\n\
          define command {{\n    command_name    ganglion_no_passive_result\n    command_line    {plugins}/check_dummy 3 'no passive result from the Ganglion aggregator (stale)'\n}}\n\n\
          define host {{\n    name                     ganglion-host\n    register                 0\n    max_check_attempts       1\n    check_interval           5\n    retry_interval           1\n    active_checks_enabled    0\n    passive_checks_enabled   1\n    check_freshness          1\n    freshness_threshold      {f}\n    flap_detection_enabled   0\n    event_handler_enabled    0\n    notification_interval    0\n{contacts}}}\n\n\
          define service {{\n    name                     ganglion-service\n    register                 0\n    max_check_attempts       1\n    check_interval           5\n    retry_interval           1\n    active_checks_enabled    0\n    passive_checks_enabled   1\n    check_freshness          1\n    freshness_threshold      {f}\n    check_command            ganglion_no_passive_result\n    flap_detection_enabled   0\n    event_handler_enabled    0\n    notification_interval    0\n{contacts}}}\n\n",
@@ -154,6 +160,7 @@ mod tests {
             plugin_dir: "/usr/lib/nagios/plugins/".into(),
             freshness_secs: 180,
             contacts: vec!["ops".into()],
+            ca: None,
         };
         let clusters = vec![
             (
@@ -221,6 +228,18 @@ mod tests {
             ),
             "{out}"
         );
+        let with_ca = render(
+            &Params {
+                ca: Some("/etc/ganglion/ca.pem".into()),
+                ..p.clone()
+            },
+            &clusters,
+            &rules,
+        );
+        assert!(
+            with_ca.contains("--heartbeat --ca '/etc/ganglion/ca.pem'\n"),
+            "{with_ca}"
+        );
     }
 }
 
@@ -235,13 +254,17 @@ pub enum FetchError {
     Reply(String),
 }
 
-/// The `http://` URL of a `[http] listen` address, as a local client
+/// The `http://` (or with TLS `https://`) URL of a `[http] listen` address, as a local client
 /// reaches it (a wildcard address becomes loopback).
-pub fn local_url(listen: &str) -> String {
+pub fn local_url(listen: &str, tls: bool) -> String {
     let l = listen
         .replace("0.0.0.0:", "127.0.0.1:")
         .replace("[::]:", "[::1]:");
-    format!("http://{l}")
+    if tls {
+        format!("https://{l}")
+    } else {
+        format!("http://{l}")
+    }
 }
 
 /// Every cluster and its hosts, from a running aggregator's `/api/grid` and
@@ -250,13 +273,14 @@ pub fn fetch_grid(
     url: &str,
     auth: Option<&(String, String)>,
     timeout: std::time::Duration,
+    ca: Option<&std::path::Path>,
 ) -> Result<Vec<(String, Vec<String>)>, FetchError> {
     use ganglion_nagios::client::{self, BaseUrl};
     use serde_json::Value;
     let base = BaseUrl::parse(url)?;
     let deadline = std::time::Instant::now() + timeout;
     let get = |path: &str| -> Result<Value, FetchError> {
-        let r = client::get(&base, path, auth, deadline, timeout.as_secs(), None)?;
+        let r = client::get(&base, path, auth, deadline, timeout.as_secs(), ca)?;
         if r.status != 200 {
             return Err(FetchError::Reply(format!(
                 "HTTP {} for {url}{path}",
@@ -299,13 +323,15 @@ pub fn for_config(
     url: Option<&str>,
     plugin_dir: &str,
     contacts: &[String],
+    ca: Option<&std::path::Path>,
 ) -> Result<String, FetchError> {
-    let url = url.map_or_else(|| local_url(&config.http.listen), str::to_string);
+    let tls = config.http.tls_cert_file.is_some();
+    let url = url.map_or_else(|| local_url(&config.http.listen, tls), str::to_string);
     let auth = std::env::var("GANGLION_USER")
         .ok()
         .zip(std::env::var("GANGLION_PASSWORD").ok());
-    let clusters =
-        fetch_grid(&url, auth.as_ref(), std::time::Duration::from_secs(30)).map_err(|e| {
+    let clusters = fetch_grid(&url, auth.as_ref(), std::time::Duration::from_secs(30), ca)
+        .map_err(|e| {
             FetchError::Reply(format!(
                 "cannot read the hosts from the aggregator at {url} (is it running? --url): {e}"
             ))
@@ -315,6 +341,7 @@ pub fn for_config(
         plugin_dir: plugin_dir.to_string(),
         freshness_secs: config.nagios.freshness(),
         contacts: contacts.to_vec(),
+        ca: ca.map(|c| c.display().to_string()),
     };
     Ok(render(&p, &clusters, &rules_of(config)))
 }
