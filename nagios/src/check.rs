@@ -296,6 +296,16 @@ fn metric(
     if let Some(max) = opts.max_age.filter(|m| tn > *m as f64) {
         return stale(format!("updated {} ago (--max-age {max})", age_text(tn)));
     }
+    // gmetad's liveness rule applied to the metric, as the aggregator's
+    // alert rules do: heard within 4 × TMAX (60 s without a TMAX).
+    let tmax = f(m, "tmax").unwrap_or(0.0);
+    let limit = if tmax > 0.0 { 4.0 * tmax } else { 60.0 };
+    if tn >= limit {
+        return stale(format!(
+            "updated {} ago, past 4 × TMAX ({tmax:.0} s)",
+            age_text(tn)
+        ));
+    }
     if !numeric {
         if opts.warning.is_some() || opts.critical.is_some() {
             return Outcome::unknown(format!(
@@ -512,6 +522,23 @@ mod tests {
             assert_eq!(out.status, Status::Unknown, "{j}");
             assert!(out.render().contains(says), "{}", out.render());
         }
+    }
+
+    #[test]
+    fn a_metric_past_4_tmax_is_stale_without_max_age() {
+        let o = opts(&["-H", "node1", "-m", "load_one", "-c", "8"]);
+        // TMAX 70: stale from 280 s on, as the aggregator's rules see it.
+        assert_eq!(
+            evaluate_host(&o, "c", &host(true, 3, load(1.0, 279))).status,
+            Status::Ok
+        );
+        let out = evaluate_host(&o, "c", &host(true, 3, load(1.0, 280)));
+        assert_eq!(out.status, Status::Unknown);
+        assert!(
+            out.render().contains("past 4 × TMAX (70 s)"),
+            "{}",
+            out.render()
+        );
     }
 
     #[test]
