@@ -14,8 +14,9 @@ use std::time::Duration;
 /// (http or https).
 ///
 /// Metric mode (`-H host -m metric`): the metric's current value against
-/// `-w`/`-c`; UNKNOWN when the metric is missing, not a number, older than
-/// `--max-age`, or its host is DOWN (the value is then stale). Heartbeat mode
+/// `-w`/`-c`; UNKNOWN when the metric is missing, not a number, past 4 × its
+/// TMAX or older than `--max-age`, or its host is DOWN (the value is then
+/// stale). Heartbeat mode
 /// (`-H host --heartbeat`): CRITICAL when the host is DOWN (silent for more
 /// than 4 × TMAX, gmond's rule), or when the seconds since its last report
 /// fall outside `-w`/`-c` or exceed `--max-age`. Cluster mode (`-C` without
