@@ -29,7 +29,7 @@ case "$profile" in
 esac
 
 if [ "$build" -eq 1 ]; then
-  cargo build --locked "${cargo_flags[@]}" -p ganglion-agent -p ganglion-aggregator -p rrd-export --bins
+  cargo build --locked "${cargo_flags[@]}" -p ganglion-agent -p ganglion-aggregator -p rrd-export -p ganglion-nagios --bins
 fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -85,7 +85,10 @@ finish() {
       chmod 0755 "$root/DEBIAN/$s"
     fi
   done
-  (cd "$root" && find etc -type f 2>/dev/null | sed 's|^|/|') > "$root/DEBIAN/conffiles"
+  : > "$root/DEBIAN/conffiles"
+  if [ -d "$root/etc" ]; then
+    (cd "$root" && find etc -type f | sed 's|^|/|') > "$root/DEBIAN/conffiles"
+  fi
   [ -s "$root/DEBIAN/conffiles" ] || rm -f "$root/DEBIAN/conffiles"
   local size
   size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
@@ -135,3 +138,14 @@ finish ganglion-aggregator "Ganglia-compatible collector, gmetad and dashboard" 
  an existing gmetad.conf. Includes rrd-export, which dumps RRD ranges to
  CSV, JSON or NDJSON." \
   "$(shlibdeps "$r/usr/bin/ganglion-aggregator" "$r/usr/bin/rrd-export"), adduser"
+
+# ganglion-nagios-plugins: check_ganglion where Nagios and Icinga look for
+# plugins, so a monitoring server needs only this package.
+r="$work/ganglion-nagios-plugins"
+stage_bin "$bindir/check_ganglion" "$r/usr/lib/nagios/plugins/check_ganglion"
+finish ganglion-nagios-plugins "Nagios/Icinga plugin for Ganglion (check_ganglion)" \
+" check_ganglion checks a metric or a host's liveness through a Ganglion
+ aggregator's JSON API, with monitoring-plugins thresholds and perfdata;
+ it replaces ganglia-web's check_heartbeat.sh and check_metric.sh." \
+  "$(shlibdeps "$r/usr/lib/nagios/plugins/check_ganglion")"
+

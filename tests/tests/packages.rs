@@ -15,7 +15,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const PACKAGES: [&str; 2] = ["ganglion-agent", "ganglion-aggregator"];
+const PACKAGES: [&str; 3] = [
+    "ganglion-agent",
+    "ganglion-aggregator",
+    "ganglion-nagios-plugins",
+];
 const POLICY: &str = "/usr/sbin/policy-rc.d";
 
 fn sh(cmd: &mut Command) -> String {
@@ -114,7 +118,7 @@ fn packages_build_lint_install_run_and_purge() {
         out.path().to_str().unwrap(),
     ]));
     let debs: Vec<&str> = built.lines().filter(|l| l.ends_with(".deb")).collect();
-    assert_eq!(debs.len(), 2, "{built}");
+    assert_eq!(debs.len(), PACKAGES.len(), "{built}");
 
     // lintian: nothing beyond the overrides shipped with their reasons.
     let lint = Command::new("lintian")
@@ -212,6 +216,20 @@ fn packages_build_lint_install_run_and_purge() {
             && last.contains("load_one")
     });
     assert!(found, "the agent's host never appeared: {last}");
+    // The packaged plugin, from where Nagios looks for plugins, sees that host alive.
+    let name = if last.contains(&format!("\"{host}\"")) {
+        host.clone()
+    } else {
+        "localhost".to_string()
+    };
+    let check = Command::new("/usr/lib/nagios/plugins/check_ganglion")
+        .args(["-u", &format!("http://{http_addr}"), "-C", "unspecified"])
+        .args(["-H", &name, "--heartbeat"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "check_ganglion: {said}");
+    assert!(said.starts_with("GANGLION OK"), "{said}");
     // The aggregator, running as ganglion, wrote RRD files under its state dir.
     wait_until("RRD files as ganglion", Duration::from_secs(30), || {
         let o = Command::new("find")
@@ -237,6 +255,7 @@ fn packages_build_lint_install_run_and_purge() {
         "/usr/bin/ganglion-agent",
         "/usr/bin/ganglion-aggregator",
         "/usr/bin/rrd-export",
+        "/usr/lib/nagios/plugins/check_ganglion",
         "/etc/ganglion",
         "/var/lib/ganglion",
         "/lib/systemd/system/ganglion-aggregator.service",
