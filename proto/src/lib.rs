@@ -5,6 +5,8 @@
 //! - [`format`](mod@format): renders a value with its sender's printf-style `fmt` without
 //!   ever calling a real printf.
 //! - [`model`]: metric types, slopes and metadata shared by agent and aggregator.
+//! - [`envelope`]: the authenticated envelope v1 around an XDR message
+//!   (header codec, seal, open; `ring` AEADs).
 //! - [`xml`]: gmond/gmetad XML — a streaming writer that is always well-formed and
 //!   a streaming reader that tolerates what real Ganglia emits.
 //!
@@ -27,6 +29,7 @@
     )
 )]
 
+pub mod envelope;
 pub mod format;
 pub mod model;
 pub mod xdr;
