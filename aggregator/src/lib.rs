@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod addr;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod flush_gate;
@@ -171,6 +172,8 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         docs: Default::default(),
     };
 
+    let auth = Arc::new(auth::Registry::new(&config)?);
+    auth.spawn_reload_on_sighup(&mut tasks, shutdown.clone())?;
     for (i, c) in config.cluster.iter().enumerate() {
         let resolver = Resolver::new(c.reverse_dns, state.clone());
         for a in &c.udp_listen {
@@ -200,6 +203,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
                 state: state.clone(),
                 resolver: resolver.clone(),
                 shutdown: shutdown.clone(),
+                auth: auth.clusters.get(i).cloned().flatten(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -354,6 +358,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
+            auth: auth.clone(),
         });
         let gov = Governor::new(
             Kind::Http,

@@ -297,6 +297,147 @@ impl SubKey {
     }
 }
 
+/// A key file: one long-term key, in a TOML subset both the agent and the
+/// aggregator read (written by `ganglion-agent keygen`):
+///
+/// ```text
+/// # ganglion key file: keep it secret (mode 0600)
+/// key_id = 7
+/// alg = "chacha20-poly1305"
+/// encrypt = false
+/// secret = "<64 hex digits>"
+/// sender_id = 123456    # optional, agent side: its stream id
+/// ```
+///
+/// `alg` is `chacha20-poly1305` or `aes-256-gcm`; `encrypt` (default false)
+/// makes the agent encrypt payloads; `sender_id` (agent only) overrides the
+/// id derived from the host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// The key.
+    pub secret: Secret,
+    /// Whether senders encrypt with it.
+    pub encrypt: bool,
+    /// A fixed sender id for the agent using it.
+    pub sender_id: Option<u32>,
+}
+
+/// Why a key file does not parse (never quotes the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyFileError {
+    /// A line that is not `name = value`, or a bad value.
+    #[error("line {line}: {message}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required key is absent.
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+fn hex_secret(v: &str) -> Option<[u8; SECRET_LEN]> {
+    let v = v.as_bytes();
+    if v.len() != SECRET_LEN.checked_mul(2)? {
+        return None;
+    }
+    let mut out = [0u8; SECRET_LEN];
+    for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
+        let s = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl KeyFile {
+    /// Parses a key file's text.
+    pub fn parse(text: &str) -> Result<KeyFile, KeyFileError> {
+        let (mut key_id, mut alg, mut secret, mut encrypt, mut sender_id) =
+            (None, None, None, false, None);
+        for (n, raw) in text.lines().enumerate() {
+            let line_no = n.saturating_add(1);
+            let err = |m: &str| KeyFileError::Line {
+                line: line_no,
+                message: m.to_string(),
+            };
+            // A `#` never occurs inside a value (hex, numbers, alg names).
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| err("expected `name = value`"))?;
+            let v = unquote(v.trim());
+            match k.trim() {
+                "key_id" => {
+                    key_id = Some(v.parse::<u16>().map_err(|_| err("key_id must be 0..65535"))?)
+                }
+                "alg" => {
+                    alg = Some(Alg::from_name(v).ok_or_else(|| {
+                        err("alg must be \"chacha20-poly1305\" or \"aes-256-gcm\"")
+                    })?)
+                }
+                "secret" => {
+                    secret = Some(
+                        hex_secret(v).ok_or_else(|| err("secret must be 64 hex digits (32 bytes)"))?,
+                    )
+                }
+                "encrypt" => {
+                    encrypt = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err("encrypt must be true or false")),
+                    }
+                }
+                "sender_id" => {
+                    sender_id =
+                        Some(v.parse::<u32>().map_err(|_| err("sender_id must be 0..4294967295"))?)
+                }
+                other => return Err(err(&format!("unknown key `{other}`"))),
+            }
+        }
+        Ok(KeyFile {
+            secret: Secret {
+                key_id: key_id.ok_or(KeyFileError::Missing("key_id"))?,
+                alg: alg.ok_or(KeyFileError::Missing("alg"))?,
+                bytes: secret.ok_or(KeyFileError::Missing("secret"))?,
+            },
+            encrypt,
+            sender_id,
+        })
+    }
+
+    /// The file's text.
+    pub fn to_text(&self) -> String {
+        let hex: String = self
+            .secret
+            .bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut t = format!(
+            "# ganglion key file: keep it secret (mode 0600)\n\
+             key_id = {}\nalg = \"{}\"\nencrypt = {}\nsecret = \"{hex}\"\n",
+            self.secret.key_id,
+            self.secret.alg.name(),
+            self.encrypt
+        );
+        if let Some(s) = self.sender_id {
+            t.push_str(&format!("sender_id = {s}\n"));
+        }
+        t
+    }
+}
+
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     let (_, c) = n.split_at_mut(4);
@@ -392,6 +533,32 @@ mod tests {
             salt: 0xdead_beef,
             counter: 5,
         }
+    }
+
+
+    #[test]
+    fn key_files_round_trip_and_refuse_bad_lines() {
+        let k = KeyFile {
+            secret: secret(Alg::Aes256Gcm),
+            encrypt: true,
+            sender_id: Some(9),
+        };
+        assert_eq!(KeyFile::parse(&k.to_text()), Ok(k.clone()));
+        let text = k.to_text();
+        assert!(!format!("{:?}", k).contains("4242"), "Debug never shows the secret");
+        for (bad, want) in [
+            ("key_id = 70000", "line 1"),
+            ("alg = \"des\"", "line 1"),
+            ("secret = \"abc\"", "line 1"),
+            ("nonsense", "line 1"),
+            ("colour = 1", "unknown key"),
+            ("key_id = 1\nalg = \"aes-256-gcm\"", "missing `secret`"),
+        ] {
+            let e = KeyFile::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+            assert!(!e.contains("4242"));
+        }
+        assert!(text.contains("key_id = 7"));
     }
 
     #[test]

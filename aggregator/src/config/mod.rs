@@ -1,6 +1,9 @@
 //! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
+mod auth;
+
+pub use auth::{AuthConfig, AuthMode};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +99,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Optional rrdcached for writes.
     pub rrdcached: Option<RrdcachedConfig>,
+    /// Authenticated UDP transport limits (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -124,6 +130,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             rrdcached: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -163,6 +170,11 @@ pub struct ClusterConfig {
     pub reverse_dns: bool,
     /// Name non-spoofed hosts by the host string in the packet instead.
     pub trust_packet_hostname: bool,
+    /// Authenticated transport: `off` (default), `optional` or `required`.
+    pub auth: AuthMode,
+    /// Key files (or directories of `*.key` files) accepted on this cluster;
+    /// re-read on SIGHUP.
+    pub key_files: Vec<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -181,6 +193,8 @@ impl Default for ClusterConfig {
             recv_buffer_bytes: 4 * 1024 * 1024,
             reverse_dns: true,
             trust_packet_hostname: false,
+            auth: AuthMode::Off,
+            key_files: Vec::new(),
         }
     }
 }
@@ -490,6 +504,7 @@ impl Config {
                 return Err(invalid(k("max_document_mb"), "must be at least 1"));
             }
         }
+        self.auth.validate(&self.cluster)?;
         if self.cluster.is_empty() && self.data_source.is_empty() {
             return Err(invalid(
                 "cluster",

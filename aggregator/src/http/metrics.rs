@@ -18,6 +18,7 @@ pub(super) async fn metrics(
     }
     labelled.extend(app.listen_counters.labelled());
     labelled.push(app.limits.counters.labelled());
+    crate::telemetry::auth_metrics(&app.auth, &mut counters, &mut labelled);
     let census = app.state.census(now_secs());
     let per_cluster = |f: &dyn Fn(&Census) -> usize| {
         census

@@ -26,6 +26,7 @@ mod export;
 mod graph;
 mod metrics;
 pub mod select;
+mod senders;
 mod series;
 pub mod server;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     pub all_trusted: bool,
     /// Counters of every listener (for `/metrics`).
     pub listen_counters: Arc<ListenCounters>,
+    /// The authenticated transport (`/api/senders`, `/metrics`).
+    pub auth: Arc<crate::auth::Registry>,
 }
 
 /// Refusals the HTTP side counts, by reason.
@@ -189,6 +192,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/cluster/{cluster}", get(browse::cluster))
         .route("/api/host/{cluster}/{host}", get(browse::host))
         .route("/api/search", get(browse::search))
+        .route("/api/senders", get(senders::senders))
         .route("/api/series", get(series::series))
         .route("/api/export", get(export::export))
         .route("/api/graph.png", get(graph::graph_png))
