@@ -266,6 +266,7 @@ mod tests {
                 SendOpts {
                     ttl: 7,
                     mcast_if: Some("lo".into()),
+                    sealer: None,
                 },
             ),
             (unicast, SendOpts::default()),
@@ -289,6 +290,7 @@ mod tests {
             SendOpts {
                 ttl: 1,
                 mcast_if: Some("no-such-if0".into()),
+                sealer: None,
             },
         )])
         .err()
