@@ -220,7 +220,9 @@ impl Channels {
             dests,
             buf: Vec::with_capacity(xdr::MAX_MESSAGE_LEN),
             sealer,
-            sealed: std::cell::RefCell::new(Vec::with_capacity(ganglion_proto::envelope::MAX_DATAGRAM)),
+            sealed: std::cell::RefCell::new(Vec::with_capacity(
+                ganglion_proto::envelope::MAX_DATAGRAM,
+            )),
         })
     }
 
@@ -248,7 +250,10 @@ impl Channels {
             tracing::warn!(error = %e, len = bytes.len(), "cannot seal datagram; not sent");
             return self.socks.len();
         }
-        self.socks.iter().filter(|s| s.send(&sealed).is_err()).count()
+        self.socks
+            .iter()
+            .filter(|s| s.send(&sealed).is_err())
+            .count()
     }
 }
 

@@ -354,7 +354,13 @@ impl Receiver {
     }
 
     /// Decodes one XDR message.
-    fn decode_plain(&self, data: &[u8], n: usize, src: SocketAddr, s: &mut Scratch) -> Option<Datagram> {
+    fn decode_plain(
+        &self,
+        data: &[u8],
+        n: usize,
+        src: SocketAddr,
+        s: &mut Scratch,
+    ) -> Option<Datagram> {
         let counters = self.state.counters();
         let msg = match xdr::decode(data) {
             Ok(m) => m,

@@ -201,7 +201,9 @@ impl Header {
             return Err(EnvelopeError::BadMagic);
         }
         if first != MAGIC {
-            return Err(EnvelopeError::BadVersion(first.get(3).copied().unwrap_or(0)));
+            return Err(EnvelopeError::BadVersion(
+                first.get(3).copied().unwrap_or(0),
+            ));
         }
         if datagram.len() < OVERHEAD {
             return Err(EnvelopeError::TooShort);
@@ -210,8 +212,29 @@ impl Header {
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(EnvelopeError::TooShort)?;
-        let [_, _, _, _, alg, flags, k0, k1, s0, s1, s2, s3, e0, e1, e2, e3, a0, a1, a2, a3, c @ ..] =
-            *h;
+        let [
+            _,
+            _,
+            _,
+            _,
+            alg,
+            flags,
+            k0,
+            k1,
+            s0,
+            s1,
+            s2,
+            s3,
+            e0,
+            e1,
+            e2,
+            e3,
+            a0,
+            a1,
+            a2,
+            a3,
+            c @ ..,
+        ] = *h;
         let alg = Alg::from_wire(alg).ok_or(EnvelopeError::BadAlg(alg))?;
         if flags & !(FLAG_ENC | FLAG_ONESHOT) != 0 {
             return Err(EnvelopeError::BadFlags(flags));
@@ -379,7 +402,10 @@ impl KeyFile {
             let v = unquote(v.trim());
             match k.trim() {
                 "key_id" => {
-                    key_id = Some(v.parse::<u16>().map_err(|_| err("key_id must be 0..65535"))?)
+                    key_id = Some(
+                        v.parse::<u16>()
+                            .map_err(|_| err("key_id must be 0..65535"))?,
+                    )
                 }
                 "alg" => {
                     alg = Some(Alg::from_name(v).ok_or_else(|| {
@@ -388,7 +414,8 @@ impl KeyFile {
                 }
                 "secret" => {
                     secret = Some(
-                        hex_secret(v).ok_or_else(|| err("secret must be 64 hex digits (32 bytes)"))?,
+                        hex_secret(v)
+                            .ok_or_else(|| err("secret must be 64 hex digits (32 bytes)"))?,
                     )
                 }
                 "encrypt" => {
@@ -399,8 +426,10 @@ impl KeyFile {
                     }
                 }
                 "sender_id" => {
-                    sender_id =
-                        Some(v.parse::<u32>().map_err(|_| err("sender_id must be 0..4294967295"))?)
+                    sender_id = Some(
+                        v.parse::<u32>()
+                            .map_err(|_| err("sender_id must be 0..4294967295"))?,
+                    )
                 }
                 other => return Err(err(&format!("unknown key `{other}`"))),
             }
@@ -468,11 +497,8 @@ pub fn seal(
         key.key
             .seal_in_place_separate_tag(nonce(h.counter), Aad::from(&*head), body)
     } else {
-        key.key.seal_in_place_separate_tag(
-            nonce(h.counter),
-            Aad::from(out.as_slice()),
-            &mut [],
-        )
+        key.key
+            .seal_in_place_separate_tag(nonce(h.counter), Aad::from(out.as_slice()), &mut [])
     }
     .map_err(|_| EnvelopeError::TooLong)?;
     out.extend_from_slice(tag.as_ref());
@@ -535,7 +561,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn key_files_round_trip_and_refuse_bad_lines() {
         let k = KeyFile {
@@ -545,7 +570,10 @@ mod tests {
         };
         assert_eq!(KeyFile::parse(&k.to_text()), Ok(k.clone()));
         let text = k.to_text();
-        assert!(!format!("{:?}", k).contains("4242"), "Debug never shows the secret");
+        assert!(
+            !format!("{:?}", k).contains("4242"),
+            "Debug never shows the secret"
+        );
         for (bad, want) in [
             ("key_id = 70000", "line 1"),
             ("alg = \"des\"", "line 1"),

@@ -198,7 +198,9 @@ impl ClusterAuth {
                 tracing::info!(cluster = %self.cluster, key_ids = ?ids, "keys reloaded");
             }
             Err(e) => {
-                self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(cluster = %self.cluster, error = %e, "key reload failed; keeping the current keys");
             }
         }

@@ -158,7 +158,8 @@ impl Sender {
 
     fn epoch_lost(&self) -> u64 {
         match &self.stream {
-            Stream::Counter(w) if self.received_epoch > 0 => (w.top() - self.base).saturating_add(1)
+            Stream::Counter(w) if self.received_epoch > 0 => (w.top() - self.base)
+                .saturating_add(1)
                 .saturating_sub(self.received_epoch),
             _ => 0,
         }
@@ -196,7 +197,8 @@ impl Sender {
                 if h.epoch > self.epoch {
                     // The sender restarted: freeze the old epoch's loss; the
                     // new one is seen from its start (base 0).
-                    self.lost_frozen += (w.top() - self.base).saturating_add(1)
+                    self.lost_frozen += (w.top() - self.base)
+                        .saturating_add(1)
                         .saturating_sub(self.received_epoch);
                     self.prev = Some((self.epoch, self.salt, w.top()));
                     *w = Window::fresh();
@@ -517,7 +519,10 @@ mod tests {
         feed(&mut t, hdr(5, 1, 10), a(1));
         feed(&mut t, hdr(6, 2, 0), a(2));
         assert_eq!(feed(&mut t, hdr(5, 1, 10), a(1)), Decision::StaleEpoch);
-        assert!(!t.get(&(9, false)).unwrap().cloned, "a replay is not a clone");
+        assert!(
+            !t.get(&(9, false)).unwrap().cloned,
+            "a replay is not a clone"
+        );
         assert_eq!(
             t.apply(&hdr(5, 1, 11), key(&hdr(5, 1, 11)), a(1), 0),
             (Decision::StaleEpoch, true)

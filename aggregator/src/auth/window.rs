@@ -218,8 +218,7 @@ mod tests {
 
     impl Model {
         fn accept(&mut self, c: u64) -> bool {
-            let ok = !self.seen.contains(&c)
-                && self.top.is_none_or(|t| c > t || t - c < WINDOW);
+            let ok = !self.seen.contains(&c) && self.top.is_none_or(|t| c > t || t - c < WINDOW);
             if ok {
                 self.seen.insert(c);
                 self.top = Some(self.top.map_or(c, |t| t.max(c)));
