@@ -395,7 +395,7 @@ impl Table {
                 last_seen: s.last_seen,
             })
             .collect();
-        v.sort_by(|a, b| (a.sender_id, a.oneshot).cmp(&(b.sender_id, b.oneshot)));
+        v.sort_by_key(|r| (r.sender_id, r.oneshot));
         v
     }
 
