@@ -80,3 +80,35 @@ impl AuthConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn err(extra: &str) -> String {
+        Config::from_toml(&format!(
+            "[[cluster]]\nname = \"a\"\nudp_listen = \"127.0.0.1:0\"\nxml_listen = \"\"\n{extra}"
+        ))
+        .and_then(|c| c.validate().map(|()| c))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn auth_keys_are_validated_by_name() {
+        assert_eq!(err(""), "");
+        assert_eq!(err("auth = \"off\""), "");
+        assert!(
+            err("auth = \"required\"").contains("cluster[0].key_files"),
+            "{}",
+            err("auth = \"required\"")
+        );
+        assert!(err("auth = \"maybe\"").contains("maybe"));
+        assert_eq!(err("auth = \"optional\"\nkey_files = [\"/k\"]"), "");
+        assert!(
+            err("[auth]\nmax_senders_per_cluster = 0")
+                .contains("auth.max_senders_per_cluster")
+        );
+    }
+}
