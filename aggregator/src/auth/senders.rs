@@ -556,3 +556,16 @@ mod tests {
         assert!(!t.is_keyed("10.9.9.9".parse().unwrap(), "web2"));
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// The per-sender bound ARCHITECTURE.md states: the struct (cached AEAD
+    /// key and window inline) plus at most the one-shot window's heap
+    /// (64 × 8 B) and a host name, before hash-map overhead.
+    #[test]
+    fn sender_state_is_bounded() {
+        let s = std::mem::size_of::<super::Sender>();
+        eprintln!("size_of::<Sender>() = {s}");
+        assert!(s <= 1024, "{s}");
+    }
+}
