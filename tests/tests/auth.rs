@@ -362,6 +362,45 @@ fn captured_datagrams_forwarded_with_gaps_give_the_exact_loss() {
         metrics_value(agg.http, "ganglion_auth_received_total{cluster=\"Lossy\"}"),
         forwarded
     );
+    // One object per sender, with every documented field.
+    let row = sender(&agg, 7, false).unwrap();
+    for f in [
+        "cluster",
+        "address",
+        "host",
+        "key_id",
+        "epoch",
+        "received",
+        "lost",
+        "duplicates",
+        "reordered",
+        "replays_rejected",
+        "last_seen",
+        "cloned",
+    ] {
+        assert!(row.get(f).is_some(), "{f} missing in {row}");
+    }
+
+    // The dashboard's senders table in a real browser: loss 17 of 300.
+    let dom = Command::new(require_binary("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("http://{}/#/cluster/Lossy", agg.http))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("data-testid=\"senders-table\""), "{dom}");
+    assert!(dom.contains("5.67 %"), "loss % in {dom}");
+    assert!(
+        dom.contains("class=\"authed\""),
+        "authenticated host marked: {dom}"
+    );
 }
 
 fn agent_bin() -> PathBuf {

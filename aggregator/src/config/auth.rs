@@ -107,8 +107,7 @@ mod tests {
         assert!(err("auth = \"maybe\"").contains("maybe"));
         assert_eq!(err("auth = \"optional\"\nkey_files = [\"/k\"]"), "");
         assert!(
-            err("[auth]\nmax_senders_per_cluster = 0")
-                .contains("auth.max_senders_per_cluster")
+            err("[auth]\nmax_senders_per_cluster = 0").contains("auth.max_senders_per_cluster")
         );
     }
 }
