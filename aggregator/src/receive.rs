@@ -305,12 +305,12 @@ impl Receiver {
                     continue;
                 }
             }
+            let now = now_secs();
             for (k, &(n, src)) in got.iter().enumerate() {
-                if let Some(d) = self.decode(&mut bufs[k], n, src, &mut scratch) {
+                if let Some(d) = self.decode(&mut bufs[k], n, src, now, &mut scratch) {
                     scratch.batch.push(d);
                 }
             }
-            let now = now_secs();
             self.state
                 .apply_batch(self.cluster, &mut scratch.batch, now, &mut scratch.outcomes);
             let mut outcomes = std::mem::take(&mut scratch.outcomes);
@@ -327,6 +327,7 @@ impl Receiver {
         buf: &mut [u8],
         n: usize,
         src: SocketAddr,
+        now: u64,
         s: &mut Scratch,
     ) -> Option<Datagram> {
         let counters = self.state.counters();
@@ -338,7 +339,6 @@ impl Receiver {
         };
         // Verified before anything is decoded or applied; a longer
         // envelope than 1472 bytes is malformed, a plain one is cut as above.
-        let now = now_secs();
         match auth.check(&mut buf[..n], src, now) {
             crate::auth::Outcome::Refused => None,
             crate::auth::Outcome::Plain => {

@@ -227,7 +227,7 @@ impl ClusterAuth {
                 return Outcome::Refused;
             }
         };
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let Some(secret) = keys.set.keys.get(&h.key_id) else {
             self.refuse(
                 Reason::UnknownKey,

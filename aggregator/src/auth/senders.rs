@@ -15,7 +15,9 @@
 use super::window::{Sparse, Verdict, Window};
 use ganglion_proto::envelope::{Header, SubKey};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+// Keys enter these maps only after their datagram authenticated, so an
+// outsider cannot choose them: the fast hash is enough.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::{IpAddr, SocketAddr};
 
 /// A sender stream: its id and whether it is a one-shot stream
@@ -349,10 +351,11 @@ impl Table {
 
     /// Records the host name an accepted datagram of `k` carried.
     pub fn note_host(&mut self, k: &SenderKey, host: &str) {
-        if let Some(s) = self.senders.get_mut(k)
-            && s.host.as_deref() != Some(host)
-        {
-            s.host = Some(host.to_string());
+        match self.senders.get_mut(k) {
+            // The usual case: the same host as before, already keyed.
+            Some(s) if s.host.as_deref() == Some(host) => return,
+            Some(s) => s.host = Some(host.to_string()),
+            None => {}
         }
         if !self.keyed_hosts.contains(host)
             && self.keyed_hosts.len() < self.cap.saturating_mul(KEYED_PER_SENDER)
