@@ -249,6 +249,8 @@ def main():
     ap.add_argument("--only", choices=["gmond", "ganglion"], help="run one receiver")
     ap.add_argument("--auth", action="store_true",
                     help="also run the aggregator with auth = required (authenticate-only, then encrypted)")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="also run this ganglion-aggregator binary (e.g. main's release build), plain, first")
     ap.add_argument("--alg", default="chacha20-poly1305", choices=["chacha20-poly1305", "aes-256-gcm"],
                     help="the keys' algorithm with --auth")
     a = ap.parse_args()
@@ -270,6 +272,10 @@ def main():
             p = free_port()
             results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name,
                                a.rounds, a.pps, a.readers, a.reader_interval))
+        if a.only != "gmond" and a.baseline:
+            p = free_port()
+            results.append(run("ganglion-aggregator (baseline)", [a.baseline, "--config", agg_conf(tmp, p)], p, meta,
+                               vfile.name, a.rounds, a.pps, a.readers, a.reader_interval))
         if a.only != "gmond":
             p = free_port()
             results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name,
@@ -295,7 +301,7 @@ def main():
               r["rss_kb"] * 1024.0 / nmetrics, r["dump_s"], r["dump_bytes"]))
     plain = [r for r in results if r["name"] == "ganglion-aggregator"]
     for r in results:
-        if plain and r["name"].startswith("ganglion-aggregator,"):
+        if plain and (r["name"].startswith("ganglion-aggregator,") or r["name"].endswith("(baseline)")):
             print("%s / plain: CPU per packet %.2fx" % (r["name"], r["us_per_pkt"] / max(plain[0]["us_per_pkt"], 1e-9)))
     if len(results) < 2 or results[0]["name"] != "gmond 3.7.2":
         return
