@@ -217,6 +217,12 @@ fn main() -> ExitCode {
         };
     }
     if cli.check_config {
+        if let Some(p) = &config.key_file
+            && let Err(e) = ganglion_agent::keys::read(p)
+        {
+            eprintln!("ganglion-agent: key_file: {e}");
+            return ExitCode::from(1);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
