@@ -271,6 +271,9 @@ struct Scratch {
     /// The decoded datagrams of one receive batch, applied under one lock.
     batch: Vec<Datagram>,
     outcomes: Vec<(SocketAddr, ApplyOutcome)>,
+    /// The host each authenticated sender last spoke for, as this thread
+    /// told the sender table: the table is locked again only on a change.
+    noted: HashMap<crate::auth::senders::SenderKey, String>,
 }
 
 impl Receiver {
@@ -285,6 +288,7 @@ impl Receiver {
             out: Vec::with_capacity(256),
             batch: Vec::with_capacity(BATCH),
             outcomes: Vec::with_capacity(BATCH),
+            noted: HashMap::new(),
         };
         while !self.shutdown.is_cancelled() {
             match recv_batch(&self.socket, &mut bufs, &mut got) {
@@ -347,7 +351,15 @@ impl Receiver {
             }
             crate::auth::Outcome::Authentic { payload, sender } => {
                 let d = self.decode_plain(payload, payload.len(), src, s)?;
-                auth.note_host(&sender, &d.2.metric_id().host);
+                let host = &d.2.metric_id().host;
+                if s.noted.get(&sender) != Some(host) {
+                    auth.note_host(&sender, host);
+                    // Bounded like the table itself (senders per cluster).
+                    if s.noted.len() >= 1 << 16 {
+                        s.noted.clear();
+                    }
+                    s.noted.insert(sender, host.clone());
+                }
                 Some(d)
             }
         }
