@@ -3,7 +3,7 @@
 //! counted exactly from the counter; the agent daemon and `send` are
 //! accepted across restarts of either side; keys rotate on SIGHUP with
 //! traffic flowing and nothing lost; real gmond and gmetric keep working
-//! where the cluster allows plain XDR.
+//! where the cluster allows plain XDR; new senders past the cap are refused.
 
 use ganglion_proto::envelope::{self, Alg, Header, KeyFile, Secret, SubKey};
 use ganglion_proto::model::MetricMeta;
@@ -320,7 +320,11 @@ fn forged_replayed_stale_unknown_and_plain_datagrams_are_refused_and_change_noth
 fn captured_datagrams_forwarded_with_gaps_give_the_exact_loss() {
     let keys = tempfile::tempdir().unwrap();
     let k1 = write_key(keys.path(), "k1.key", 1);
-    let agg = Aggregator::start_with("Lossy", &auth_cluster("required", &[&k1]), "");
+    let agg = Aggregator::start_with(
+        "Lossy",
+        &auth_cluster("required", &[&k1]),
+        "[auth]\nmax_senders_per_cluster = 1\n",
+    );
     let sock = sock_on([127, 0, 0, 1]);
     let s = Stream::new(1, 7, 50, 1);
     let [meta, _] = metric("10.0.0.7:db1", "load", 0.0);
@@ -380,6 +384,14 @@ fn captured_datagrams_forwarded_with_gaps_give_the_exact_loss() {
     ] {
         assert!(row.get(f).is_some(), "{f} missing in {row}");
     }
+
+    // At the sender cap a new sender is refused, counted; the known one stays.
+    let other = Stream::new(1, 8, 50, 1);
+    sock.send_to(&other.seal(&meta, 0), agg.udp).unwrap();
+    wait_until("the new sender refused at the cap", WAIT, || {
+        (rejected(&agg, "too_many_senders") == 1).then_some(())
+    });
+    assert_eq!(senders(&agg).len(), 1);
 
     // The dashboard's senders table in a real browser: loss 17 of 300.
     let dom = Command::new(require_binary("chromium"))
