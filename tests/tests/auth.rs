@@ -132,6 +132,7 @@ fn all_rejected(agg: &Aggregator) -> u64 {
         "sender_conflict",
         "too_many_senders",
         "malformed",
+        "session_limit",
     ]
     .iter()
     .map(|r| rejected(agg, r))

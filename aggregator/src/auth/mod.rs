@@ -4,7 +4,8 @@
 //!
 //! Order per datagram ([`ClusterAuth::check`]): dispatch on the first word
 //! (envelope or plain) → parse the header → find the key → open the AEAD
-//! with the sender's cached subkey (or a freshly derived one) → only then
+//! with the sender's cached subkey (or a freshly derived one, within a
+//! per-second budget) → only then
 //! look at the sender's epoch and window and change anything. A forgery can
 //! never move a window, start an epoch, create a sender or touch host
 //! state. Refusals are counted by reason ([`Reason`]) and logged once a
@@ -50,10 +51,12 @@ pub enum Reason {
     TooManySenders,
     /// Not a well-formed v1 envelope (length, version, algorithm, flags).
     Malformed,
+    /// A new session's subkey past `auth.max_new_sessions_per_sec`.
+    SessionLimit,
 }
 
 impl Reason {
-    const ALL: [Reason; 8] = [
+    const ALL: [Reason; 9] = [
         Reason::BadTag,
         Reason::Replay,
         Reason::UnknownKey,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::SenderConflict,
         Reason::TooManySenders,
         Reason::Malformed,
+        Reason::SessionLimit,
     ];
 
     /// The `reason` label.
@@ -75,6 +79,7 @@ impl Reason {
             Reason::SenderConflict => "sender_conflict",
             Reason::TooManySenders => "too_many_senders",
             Reason::Malformed => "malformed",
+            Reason::SessionLimit => "session_limit",
         }
     }
 
@@ -86,7 +91,7 @@ impl Reason {
 /// Refusal counters of every cluster, by reason.
 #[derive(Debug, Default)]
 pub struct AuthCounters {
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; 9],
     /// Senders newly flagged as cloned.
     pub clones: AtomicU64,
     /// Key reloads that failed (the previous keys stay).
@@ -152,6 +157,7 @@ impl ClusterAuth {
         mode: AuthMode,
         key_files: &[PathBuf],
         max_senders: usize,
+        max_sessions_per_sec: u32,
         counters: Arc<AuthCounters>,
     ) -> Result<Option<ClusterAuth>, keys::KeyError> {
         if mode == AuthMode::Off {
@@ -166,7 +172,7 @@ impl ClusterAuth {
             mode,
             key_files: key_files.to_vec(),
             keys: RwLock::new(Arc::new(Keys { set, generation: 0 })),
-            table: Mutex::new(Table::new(max_senders)),
+            table: Mutex::new(Table::new(max_senders, max_sessions_per_sec)),
             counters,
             limiter: LogLimiter::new(Duration::from_secs(60)),
             // Cluster names are fixed for the process's life: one small
@@ -193,7 +199,14 @@ impl ClusterAuth {
                 let mut ids: Vec<u16> = set.keys.keys().copied().collect();
                 ids.sort_unstable();
                 let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
-                let generation = k.generation + 1;
+                // Cached subkeys stay valid unless a key id now has another
+                // secret: adding and retiring keys costs no re-derivation
+                // (a retired id fails the lookup before any cache is used).
+                let changed = set
+                    .keys
+                    .iter()
+                    .any(|(id, new)| k.set.keys.get(id).is_some_and(|old| old != new));
+                let generation = k.generation + u64::from(changed);
                 *k = Arc::new(Keys { set, generation });
                 tracing::info!(cluster = %self.cluster, key_ids = ?ids, "keys reloaded");
             }
@@ -244,9 +257,22 @@ impl ClusterAuth {
         let mut table = self.table();
         // The sender's cached subkey when it fits, else a fresh one (kept
         // only if the datagram is accepted).
-        let fresh = match table.get(&sender) {
-            Some(s) if s.cached.fits(&h, keys.generation) => None,
-            _ => match SubKey::derive(secret, &h) {
+        let cached = table
+            .get(&sender)
+            .is_some_and(|s| s.cached.fits(&h, keys.generation));
+        if !cached && !table.take_session(now) {
+            drop(table);
+            self.refuse(
+                Reason::SessionLimit,
+                src,
+                &"new session refused: auth.max_new_sessions_per_sec reached",
+            );
+            return Outcome::Refused;
+        }
+        let fresh = if cached {
+            None
+        } else {
+            match SubKey::derive(secret, &h) {
                 Ok(key) => Some(CachedKey {
                     key_id: h.key_id,
                     flags: h.flags,
@@ -260,7 +286,7 @@ impl ClusterAuth {
                     self.refuse(Reason::Malformed, src, &e);
                     return Outcome::Refused;
                 }
-            },
+            }
         };
         let opened = {
             let key = match (&fresh, table.get(&sender)) {
@@ -381,6 +407,7 @@ impl Registry {
                 c.auth,
                 &c.key_files,
                 config.auth.max_senders_per_cluster,
+                config.auth.max_new_sessions_per_sec,
                 counters.clone(),
             )
             .map_err(|e| anyhow::anyhow!("cluster[{i}].key_files: {e}"))?;

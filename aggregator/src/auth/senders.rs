@@ -282,17 +282,35 @@ pub struct Table {
     keyed_ips: HashSet<IpAddr>,
     /// Host names authenticated datagrams carried.
     keyed_hosts: HashSet<String>,
+    /// Subkey derivations allowed per second, and (second, used) so far.
+    sessions_per_sec: u32,
+    sessions: (u64, u32),
 }
 
 impl Table {
-    /// An empty table holding at most `cap` senders.
-    pub fn new(cap: usize) -> Table {
+    /// An empty table holding at most `cap` senders and deriving at most
+    /// `sessions_per_sec` subkeys a second.
+    pub fn new(cap: usize, sessions_per_sec: u32) -> Table {
         Table {
             senders: HashMap::new(),
             cap,
             keyed_ips: HashSet::new(),
             keyed_hosts: HashSet::new(),
+            sessions_per_sec,
+            sessions: (0, 0),
         }
+    }
+
+    /// Takes one subkey derivation from this second's budget.
+    pub fn take_session(&mut self, now: u64) -> bool {
+        if self.sessions.0 != now {
+            self.sessions = (now, 0);
+        }
+        if self.sessions.1 >= self.sessions_per_sec {
+            return false;
+        }
+        self.sessions.1 += 1;
+        true
     }
 
     /// The sender, if known.
@@ -490,7 +508,7 @@ mod tests {
 
     #[test]
     fn loss_is_expected_minus_received_per_epoch() {
-        let mut t = Table::new(10);
+        let mut t = Table::new(10, 100);
         // First contact at counter 100: base 100. Gaps 103, 105..=107.
         for c in [100, 101, 102, 104, 108] {
             assert_eq!(feed(&mut t, hdr(5, 1, c), a(1)), Decision::Accepted);
@@ -513,12 +531,12 @@ mod tests {
     #[test]
     fn clones_are_flagged() {
         // Same epoch, another salt.
-        let mut t = Table::new(10);
+        let mut t = Table::new(10, 100);
         feed(&mut t, hdr(5, 1, 0), a(1));
         assert_eq!(feed(&mut t, hdr(5, 2, 0), a(2)), Decision::Conflict);
         assert!(t.get(&(9, false)).unwrap().cloned);
         // The previous epoch still advancing after a restart.
-        let mut t = Table::new(10);
+        let mut t = Table::new(10, 100);
         feed(&mut t, hdr(5, 1, 10), a(1));
         feed(&mut t, hdr(6, 2, 0), a(2));
         assert_eq!(feed(&mut t, hdr(5, 1, 10), a(1)), Decision::StaleEpoch);
@@ -531,7 +549,7 @@ mod tests {
             (Decision::StaleEpoch, true)
         );
         // The same datagram from two addresses.
-        let mut t = Table::new(10);
+        let mut t = Table::new(10, 100);
         feed(&mut t, hdr(5, 1, 0), a(1));
         feed(&mut t, hdr(5, 1, 0), a(2));
         assert!(t.get(&(9, false)).unwrap().cloned);
@@ -539,7 +557,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_new_senders_only() {
-        let mut t = Table::new(1);
+        let mut t = Table::new(1, 100);
         feed(&mut t, hdr(5, 1, 0), a(1));
         let mut other = hdr(5, 1, 0);
         other.sender_id = 10;
@@ -549,8 +567,16 @@ mod tests {
     }
 
     #[test]
+    fn subkey_derivations_are_budgeted_per_second() {
+        let mut t = Table::new(10, 2);
+        assert!(t.take_session(5) && t.take_session(5));
+        assert!(!t.take_session(5));
+        assert!(t.take_session(6));
+    }
+
+    #[test]
     fn keyed_hosts_and_addresses_cannot_go_plain() {
-        let mut t = Table::new(10);
+        let mut t = Table::new(10, 100);
         feed(&mut t, hdr(5, 1, 0), a(1));
         t.note_host(&(9, false), "web1");
         assert!(t.is_keyed("10.0.0.1".parse().unwrap(), "other"));

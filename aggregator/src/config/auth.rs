@@ -39,12 +39,18 @@ pub struct AuthConfig {
     /// it is refused (`too_many_senders`, logged once a minute); known ones
     /// keep working. About 1 KiB each.
     pub max_senders_per_cluster: usize,
+    /// Subkey derivations (a new sender, a restart, a `ganglion-agent send`
+    /// run: ≈ 1 µs each) per second per cluster. Beyond it such datagrams are
+    /// refused (`session_limit`), so a flood of forgeries under a known key id
+    /// costs bounded CPU while known senders, whose keys are cached, go on.
+    pub max_new_sessions_per_sec: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             max_senders_per_cluster: 10_000,
+            max_new_sessions_per_sec: 10_000,
         }
     }
 }
@@ -55,6 +61,12 @@ impl AuthConfig {
         if self.max_senders_per_cluster == 0 {
             return Err(invalid(
                 "auth.max_senders_per_cluster",
+                "must be at least 1",
+            ));
+        }
+        if self.max_new_sessions_per_sec == 0 {
+            return Err(invalid(
+                "auth.max_new_sessions_per_sec",
                 "must be at least 1",
             ));
         }
