@@ -266,6 +266,7 @@ async function clusterView(view, name) {
     a.dataset.host = h.name;
     a.style.background = h.alive ? heatColor(h.load_one, h.cpu_num) : "#9ca3af";
     a.title = `${h.name}: load ${fmt(h.load_one)} / ${h.cpu_num || "?"} CPUs${h.alive ? "" : " (down)"}`;
+    a.dataset.host = h.name;
     heat.append(a);
   }
   view.append(el("h2", {}, "Load per host"), heat);
@@ -290,6 +291,7 @@ async function clusterView(view, name) {
   if (sort === "value" && metric === wanted) hosts.sort((a, b) => (b.value ?? -Infinity) - (a.value ?? -Infinity));
   const small = el("div", { class: "charts small" });
   view.append(small);
+  if (window.senders) window.senders.cluster(view, c.name, heat); // web/senders.js
   if (!metric) return;
   const batch = { query: { cluster: c.name, metric }, entries: [] };
   for (const h of hosts.slice(0, 60)) {
@@ -308,6 +310,7 @@ async function hostView(view, cluster, host) {
   view.append(el("h1", {}, `${h.name} `, el("span", { class: h.alive ? "up" : "down", "data-testid": "host-state" }, h.alive ? "up" : "down"),
     el("span", { class: "muted" }, ` · ${h.ip} · last report ${age(h.tn)} ago · location ${h.location}`)));
   if (window.Alerts) await Alerts.hostPanel(view, cluster, h.name);
+  if (window.senders) window.senders.host(view, cluster, h); // web/senders.js
   const strings = h.metrics.filter((m) => !m.numeric);
   if (strings.length) {
     view.append(el("table", { "data-testid": "host-strings" }, ...strings.map((m) => el("tr", {}, el("th", {}, m.title), el("td", {}, m.val)))));

@@ -55,6 +55,9 @@ pub struct AgentConfig {
     pub script: Vec<ScriptConfig>,
     /// gmond Python metric modules.
     pub module: Vec<ModuleConfig>,
+    /// Key file (`ganglion-agent keygen`): every datagram goes out in the
+    /// authenticated envelope. `--key-file` overrides it.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// `[[script]]`: an argv run every `interval_secs`; see [`crate::custom::script`].
@@ -224,6 +227,7 @@ impl Default for AgentConfig {
             collection_group: groups,
             script: Vec::new(),
             module: Vec::new(),
+            key_file: None,
         }
     }
 }
@@ -273,6 +277,13 @@ impl AgentConfig {
                     "must name an interface",
                 ));
             }
+        }
+        if self
+            .key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("key_file", "must name a key file"));
         }
         if self.override_ip.is_some() && self.override_hostname.is_none() {
             return Err(invalid("override_ip", "needs override_hostname"));

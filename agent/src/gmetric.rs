@@ -226,11 +226,27 @@ pub fn parse_dest(s: &str) -> Result<Vec<SocketAddr>, GmetricError> {
 
 /// Sends to every destination.
 pub fn send(a: &SendArgs, dests: Vec<SocketAddr>, host: &str) -> Result<(), GmetricError> {
+    send_sealed(a, dests, host, None)
+}
+
+/// [`send`], in the authenticated envelope when `sealer` is given (a
+/// one-shot stream, [`crate::keys::Sealer::oneshot`]).
+pub fn send_sealed(
+    a: &SendArgs,
+    dests: Vec<SocketAddr>,
+    host: &str,
+    sealer: Option<crate::keys::Sealer>,
+) -> Result<(), GmetricError> {
     let msgs = build(a, host)?;
     if dests.is_empty() {
         return Err(GmetricError::NoDestination);
     }
-    let mut ch = Channels::open(dests).map_err(|_| GmetricError::Send(1))?;
+    let opts = crate::send::SendOpts {
+        sealer,
+        ..Default::default()
+    };
+    let mut ch = Channels::open_with(dests.into_iter().map(|d| (d, opts.clone())).collect())
+        .map_err(|_| GmetricError::Send(1))?;
     let mut failed = 0;
     for m in &msgs {
         failed += ch

@@ -31,6 +31,10 @@ struct Cli {
     /// Collect every metric once, print name = value, and exit.
     #[arg(long)]
     once: bool,
+    /// Key file: send every datagram authenticated (overrides the config's
+    /// `key_file`; for the daemon and for `send`).
+    #[arg(long = "key-file", value_name = "FILE", global = true)]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,6 +53,25 @@ enum Command {
     Import {
         /// gmond's configuration file, e.g. /etc/ganglia/gmond.conf.
         file: PathBuf,
+    },
+    /// Write a new random key file (mode 0600) for the authenticated transport.
+    Keygen {
+        /// Key id (0–65535), never reused across rotations.
+        #[arg(long)]
+        id: u16,
+        /// File to create (an existing file is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// chacha20-poly1305 (default) or aes-256-gcm.
+        #[arg(long, default_value = "chacha20-poly1305")]
+        alg: String,
+        /// Encrypt payloads too (default: authenticate only).
+        #[arg(long)]
+        encrypt: bool,
+        /// A fixed sender id for the agent using this file (default: a hash
+        /// of its host name).
+        #[arg(long)]
+        sender_id: Option<u32>,
     },
 }
 
@@ -79,6 +102,29 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Keygen {
+        id,
+        out,
+        alg,
+        encrypt,
+        sender_id,
+    }) = &cli.command
+    {
+        let Some(alg) = ganglion_proto::envelope::Alg::from_name(alg) else {
+            eprintln!("ganglion-agent: --alg must be chacha20-poly1305 or aes-256-gcm");
+            return ExitCode::from(1);
+        };
+        return match ganglion_agent::keys::keygen(*id, alg, *encrypt, *sender_id, out) {
+            Ok(()) => {
+                println!("wrote key {id} ({}) to {}", alg.name(), out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ganglion-agent: keygen: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if cli.print_default_config {
         print!(
             "{}\n{}",
@@ -105,7 +151,12 @@ fn main() -> ExitCode {
         .with(filter)
         .init();
     let config = match load(&cli.config) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Some(k) = &cli.key_file {
+                c.key_file = Some(k.clone());
+            }
+            c
+        }
         Err(e) => {
             eprintln!("ganglion-agent: {e}");
             return ExitCode::from(1);
@@ -145,7 +196,19 @@ fn main() -> ExitCode {
                 config.override_ip.as_deref().unwrap_or(name)
             ));
         }
-        return match gmetric::send(&args, dests, &host) {
+        let sealer = match &config.key_file {
+            None => None,
+            Some(p) => match ganglion_agent::keys::read(p)
+                .and_then(|kf| ganglion_agent::keys::Sealer::oneshot(&kf, &host))
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("ganglion-agent: key file: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        return match gmetric::send_sealed(&args, dests, &host, sealer) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -154,6 +217,12 @@ fn main() -> ExitCode {
         };
     }
     if cli.check_config {
+        if let Some(p) = &config.key_file
+            && let Err(e) = ganglion_agent::keys::read(p)
+        {
+            eprintln!("ganglion-agent: key_file: {e}");
+            return ExitCode::from(1);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

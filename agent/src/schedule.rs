@@ -72,6 +72,7 @@ pub fn run(
                 SendOpts {
                     ttl: s.ttl,
                     mcast_if: s.mcast_if.clone(),
+                    sealer: None,
                 },
             )),
             // An unresolvable destination is logged; the others keep working.
@@ -84,12 +85,23 @@ pub fn run(
         !dests.is_empty(),
         "no destination: configure [[send]] or pass --send-to HOST:PORT"
     );
-    let ch = Channels::open_with(dests.clone()).context("opening UDP sockets")?;
     let identity = Identity::new(
         config.override_hostname.as_deref(),
         config.override_ip.as_deref(),
         config.cluster.clone(),
     );
+    if let Some(path) = &config.key_file {
+        // One authenticated stream for the whole process (scripts and
+        // modules included): every destination gets the envelope.
+        let kf = crate::keys::read(path).context("key_file")?;
+        let sealer = crate::keys::Sealer::daemon(&kf, &identity.host).context("key_file")?;
+        let (key_id, sender_id, epoch) = sealer.describe();
+        tracing::info!(key_id, sender_id, epoch, "sending authenticated datagrams");
+        for d in &mut dests {
+            d.1.sealer = Some(sealer.clone());
+        }
+    }
+    let ch = Channels::open_with(dests.clone()).context("opening UDP sockets")?;
     // Scripts and Python modules run on their own threads and sockets; they
     // are stopped (children killed) when this function returns.
     let _custom = crate::custom::start(&config, &dests, &identity)

@@ -1,5 +1,6 @@
 //! Building gmond-identical messages and sending them to every destination.
 
+use crate::keys::Sealer;
 use crate::metrics::MetricDef;
 use ganglion_proto::MetricMeta;
 use ganglion_proto::model::{MetricType, extra};
@@ -111,6 +112,9 @@ pub struct Channels {
     /// Destinations.
     pub dests: Vec<SocketAddr>,
     buf: Vec<u8>,
+    /// Wraps each datagram in the authenticated envelope (`key_file`).
+    sealer: Option<Sealer>,
+    sealed: std::cell::RefCell<Vec<u8>>,
 }
 
 /// How datagrams to one destination go out when it is a multicast group.
@@ -120,6 +124,9 @@ pub struct SendOpts {
     pub ttl: u32,
     /// Multicast interface by name (gmond's `mcast_if`).
     pub mcast_if: Option<String>,
+    /// The authenticated stream datagrams to this destination go out in
+    /// (every destination of one process shares one).
+    pub sealer: Option<Sealer>,
 }
 
 impl Default for SendOpts {
@@ -127,6 +134,7 @@ impl Default for SendOpts {
         SendOpts {
             ttl: 1,
             mcast_if: None,
+            sealer: None,
         }
     }
 }
@@ -205,11 +213,16 @@ impl Channels {
                 Ok(s)
             })
             .collect::<std::io::Result<_>>()?;
+        let sealer = with_opts.iter().find_map(|(_, o)| o.sealer.clone());
         let dests = with_opts.into_iter().map(|(d, _)| d).collect();
         Ok(Channels {
             socks,
             dests,
             buf: Vec::with_capacity(xdr::MAX_MESSAGE_LEN),
+            sealer,
+            sealed: std::cell::RefCell::new(Vec::with_capacity(
+                ganglion_proto::envelope::MAX_DATAGRAM,
+            )),
         })
     }
 
@@ -227,8 +240,20 @@ impl Channels {
     /// Sends an encoded message to every destination; returns how many sends
     /// failed.
     pub fn send_encoded(&self, bytes: &[u8]) -> usize {
-        // A refused send (nothing listening yet) is counted, not fatal.
-        self.socks.iter().filter(|s| s.send(bytes).is_err()).count()
+        let Some(sealer) = &self.sealer else {
+            // A refused send (nothing listening yet) is counted, not fatal.
+            return self.socks.iter().filter(|s| s.send(bytes).is_err()).count();
+        };
+        let mut sealed = self.sealed.borrow_mut();
+        if let Err(e) = sealer.seal(bytes, &mut sealed) {
+            // Only a message over the envelope's 1428-byte payload.
+            tracing::warn!(error = %e, len = bytes.len(), "cannot seal datagram; not sent");
+            return self.socks.len();
+        }
+        self.socks
+            .iter()
+            .filter(|s| s.send(&sealed).is_err())
+            .count()
     }
 }
 
@@ -246,6 +271,7 @@ mod tests {
                 SendOpts {
                     ttl: 7,
                     mcast_if: Some("lo".into()),
+                    sealer: None,
                 },
             ),
             (unicast, SendOpts::default()),
@@ -269,6 +295,7 @@ mod tests {
             SendOpts {
                 ttl: 1,
                 mcast_if: Some("no-such-if0".into()),
+                sealer: None,
             },
         )])
         .err()

@@ -14,6 +14,7 @@
 pub mod acl;
 pub mod addr;
 pub mod alerts;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod diag;
@@ -177,6 +178,8 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         docs: Default::default(),
     };
 
+    let auth = Arc::new(auth::Registry::new(&config)?);
+    auth.spawn_reload_on_sighup(&mut tasks, shutdown.clone())?;
     for (i, c) in config.cluster.iter().enumerate() {
         let resolver = Resolver::new(c.reverse_dns, state.clone());
         for a in &c.udp_listen {
@@ -206,6 +209,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
                 state: state.clone(),
                 resolver: resolver.clone(),
                 shutdown: shutdown.clone(),
+                auth: auth.clusters.get(i).cloned().flatten(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -404,6 +408,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
             alerts: alerts.clone(),
+            auth: auth.clone(),
         }));
         if let Some(reload) = security.reload_task(limits.clone(), shutdown.clone()) {
             tasks.spawn(reload);

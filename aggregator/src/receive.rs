@@ -5,6 +5,10 @@
 //! Datagrams are read in batches with `recvmmsg` (up to 64 per system call,
 //! blocking for the first only), so a busy receiver pays one syscall per batch.
 //!
+//! Clusters with `auth` on verify each datagram's envelope before it is
+//! decoded ([`crate::auth`]); with `auth = "off"` (the default) the path is
+//! the plain one, a single branch away.
+//!
 //! Metadata requests (136) go back to the sender's own address and port, so a
 //! `ganglion-agent` (which listens on its sending socket) re-sends metadata at
 //! once after an aggregator restart; gmond senders simply ignore them.
@@ -211,6 +215,8 @@ pub struct Receiver {
     /// also go there, as gmond sends them on its channels, so every gmond
     /// listening on the group re-sends what the aggregator lacks.
     pub request_groups: Vec<SocketAddr>,
+    /// The cluster's authenticated transport, `None` when `auth = "off"`.
+    pub auth: Option<Arc<crate::auth::ClusterAuth>>,
 }
 
 const BATCH: usize = 64;
@@ -265,6 +271,9 @@ struct Scratch {
     /// The decoded datagrams of one receive batch, applied under one lock.
     batch: Vec<Datagram>,
     outcomes: Vec<(SocketAddr, ApplyOutcome)>,
+    /// The host each authenticated sender last spoke for, as this thread
+    /// told the sender table: the table is locked again only on a change.
+    noted: HashMap<crate::auth::senders::SenderKey, String>,
 }
 
 impl Receiver {
@@ -279,6 +288,7 @@ impl Receiver {
             out: Vec::with_capacity(256),
             batch: Vec::with_capacity(BATCH),
             outcomes: Vec::with_capacity(BATCH),
+            noted: HashMap::new(),
         };
         while !self.shutdown.is_cancelled() {
             match recv_batch(&self.socket, &mut bufs, &mut got) {
@@ -299,12 +309,12 @@ impl Receiver {
                     continue;
                 }
             }
+            let now = now_secs();
             for (k, &(n, src)) in got.iter().enumerate() {
-                if let Some(d) = self.decode(&bufs[k], n, src, &mut scratch) {
+                if let Some(d) = self.decode(&mut bufs[k], n, src, now, &mut scratch) {
                     scratch.batch.push(d);
                 }
             }
-            let now = now_secs();
             self.state
                 .apply_batch(self.cluster, &mut scratch.batch, now, &mut scratch.outcomes);
             let mut outcomes = std::mem::take(&mut scratch.outcomes);
@@ -316,11 +326,54 @@ impl Receiver {
     }
 
     /// Decodes one datagram (counting and logging what is wrong with it).
-    fn decode(&self, buf: &[u8], n: usize, src: SocketAddr, s: &mut Scratch) -> Option<Datagram> {
+    fn decode(
+        &self,
+        buf: &mut [u8],
+        n: usize,
+        src: SocketAddr,
+        now: u64,
+        s: &mut Scratch,
+    ) -> Option<Datagram> {
         let counters = self.state.counters();
         counters.datagrams.fetch_add(1, Ordering::Relaxed);
-        // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
-        let data = &buf[..n.min(MAX_RECV_LEN)];
+        let Some(auth) = &self.auth else {
+            // gmond reads at most 1472 bytes; a longer datagram is cut and fails.
+            let data = &buf[..n.min(MAX_RECV_LEN)];
+            return self.decode_plain(data, n, src, s);
+        };
+        // Verified before anything is decoded or applied; a longer
+        // envelope than 1472 bytes is malformed, a plain one is cut as above.
+        match auth.check(&mut buf[..n], src, now) {
+            crate::auth::Outcome::Refused => None,
+            crate::auth::Outcome::Plain => {
+                let d = self.decode_plain(&buf[..n.min(MAX_RECV_LEN)], n, src, s)?;
+                auth.plain_allowed(src, &d.2.metric_id().host).then_some(d)
+            }
+            crate::auth::Outcome::Authentic { payload, sender } => {
+                let d = self.decode_plain(payload, payload.len(), src, s)?;
+                let host = &d.2.metric_id().host;
+                if s.noted.get(&sender) != Some(host) {
+                    auth.note_host(&sender, host);
+                    // Bounded like the table itself (senders per cluster).
+                    if s.noted.len() >= 1 << 16 {
+                        s.noted.clear();
+                    }
+                    s.noted.insert(sender, host.clone());
+                }
+                Some(d)
+            }
+        }
+    }
+
+    /// Decodes one XDR message.
+    fn decode_plain(
+        &self,
+        data: &[u8],
+        n: usize,
+        src: SocketAddr,
+        s: &mut Scratch,
+    ) -> Option<Datagram> {
+        let counters = self.state.counters();
         let msg = match xdr::decode(data) {
             Ok(m) => m,
             Err(DecodeError::UnknownMessage { id }) => {

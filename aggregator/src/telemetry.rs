@@ -263,6 +263,17 @@ impl Exposition {
     }
 }
 
+/// Adds the authenticated transport's counters (refusals by reason,
+/// per-cluster received and lost) to an exposition.
+pub fn auth_metrics(
+    auth: &crate::auth::Registry,
+    counters: &mut Vec<(&'static str, &'static str, u64)>,
+    labelled: &mut Vec<LabelledCounter>,
+) {
+    counters.extend(auth.counters());
+    labelled.extend(auth.labelled());
+}
+
 /// Keys a [`LogLimiter`] remembers unless told otherwise.
 pub const LOG_LIMITER_CAPACITY: usize = 10_000;
 

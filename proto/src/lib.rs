@@ -7,6 +7,8 @@
 //! - [`range`]: monitoring-plugins threshold ranges (`10`, `10:`, `~:10`,
 //!   `@10:20`) and the four plugin states.
 //! - [`model`]: metric types, slopes and metadata shared by agent and aggregator.
+//! - [`envelope`]: the authenticated envelope v1 around an XDR message
+//!   (header codec, seal, open; `ring` AEADs).
 //! - [`xml`]: gmond/gmetad XML — a streaming writer that is always well-formed and
 //!   a streaming reader that tolerates what real Ganglia emits.
 //!
@@ -29,6 +31,7 @@
     )
 )]
 
+pub mod envelope;
 pub mod format;
 pub mod model;
 pub mod range;

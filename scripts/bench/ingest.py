@@ -12,7 +12,13 @@ during the blast, and the receive thread's own CPU per packet is reported
 beside the process's (the aggregator names its receive threads recv-*): ingest
 must not slow down or drop while readers loop.
 
-Usage: python3 scripts/bench/ingest.py [--hosts 1000] [--rounds 10] [--pps N] [--readers N]
+With --auth, the aggregator also runs with `auth = "required"`, once with an
+authenticate-only key and once with an encrypting key (ChaCha20-Poly1305):
+udp-blast seals every datagram as it sends it (metadata included), so each
+round is fresh traffic, never replays. The table then shows the cost of
+authentication per packet beside plain ingest.
+
+Usage: python3 scripts/bench/ingest.py [--hosts 1000] [--rounds 10] [--pps N] [--readers N] [--auth] [--alg A]
 Needs a release build (cargo build --release, which builds the `udp-blast`
 sender) and gmond installed.
 """
@@ -137,25 +143,42 @@ def gmond_conf(tmp, port):
     return path
 
 
-def agg_conf(tmp, port):
-    path = os.path.join(tmp, "agg.toml")
+def agg_conf(tmp, port, key=None):
+    path = os.path.join(tmp, "agg-%d.toml" % port)
+    auth = 'auth = "required"\nkey_files = ["%s"]\n' % key if key else ""
     with open(path, "w") as f:
         f.write('grid_name = "bench"\nwrite_rrds = false\nrrd_root = "%s/rrds"\n[[cluster]]\nname = "bench"\n'
                 'udp_listen = "127.0.0.1:%d"\nxml_listen = "127.0.0.1:%d"\nreverse_dns = false\n'
-                'recv_buffer_bytes = 4194304\n[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = ""\n'
-                % (tmp, port, port))
+                'recv_buffer_bytes = 4194304\n%s[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = ""\n'
+                % (tmp, port, port, auth))
     return path
 
 
-def blast(path, port, rounds, pps=None):
+def key_file(tmp, name, key_id, encrypt, alg):
+    """A key file in the format `ganglion-agent keygen` writes (mode 0600)."""
+    path = os.path.join(tmp, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write('key_id = %d\nalg = "%s"\nencrypt = %s\nsecret = "%s"\n'
+                % (key_id, alg, "true" if encrypt else "false", os.urandom(32).hex()))
+    return path
+
+
+def seal_args(seal, sender):
+    """udp-blast's arguments sealing as sender stream `sender` (none for plain)."""
+    return ["--seal", seal, str(sender)] if seal else []
+
+
+def blast(path, port, rounds, pps=None, seal=None):
     exe = os.path.join(ROOT, "target/release/udp-blast")
-    argv = ["taskset", "-c", "1", exe, path, "127.0.0.1:%d" % port, str(rounds)] + ([str(pps)] if pps else [])
+    argv = (["taskset", "-c", "1", exe, path, "127.0.0.1:%d" % port, str(rounds)] + ([str(pps)] if pps else [])
+            + seal_args(seal, 2))
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     kv = dict(x.split("=") for x in out.split())
     return int(kv["sent"]), float(kv["secs"])
 
 
-def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.5):
+def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.5, seal=None):
     proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.5)
@@ -164,7 +187,14 @@ def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.
         dst = ("127.0.0.1", port)
         # Metadata paced (~20k/s) so both receivers know every metric before
         # the value blast; otherwise RSS and dump size are not comparable.
-        for i, p in enumerate(meta):
+        if seal:
+            mfile = os.path.join(os.path.dirname(seal), "meta.bin")
+            with open(mfile, "wb") as f:
+                for p in meta:
+                    f.write(struct.pack(">I", len(p)) + p)
+            subprocess.run([os.path.join(ROOT, "target/release/udp-blast"), mfile, "127.0.0.1:%d" % port, "1",
+                            "20000"] + seal_args(seal, 1), check=True, stdout=subprocess.DEVNULL)
+        for i, p in enumerate([] if seal else meta):
             out.sendto(p, dst)
             if i % 500 == 499:
                 time.sleep(0.025)
@@ -175,7 +205,7 @@ def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.
         for t in loops:
             t.start()
         drops0, cpu0, rcpu0 = udp_drops(port), cpu_secs(proc.pid), recv_thread_cpu(proc.pid)
-        sent, send_secs = blast(values, port, rounds, pps)
+        sent, send_secs = blast(values, port, rounds, pps, seal)
         time.sleep(1.0)
         drops, cpu = udp_drops(port) - drops0, cpu_secs(proc.pid) - cpu0
         rcpu = recv_thread_cpu(proc.pid)
@@ -187,7 +217,8 @@ def run(name, argv, port, meta, values, rounds, pps=None, readers=0, interval=0.
         # Full XML dump of everything received, while a paced sender keeps
         # ingest going (the dump must not stall it, nor it the dump).
         bg = subprocess.Popen(["taskset", "-c", "1", os.path.join(ROOT, "target/release/udp-blast"), values,
-                               "127.0.0.1:%d" % port, "1000", "100000"], stdout=subprocess.DEVNULL)
+                               "127.0.0.1:%d" % port, "1000", "100000"] + seal_args(seal, 3),
+                              stdout=subprocess.DEVNULL)
         times, size = [], 0
         try:
             for _ in range(5):
@@ -216,6 +247,12 @@ def main():
     ap.add_argument("--readers", type=int, default=0, help="clients looping over XML dumps during the blast")
     ap.add_argument("--reader-interval", type=float, default=0.5, help="pause of each reader between dumps (s)")
     ap.add_argument("--only", choices=["gmond", "ganglion"], help="run one receiver")
+    ap.add_argument("--auth", action="store_true",
+                    help="also run the aggregator with auth = required (authenticate-only, then encrypted)")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="also run this ganglion-aggregator binary (e.g. main's release build), plain, first")
+    ap.add_argument("--alg", default="chacha20-poly1305", choices=["chacha20-poly1305", "aes-256-gcm"],
+                    help="the keys' algorithm with --auth")
     a = ap.parse_args()
     hosts = ["10.%d.%d.%d:node%05d" % (i >> 16 & 255, i >> 8 & 255, i & 255, i) for i in range(a.hosts)]
     names = ["m%02d" % j for j in range(30)]
@@ -235,10 +272,22 @@ def main():
             p = free_port()
             results.append(run("gmond 3.7.2", ["gmond", "-f", "-c", gmond_conf(tmp, p)], p, meta, vfile.name,
                                a.rounds, a.pps, a.readers, a.reader_interval))
+        if a.only != "gmond" and a.baseline:
+            p = free_port()
+            results.append(run("ganglion-aggregator (baseline)", [a.baseline, "--config", agg_conf(tmp, p)], p, meta,
+                               vfile.name, a.rounds, a.pps, a.readers, a.reader_interval))
         if a.only != "gmond":
             p = free_port()
             results.append(run("ganglion-aggregator", [agg, "--config", agg_conf(tmp, p)], p, meta, vfile.name,
                                a.rounds, a.pps, a.readers, a.reader_interval))
+            if a.auth:
+                for label, enc in (("authenticated", False), ("encrypted", True)):
+                    kdir = tempfile.mkdtemp(dir=tmp)
+                    key = key_file(kdir, "bench.key", 1, enc, a.alg)
+                    p = free_port()
+                    results.append(run("ganglion-aggregator, %s (%s)" % (label, a.alg),
+                                       [agg, "--config", agg_conf(tmp, p, key)], p, meta, vfile.name,
+                                       a.rounds, a.pps, a.readers, a.reader_interval, seal=key))
     print("%d hosts x 30 metrics, %d value packets per receiver" % (a.hosts, results[0]["sent"]))
     nmetrics = a.hosts * 30
     if a.readers:
@@ -250,9 +299,13 @@ def main():
         print("| %s | %.0f | %d (%.1f %%) | %.2f | %s | %d (%d errors) | %d | %.0f | %.3f (%d) |" % (r["name"], r["offered_pps"], r["drops"],
               100.0 * r["drops"] / r["sent"], r["us_per_pkt"], rt, r["reader_dumps"], r["reader_errors"], r["rss_kb"],
               r["rss_kb"] * 1024.0 / nmetrics, r["dump_s"], r["dump_bytes"]))
-    if len(results) < 2:
+    plain = [r for r in results if r["name"] == "ganglion-aggregator"]
+    for r in results:
+        if plain and (r["name"].startswith("ganglion-aggregator,") or r["name"].endswith("(baseline)")):
+            print("%s / plain: CPU per packet %.2fx" % (r["name"], r["us_per_pkt"] / max(plain[0]["us_per_pkt"], 1e-9)))
+    if len(results) < 2 or results[0]["name"] != "gmond 3.7.2":
         return
-    g, o = results
+    g, o = results[0], results[1]
     print("\ngmond / ganglion: CPU per packet %.1fx, RSS %.1fx, XML dump time %.1fx"
           % (g["us_per_pkt"] / max(o["us_per_pkt"], 1e-9), g["rss_kb"] / max(o["rss_kb"], 1),
              g["dump_s"] / max(o["dump_s"], 1e-9)))

@@ -4,6 +4,9 @@
 pub mod alerts;
 pub mod nagios;
 
+mod auth;
+
+pub use auth::{AuthConfig, AuthMode};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +119,9 @@ pub struct Config {
     /// `[nagios]`: passive results for Nagios or Icinga.
     #[serde(default)]
     pub nagios: nagios::NagiosConfig,
+    /// Authenticated UDP transport limits (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -149,6 +155,7 @@ impl Default for Config {
             handler: Vec::new(),
             handlers: Default::default(),
             nagios: Default::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -188,6 +195,11 @@ pub struct ClusterConfig {
     pub reverse_dns: bool,
     /// Name non-spoofed hosts by the host string in the packet instead.
     pub trust_packet_hostname: bool,
+    /// Authenticated transport: `off` (default), `optional` or `required`.
+    pub auth: AuthMode,
+    /// Key files (or directories of `*.key` files) accepted on this cluster;
+    /// re-read on SIGHUP.
+    pub key_files: Vec<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -206,6 +218,8 @@ impl Default for ClusterConfig {
             recv_buffer_bytes: 4 * 1024 * 1024,
             reverse_dns: true,
             trust_packet_hostname: false,
+            auth: AuthMode::Off,
+            key_files: Vec::new(),
         }
     }
 }
@@ -547,6 +561,7 @@ impl Config {
                 return Err(invalid(k("max_document_mb"), "must be at least 1"));
             }
         }
+        self.auth.validate(&self.cluster)?;
         if self.cluster.is_empty() && self.data_source.is_empty() {
             return Err(invalid(
                 "cluster",

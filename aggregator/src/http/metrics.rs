@@ -25,6 +25,7 @@ pub(super) async fn metrics(
     if let Some(a) = &app.alerts {
         a.telemetry(&mut counters, &mut labelled, &mut alert_gauges);
     }
+    crate::telemetry::auth_metrics(&app.auth, &mut counters, &mut labelled);
     let census = app.state.census(now_secs());
     let per_cluster = |f: &dyn Fn(&Census) -> usize| {
         census

@@ -31,6 +31,7 @@ mod graph;
 mod metrics;
 pub mod security;
 pub mod select;
+mod senders;
 mod series;
 pub mod server;
 pub mod tls;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub listen_counters: Arc<ListenCounters>,
     /// Health, alerts and events (`/api/alerts`, `/api/events`), when enabled.
     pub alerts: Option<crate::alerts::Alerts>,
+    /// The authenticated transport (`/api/senders`, `/metrics`).
+    pub auth: Arc<crate::auth::Registry>,
 }
 
 /// Refusals the HTTP side counts, by reason.
@@ -209,6 +212,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/cluster/{cluster}", get(browse::cluster))
         .route("/api/host/{cluster}/{host}", get(browse::host))
         .route("/api/search", get(browse::search))
+        .route("/api/senders", get(senders::senders))
         .route("/api/series", get(series::series))
         .route("/api/export", get(export::export))
         .route("/api/graph.png", get(graph::graph_png))

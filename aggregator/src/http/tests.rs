@@ -25,6 +25,7 @@ fn app_state(state: Arc<State>, root: &std::path::Path, c: &HttpConfig) -> AppSt
         all_trusted: false,
         listen_counters: Arc::new(ListenCounters::default()),
         alerts: None,
+        auth: Default::default(),
     }
 }
 
