@@ -206,6 +206,7 @@ mod tests {
             all_trusted: false,
             listen_counters: Arc::new(ListenCounters::default()),
             alerts: a,
+            auth: Default::default(),
         })
     }
 
