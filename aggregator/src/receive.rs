@@ -13,8 +13,9 @@
 //! `ganglion-agent` (which listens on its sending socket) re-sends metadata at
 //! once after an aggregator restart; gmond senders simply ignore them.
 
+use crate::diag::{self, Diag, Event, Level, LogAs};
 use crate::state::{ApplyOutcome, Datagram, State, canonical_ip, now_secs};
-use crate::telemetry::LogLimiter;
+use crate::telemetry::Counters;
 use ganglion_proto::model::MetricType;
 use ganglion_proto::xdr::{self, DecodeError, MAX_RECV_LEN, Message};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -265,7 +266,9 @@ fn recv_batch(
 
 /// Per-thread scratch space and rate limits.
 struct Scratch {
-    limiter: LogLimiter,
+    /// One line per sender a minute, whatever the event (a flood of
+    /// spoofed sources is counted exactly and logs a bounded number of lines).
+    diag: Diag<IpAddr>,
     asked: HashMap<(SocketAddr, String), u64>,
     out: Vec<u8>,
     /// The decoded datagrams of one receive batch, applied under one lock.
@@ -283,7 +286,7 @@ impl Receiver {
         let mut bufs = vec![vec![0u8; MAX_RECV_LEN + 1]; BATCH];
         let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut scratch = Scratch {
-            limiter: LogLimiter::new(Duration::from_secs(60)),
+            diag: Diag::new(Duration::from_secs(60)),
             asked: HashMap::new(),
             out: Vec::with_capacity(256),
             batch: Vec::with_capacity(BATCH),
@@ -304,7 +307,9 @@ impl Receiver {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "UDP receive failed");
+                    scratch
+                        .diag
+                        .emit(ReceiveFailed { error: &e }, self.state.counters());
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
@@ -377,26 +382,25 @@ impl Receiver {
         let msg = match xdr::decode(data) {
             Ok(m) => m,
             Err(DecodeError::UnknownMessage { id }) => {
-                counters.unknown_messages.fetch_add(1, Ordering::Relaxed);
-                if s.limiter.allow(src.ip()) {
-                    tracing::warn!(%src, id, "ignoring datagram with unknown message id (logged once a minute per sender)");
-                }
+                s.diag.emit(UnknownMessage { src, id }, counters);
                 return None;
             }
-            Err(e) => {
-                counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                if s.limiter.allow(src.ip()) {
-                    tracing::warn!(%src, error = %e, len = n, "dropping undecodable datagram (logged once a minute per sender)");
-                }
+            Err(error) => {
+                s.diag.emit(Undecodable { src, error, len: n }, counters);
                 return None;
             }
         };
         if matches!(msg, Message::Metadata(_) | Message::Value(_))
             && msg.metric_id().spoof
             && msg.metric_id().spoof_parts().is_none()
-            && s.limiter.allow(src.ip())
         {
-            tracing::warn!(%src, host = %msg.metric_id().host, "incorrect format for spoof argument (want IP:name)");
+            s.diag.emit(
+                BadSpoof {
+                    src,
+                    host: &msg.metric_id().host,
+                },
+                counters,
+            );
         }
         let name = self.resolver.name(canonical_ip(src.ip()));
         Some((src, name, msg))
@@ -405,16 +409,8 @@ impl Receiver {
     /// What the receive path does after a datagram was applied.
     fn follow_up(&self, src: SocketAddr, outcome: ApplyOutcome, now: u64, s: &mut Scratch) {
         let counters = self.state.counters();
-        if let Some(tc) = outcome.type_change
-            && s.limiter.allow(src.ip())
-        {
-            let effect = if MetricType::parse(&tc.to).is_some_and(MetricType::is_numeric) {
-                "its RRD file gets samples again"
-            } else {
-                "its RRD file keeps its data but gets no new samples while it is not numeric, as in gmetad"
-            };
-            tracing::warn!(%src, host = %tc.host, metric = %tc.metric, from = %tc.from, to = %tc.to,
-                "metric changed between numeric and string types; {effect} (logged once a minute per sender)");
+        if let Some(tc) = &outcome.type_change {
+            s.diag.emit(TypeChanged { src, change: tc }, counters);
         }
         if let Some(req) = outcome.request_metadata {
             // At most one request per sender and metric every 10 s.
@@ -440,5 +436,128 @@ impl Receiver {
                 }
             }
         }
+    }
+}
+
+// Internal events of the receive path (see `diag`): each knows its counter
+// and its line; every one is rate-limited per sender address.
+
+/// `recvmmsg` failed with something other than a timeout.
+struct ReceiveFailed<'a> {
+    error: &'a std::io::Error,
+}
+
+impl Event for ReceiveFailed<'_> {
+    type Counters = Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.receive_errors);
+    }
+    fn log_as(&self) -> LogAs<IpAddr> {
+        // Not a sender's fault: one key for the socket.
+        LogAs::PerKey(IpAddr::from([0, 0, 0, 0]))
+    }
+    fn log(&self, c: &Counters) {
+        diag::line!(Self::LEVEL, error = %self.error,
+            total = c.receive_errors.load(Ordering::Relaxed),
+            "UDP receive failed (logged once a minute)");
+    }
+}
+
+/// A datagram whose message id Ganglia ≥ 3.1 does not define.
+struct UnknownMessage {
+    src: SocketAddr,
+    id: u32,
+}
+
+impl Event for UnknownMessage {
+    type Counters = Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.unknown_messages);
+    }
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, src = %self.src, id = self.id,
+            "ignoring datagram with unknown message id (logged once a minute per sender)");
+    }
+}
+
+/// A datagram that does not decode as Ganglia XDR.
+struct Undecodable {
+    src: SocketAddr,
+    error: DecodeError,
+    len: usize,
+}
+
+impl Event for Undecodable {
+    type Counters = Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.decode_errors);
+    }
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, src = %self.src, error = %self.error, len = self.len,
+            "dropping undecodable datagram (logged once a minute per sender)");
+    }
+}
+
+/// A spoofed message without a usable `IP:name`. The state counts it
+/// (`bad_spoof`) where it refuses the message, under the lock, for every door;
+/// this event carries the receive path's line.
+struct BadSpoof<'a> {
+    src: SocketAddr,
+    host: &'a str,
+}
+
+impl Event for BadSpoof<'_> {
+    type Counters = Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, _: &Counters) {}
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, c: &Counters) {
+        diag::line!(Self::LEVEL, src = %self.src, host = %self.host,
+            total = c.bad_spoof.load(Ordering::Relaxed),
+            "incorrect format for spoof argument (want IP:name; logged once a minute per sender)");
+    }
+}
+
+/// A metric that changed between numeric and string types. Counted by the
+/// state when it applies the change (`metric_type_changes`, under the lock);
+/// this event carries the line.
+struct TypeChanged<'a> {
+    src: SocketAddr,
+    change: &'a crate::state::TypeChange,
+}
+
+impl Event for TypeChanged<'_> {
+    type Counters = Counters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, _: &Counters) {}
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, _: &Counters) {
+        let tc = self.change;
+        let effect = if MetricType::parse(&tc.to).is_some_and(MetricType::is_numeric) {
+            "its RRD file gets samples again"
+        } else {
+            "its RRD file keeps its data but gets no new samples while it is not numeric, as in gmetad"
+        };
+        diag::line!(Self::LEVEL, src = %self.src, host = %tc.host, metric = %tc.metric,
+            from = %tc.from, to = %tc.to,
+            "metric changed between numeric and string types; {effect} (logged once a minute per sender)");
     }
 }

@@ -16,6 +16,8 @@ pub struct Counters {
     pub datagrams: AtomicU64,
     /// Datagrams that failed to decode.
     pub decode_errors: AtomicU64,
+    /// UDP receive calls that failed (other than timeouts).
+    pub receive_errors: AtomicU64,
     /// Datagrams with a message id Ganglia ≥ 3.1 does not define.
     pub unknown_messages: AtomicU64,
     /// Value messages applied.
@@ -71,6 +73,11 @@ impl Counters {
                 "ganglion_decode_errors_total",
                 "Datagrams that failed to decode",
                 g(&self.decode_errors),
+            ),
+            (
+                "ganglion_udp_receive_errors_total",
+                "UDP receive calls that failed (other than timeouts)",
+                g(&self.receive_errors),
             ),
             (
                 "ganglion_unknown_messages_total",

@@ -22,7 +22,8 @@ pub mod senders;
 pub mod window;
 
 use crate::config::{AuthMode, Config};
-use crate::telemetry::{LabelledCounter, LogLimiter};
+use crate::diag::{self, Diag, Event, Level, LogAs};
+use crate::telemetry::LabelledCounter;
 use ganglion_proto::envelope::{self, EnvelopeError, Header, SubKey};
 use keys::KeySet;
 use senders::{CachedKey, Decision, SenderKey, SenderRow, Table};
@@ -145,7 +146,8 @@ pub struct ClusterAuth {
     keys: RwLock<Arc<Keys>>,
     table: Mutex<Table>,
     counters: Arc<AuthCounters>,
-    limiter: LogLimiter<IpAddr>,
+    /// Refusals and clones: one line per sender address a minute.
+    diag: Diag<IpAddr>,
     /// Label value for this cluster's per-cluster counters.
     label: &'static str,
 }
@@ -174,7 +176,7 @@ impl ClusterAuth {
             keys: RwLock::new(Arc::new(Keys { set, generation: 0 })),
             table: Mutex::new(Table::new(max_senders, max_sessions_per_sec)),
             counters,
-            limiter: LogLimiter::new(Duration::from_secs(60)),
+            diag: Diag::new(Duration::from_secs(60)),
             // Cluster names are fixed for the process's life: one small
             // leak per cluster gives the exposition its static label.
             label: Box::leak(cluster.to_string().into_boxed_str()),
@@ -186,10 +188,15 @@ impl ClusterAuth {
     }
 
     fn refuse(&self, r: Reason, src: SocketAddr, detail: &dyn std::fmt::Display) {
-        self.counters.reject(r);
-        if self.limiter.allow(src.ip()) {
-            tracing::warn!(cluster = %self.cluster, %src, reason = r.as_str(), "{detail} (logged once a minute per sender)");
-        }
+        self.diag.emit(
+            Refused {
+                cluster: &self.cluster,
+                reason: r,
+                src,
+                detail,
+            },
+            &self.counters,
+        );
     }
 
     /// Re-reads the key files; on any error the current keys stay.
@@ -211,10 +218,13 @@ impl ClusterAuth {
                 tracing::info!(cluster = %self.cluster, key_ids = ?ids, "keys reloaded");
             }
             Err(e) => {
-                self.counters
-                    .reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(cluster = %self.cluster, error = %e, "key reload failed; keeping the current keys");
+                diag::emit_rare(
+                    ReloadFailed {
+                        cluster: &self.cluster,
+                        error: &e,
+                    },
+                    &self.counters,
+                );
             }
         }
     }
@@ -307,9 +317,15 @@ impl ClusterAuth {
         let (decision, newly_cloned) = table.apply(&h, fresh, src, now);
         drop(table);
         if newly_cloned {
-            self.counters.clones.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(cluster = %self.cluster, %src, sender_id = h.sender_id, epoch = h.epoch,
-                "two processes send as one sender id (a cloned VM or a shared key file with sender_id): give each its own sender_id");
+            self.diag.emit(
+                Cloned {
+                    cluster: &self.cluster,
+                    src,
+                    sender_id: h.sender_id,
+                    epoch: h.epoch,
+                },
+                &self.counters,
+            );
         }
         match decision {
             Decision::Accepted => Outcome::Authentic { payload, sender },
@@ -515,5 +531,79 @@ impl Registry {
             }
         });
         Ok(())
+    }
+}
+
+// Internal events of the authenticated transport (see `diag`).
+
+/// A datagram refused for `reason`, counted under it.
+struct Refused<'a> {
+    cluster: &'a str,
+    reason: Reason,
+    src: SocketAddr,
+    detail: &'a dyn std::fmt::Display,
+}
+
+impl Event for Refused<'_> {
+    type Counters = AuthCounters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &AuthCounters) {
+        c.reject(self.reason);
+    }
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, _: &AuthCounters) {
+        diag::line!(Self::LEVEL, cluster = %self.cluster, src = %self.src,
+            reason = self.reason.as_str(),
+            "{} (logged once a minute per sender)", self.detail);
+    }
+}
+
+/// One sender identity seen from two processes.
+struct Cloned<'a> {
+    cluster: &'a str,
+    src: SocketAddr,
+    sender_id: u32,
+    epoch: u32,
+}
+
+impl Event for Cloned<'_> {
+    type Counters = AuthCounters;
+    type Key = IpAddr;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &AuthCounters) {
+        diag::inc(&c.clones);
+    }
+    fn log_as(&self) -> LogAs<IpAddr> {
+        LogAs::PerKey(self.src.ip())
+    }
+    fn log(&self, _: &AuthCounters) {
+        diag::line!(Self::LEVEL, cluster = %self.cluster, src = %self.src,
+            sender_id = self.sender_id, epoch = self.epoch,
+            "two processes send as one sender id (a cloned VM or a shared key file with sender_id): give each its own sender_id");
+    }
+}
+
+/// Key files that did not load on SIGHUP; the keys in use stay.
+struct ReloadFailed<'a> {
+    cluster: &'a str,
+    error: &'a keys::KeyError,
+}
+
+impl Event for ReloadFailed<'_> {
+    type Counters = AuthCounters;
+    type Key = ();
+    const LEVEL: Level = Level::ERROR;
+    fn count(&self, c: &AuthCounters) {
+        diag::inc(&c.reload_failures);
+    }
+    fn log_as(&self) -> LogAs<()> {
+        LogAs::Always
+    }
+    fn log(&self, _: &AuthCounters) {
+        diag::line!(Self::LEVEL, cluster = %self.cluster, error = %self.error,
+            "key reload failed; keeping the current keys");
     }
 }
