@@ -48,7 +48,12 @@ mode="${1:-test}"
 case "$mode" in
   build) PKGS=("${BUILD_PKGS[@]}") ;;
   test) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
-  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+  list)
+    # Every package with the units it brings (if any), one per line: what
+    # tests/tests/installer.rs checks against, so the lists live only here.
+    for p in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do echo "$p ${SERVICE_UNITS[$p]:-}"; done
+    exit 0 ;;
+  *) echo "usage: $0 [build|test|list]" >&2; exit 2 ;;
 esac
 
 for tool in dpkg-query apt-get; do

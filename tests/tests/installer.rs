@@ -124,20 +124,34 @@ fn write_exec(path: &Path, body: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// Every build and test package but the three that bring services.
-const ALL_BUT_SERVICES: &[&str] = &[
-    "pkg-config",
-    "librrd-dev",
-    "libclang-dev",
-    "clang",
-    "g++",
-    "rrdtool",
-    "libxml2-utils",
-    "chromium",
-    "iproute2",
-    "lintian",
-    "curl",
-];
+/// Every build and test package, with whether it brings a service, as
+/// `install-deps.sh list` prints them (the lists live only in the script).
+fn packages() -> Vec<(String, bool)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-deps.sh");
+    let out = Command::new("bash").arg(&script).arg("list").output().unwrap();
+    assert!(out.status.success(), "install-deps.sh list failed");
+    let list: Vec<(String, bool)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next().is_some()))
+        })
+        .collect();
+    for must in ["librrd-dev", "ganglia-monitor", "gmetad", "rrdcached", "chromium"] {
+        assert!(list.iter().any(|(p, _)| p == must), "{must} not listed");
+    }
+    list
+}
+
+/// Every build and test package but those that bring services.
+fn all_but_services() -> Vec<String> {
+    packages()
+        .into_iter()
+        .filter(|(_, service)| !service)
+        .map(|(p, _)| p)
+        .collect()
+}
 
 fn assert_nothing_stopped(log: &str) {
     for forbidden in ["service ", "pkill", "killall", "systemctl stop", "STARTED"] {
@@ -233,8 +247,8 @@ fn a_policy_that_allows_starts_is_set_aside_and_restored_byte_for_byte() {
 
 #[test]
 fn nothing_missing_means_no_apt_and_success() {
-    let mut all: Vec<&str> = ALL_BUT_SERVICES.to_vec();
-    all.extend(["ganglia-monitor", "gmetad", "rrdcached"]);
+    let all: Vec<String> = packages().into_iter().map(|(p, _)| p).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let s = Scratch::new(&all);
     let (code, log) = s.run("test", &[]);
     assert_eq!(code, 0);
@@ -256,7 +270,8 @@ fn a_failed_install_exits_nonzero_and_still_restores_the_policy() {
 fn on_systemd_only_the_units_this_run_installed_are_masked() {
     // ganglia-monitor was already installed (the site's gmond): only gmetad
     // and rrdcached are new, so only they are masked.
-    let mut pre: Vec<&str> = ALL_BUT_SERVICES.to_vec();
+    let pre = all_but_services();
+    let mut pre: Vec<&str> = pre.iter().map(String::as_str).collect();
     pre.push("ganglia-monitor");
     let s = Scratch::new(&pre);
     let rundir = s.dir.path().join("systemd");
