@@ -16,6 +16,7 @@ pub mod addr;
 pub mod config;
 pub mod daemon;
 pub mod flush_gate;
+pub mod forward;
 pub mod http;
 pub mod import;
 pub mod listen;
@@ -57,6 +58,8 @@ pub struct Running {
     pub storage: Option<storage::StorageHandle>,
     /// Connection counters of every listener.
     pub listen_counters: Arc<ListenCounters>,
+    /// Every `[[forward]]`'s counters.
+    pub forwards: forward::Forwards,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -337,6 +340,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         (None, None)
     };
+    let forwards = forward::start(&config, &state, &shutdown, &mut tasks)?;
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -354,6 +358,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             trusted: ctx.trusted.clone(),
             all_trusted: ctx.all_trusted,
             listen_counters: listen_counters.clone(),
+            forwards: forwards.clone(),
         });
         let gov = Governor::new(
             Kind::Http,
@@ -409,6 +414,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         state,
         storage,
         listen_counters,
+        forwards,
         shutdown,
         tasks,
         threads,

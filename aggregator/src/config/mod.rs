@@ -1,6 +1,8 @@
 //! Aggregator configuration (TOML). Keys, defaults and meaning follow gmond's and
 //! gmetad's where one exists; every problem `validate` finds names its key.
 
+pub mod forward;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +98,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Optional rrdcached for writes.
     pub rrdcached: Option<RrdcachedConfig>,
+    /// Forwards to time-series engines (Graphite, remote write).
+    #[serde(default)]
+    pub forward: Vec<forward::ForwardConfig>,
 }
 
 impl Default for Config {
@@ -124,6 +129,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             rrdcached: None,
+            forward: Vec::new(),
         }
     }
 }
@@ -612,6 +618,7 @@ impl Config {
         if self.http.max_export_rows == 0 {
             return Err(invalid("http.max_export_rows", "must be at least 1"));
         }
+        forward::validate(&self.forward)?;
         if self.limits.fd_reserve < 64 {
             return Err(invalid(
                 "limits.fd_reserve",

@@ -24,6 +24,7 @@ mod assets;
 mod browse;
 mod export;
 mod graph;
+mod hosts_metrics;
 mod metrics;
 pub mod select;
 mod series;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub all_trusted: bool,
     /// Counters of every listener (for `/metrics`).
     pub listen_counters: Arc<ListenCounters>,
+    /// Every `[[forward]]`'s counters (`/api/forwards`, `/metrics`).
+    pub forwards: crate::forward::Forwards,
 }
 
 /// Refusals the HTTP side counts, by reason.
@@ -193,6 +196,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/export", get(export::export))
         .route("/api/graph.png", get(graph::graph_png))
         .route("/metrics", get(metrics::metrics))
+        .route("/metrics/hosts", get(hosts_metrics::hosts_metrics))
+        .route("/api/forwards", get(hosts_metrics::forwards))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -24,6 +24,7 @@ fn app_state(state: Arc<State>, root: &std::path::Path, c: &HttpConfig) -> AppSt
         trusted: Arc::new(Vec::new()),
         all_trusted: false,
         listen_counters: Arc::new(ListenCounters::default()),
+        forwards: Default::default(),
     }
 }
 
