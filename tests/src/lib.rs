@@ -6,6 +6,8 @@
 //! they ran. Every peer runs with its own config on free loopback ports and is
 //! stopped by PID when its guard drops.
 
+pub mod engines;
+
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
