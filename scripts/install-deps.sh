@@ -30,12 +30,17 @@ TEST_PKGS=(
   chromium                                   # dashboard browser tests
   iproute2                                   # network namespaces for the multicast tests
   lintian                                    # checks the packages scripts/build-debs.sh builds
+  victoria-metrics prometheus                # [[forward]] remote write / Graphite / scrape targets (tests/tests/forward.rs)
+  graphite-carbon python3-whisper            # carbon-cache + whisper-fetch for the Graphite forward
 )
 # Packages that bring a service of their own, and the units they bring.
 declare -A SERVICE_UNITS=(
   [ganglia-monitor]="ganglia-monitor"
   [gmetad]="gmetad"
   [rrdcached]="rrdcached"
+  [victoria-metrics]="victoria-metrics"
+  [prometheus]="prometheus"
+  [graphite-carbon]="carbon-cache"
 )
 
 mode="${1:-test}"
