@@ -340,15 +340,25 @@ fn carbon_forward(
     lines: &[Directive],
     note: &mut dyn FnMut(&Directive, &str),
 ) -> String {
-    let get = |k: &str| carbon.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        carbon
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     let line_of = |k: &str| lines.iter().rev().find(|d| d.key == k);
     let Some(server) = get("carbon_server").filter(|s| !s.is_empty()) else {
         for d in lines {
-            note(d, "no carbon_server: gmetad sends nothing to Graphite, so neither does this");
+            note(
+                d,
+                "no carbon_server: gmetad sends nothing to Graphite, so neither does this",
+            );
         }
         return String::new();
     };
-    let port = get("carbon_port").and_then(|p| p.parse::<u16>().ok()).unwrap_or(2003);
+    let port = get("carbon_port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(2003);
     let host = if server.contains(':') && !server.starts_with('[') {
         format!("[{server}]")
     } else {
@@ -363,7 +373,10 @@ fn carbon_forward(
         Some("tcp") | None => {}
         Some(_) => {
             if let Some(d) = line_of("carbon_protocol") {
-                note(d, "gmetad takes only exactly tcp or udp (any other value sent nothing): imported as tcp");
+                note(
+                    d,
+                    "gmetad takes only exactly tcp or udp (any other value sent nothing): imported as tcp",
+                );
             }
         }
     }
@@ -375,7 +388,10 @@ fn carbon_forward(
             }
             Some(_) => {
                 if let Some(d) = line_of(key) {
-                    note(d, "one character: gmetad ignores it, and so does the import");
+                    note(
+                        d,
+                        "one character: gmetad ignores it, and so does the import",
+                    );
                 }
             }
             None => {}
@@ -523,7 +539,10 @@ mod tests {
         assert_eq!(i.unmapped, 0, "{}", i.toml);
         assert_eq!(f.address, "10.1.1.1:2013");
         assert_eq!(f.protocol, GraphiteProtocol::Udp);
-        assert_eq!((f.prefix.as_str(), f.path.as_str()), ("dc1.gmetad", "%s.%h.%m"));
+        assert_eq!(
+            (f.prefix.as_str(), f.path.as_str()),
+            ("dc1.gmetad", "%s.%h.%m")
+        );
         assert_eq!(f.timeout_secs, 2);
         // One-character prefix: ignored, as gmetad ignores it; odd protocol: tcp.
         let i = gmetad_conf(

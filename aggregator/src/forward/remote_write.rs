@@ -341,6 +341,16 @@ impl Sender {
                 Err(e) => return retry(e),
             }
         }
+        // A kept-alive connection the engine closed while idle is not a
+        // failure: connect again once before calling it one.
+        if let Some(c) = self.conn.as_mut()
+            && c.ready().await.is_err()
+        {
+            self.conn = match self.connect().await {
+                Ok(c) => Some(c),
+                Err(e) => return retry(e),
+            };
+        }
         let Some(conn) = self.conn.as_mut() else {
             return retry("not connected".into());
         };
