@@ -1,8 +1,8 @@
 //! `[[forward]]`: pushing every numeric metric of every alive host into a
 //! time-series engine once per interval, by Graphite plaintext (carbon,
 //! VictoriaMetrics, anything that speaks it) or Prometheus remote write 1.0
-//! (Prometheus, VictoriaMetrics, Mimir, Thanos). The sender lives in
-//! `crate::forward`; this file only holds the keys and their checks.
+//! (Prometheus, VictoriaMetrics, Mimir, Thanos). The sender lives in the
+//! aggregator's `forward` module; this file only holds the keys and their checks.
 
 use super::{ConfigError, invalid};
 use serde::Deserialize;
