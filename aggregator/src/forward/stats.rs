@@ -14,7 +14,8 @@ pub enum Reason {
     Rejected,
     /// Still failing after `max_sample_age_secs`.
     TooOld,
-    /// Not newer than the last timestamp sent (the clock stepped back).
+    /// A whole pass not newer than the last one sent (the wall clock
+    /// stepped back): counted as 1 per pass skipped, as it is never encoded.
     OutOfOrder,
     /// Still queued when the aggregator stopped.
     Shutdown,
