@@ -9,7 +9,8 @@
 //! metrics are counters in a way a scraper could rely on), HELP = the gmond
 //! name, units and description. Rendered from the shared snapshot on the
 //! blocking pool and streamed in 64 KiB chunks: memory is one index entry
-//! per sample plus a chunk, never the whole text.
+//! per sample plus a chunk, never the whole text; at most
+//! `http.max_heavy_requests` renders run at once (else `503`).
 
 use super::AppState;
 use crate::forward::remote_write::metric_name;
@@ -37,9 +38,16 @@ pub(super) async fn hosts_metrics(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
+    // A heavy request like /api/export: at most http.max_heavy_requests
+    // renders at once (each holds an index of every sample), else 503.
+    let permit = match app.limits.heavy().await {
+        Ok(p) => p,
+        Err(busy) => return busy,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let state = app.state.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let snap = state.snapshot(now_secs());
         render(&snap, openmetrics, &mut |chunk| {
             tx.blocking_send(chunk).is_ok()
