@@ -249,3 +249,64 @@ async fn sender_retries_5xx_and_429_and_drops_other_4xx() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn requests_carry_the_protocol_headers_credentials_and_user_headers() {
+    use axum::routing::post;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/w",
+        post(move |headers: axum::http::HeaderMap| {
+            let seen = seen2.clone();
+            async move {
+                let mut h: Vec<String> = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+                    .collect();
+                h.sort();
+                seen.lock().unwrap().push(h);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/w", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "p\n").unwrap();
+    let c = ForwardConfig {
+        kind: ForwardKind::RemoteWrite,
+        url,
+        headers: [("X-Scope-OrgID".to_string(), "t1".to_string())].into(),
+        basic_auth: Some(crate::config::forward::BasicAuth {
+            username: "u".into(),
+            password: String::new(),
+            password_file: Some(pass),
+        }),
+        ..Default::default()
+    };
+    let mut s = remote_write::Sender::new(&c).unwrap();
+    assert!(matches!(s.send(&rw_batch().payload).await, Outcome::Sent));
+    let h = seen.lock().unwrap()[0].clone();
+    for want in [
+        "authorization: Basic dTpw",
+        "content-encoding: snappy",
+        "content-type: application/x-protobuf",
+        "x-prometheus-remote-write-version: 0.1.0",
+        "x-scope-orgid: t1",
+    ] {
+        assert!(h.iter().any(|l| l == want), "{want} not in {h:?}");
+    }
+    // A CA file that is not there fails at start, naming the forward.
+    let bad = ForwardConfig {
+        name: "secure".into(),
+        kind: ForwardKind::RemoteWrite,
+        url: "https://127.0.0.1:1/w".into(),
+        tls_ca: Some(dir.path().join("missing.pem")),
+        ..Default::default()
+    };
+    let e = remote_write::Sender::new(&bad).err().unwrap().to_string();
+    assert!(e.contains("secure") && e.contains("tls_ca"), "{e}");
+}
