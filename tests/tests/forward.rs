@@ -520,9 +520,16 @@ fn flaky_receiver(fail_for: Duration) -> (SocketAddr, Arc<AtomicU64>) {
     (addr, ok)
 }
 
-/// Accepts connections and never reads from them.
+/// Accepts connections and never reads from them (a small receive buffer,
+/// so a writer's bytes back up within seconds).
 fn deaf_listener() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(16).unwrap();
+    let l: TcpListener = s.into();
     let addr = l.local_addr().unwrap();
     let held = Arc::new(Mutex::new(Vec::new()));
     std::thread::spawn(move || {
@@ -545,6 +552,8 @@ fn engines_down_deaf_or_failing_never_stall_ingest_or_storage() {
              [[forward]]\nname = \"down\"\nkind = \"graphite\"\naddress = \"127.0.0.1:{closed}\"\ninterval_secs = 1\n\
              queue_max_bytes = 65536\nmax_samples_per_send = 200\ntimeout_secs = 1\n\
              [[forward]]\nname = \"deaf\"\nkind = \"remote_write\"\nurl = \"http://{deaf}/api/v1/write\"\ninterval_secs = 1\n\
+             queue_max_bytes = 65536\nmax_samples_per_send = 200\ntimeout_secs = 1\n\
+             [[forward]]\nname = \"deaf_graphite\"\nkind = \"graphite\"\naddress = \"{deaf}\"\ninterval_secs = 1\n\
              queue_max_bytes = 65536\nmax_samples_per_send = 200\ntimeout_secs = 1\n\
              [[forward]]\nname = \"flaky\"\nkind = \"remote_write\"\nurl = \"http://{flaky}/api/v1/write\"\ninterval_secs = 1\n\
              backoff_max_ms = 500\n"
@@ -586,6 +595,8 @@ fn engines_down_deaf_or_failing_never_stall_ingest_or_storage() {
     });
     // The down and the deaf engine: queues at their bound, oldest dropped
     // and counted.
+    // (deaf_graphite's lines go into socket buffers of megabytes first:
+    // it only has to stall nothing here.)
     for f in ["down", "deaf"] {
         wait_until(
             &format!("{f}: queue_full drops"),
@@ -603,7 +614,9 @@ fn engines_down_deaf_or_failing_never_stall_ingest_or_storage() {
         let q = forward_metric(&agg, "ganglion_forward_queue_bytes", f, "");
         // The bound, plus the one batch being sent.
         assert!(q <= 65536 + 32 * 1024, "{f}: {q} bytes queued");
-        assert!(forward_metric(&agg, "ganglion_forward_retried_total", f, "") > 0);
+        wait_until(&format!("{f}: retries"), Duration::from_secs(20), || {
+            (forward_metric(&agg, "ganglion_forward_retried_total", f, "") > 0).then_some(())
+        });
     }
     // The failing one recovers by itself: accepted requests, up again.
     wait_until("flaky engine recovered", Duration::from_secs(20), || {

@@ -205,6 +205,7 @@ async fn schedule(
     shutdown: CancellationToken,
 ) {
     let interval = interval.max(1);
+    let limiter = crate::telemetry::LogLimiter::<u8>::new(Duration::from_secs(600));
     let mut last = 0u64;
     let mut next = next_boundary(now_secs(), interval);
     loop {
@@ -241,6 +242,15 @@ async fn schedule(
             }
         };
         stats.last_ts.store(ts, Ordering::Relaxed);
+        let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
+        if bytes > queue.max_bytes() && limiter.allow(0) {
+            tracing::warn!(
+                forward = %stats.name,
+                pass_bytes = bytes,
+                queue_max_bytes = queue.max_bytes(),
+                "one pass is larger than queue_max_bytes: its oldest batches are dropped even when the engine keeps up; raise queue_max_bytes"
+            );
+        }
         for b in batches {
             stats.samples.fetch_add(b.samples, Ordering::Relaxed);
             queue.push(b);

@@ -96,6 +96,11 @@ impl Queue {
         }
     }
 
+    /// `queue_max_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Batches waiting.
     pub fn len(&self) -> usize {
         self.lock().len()
