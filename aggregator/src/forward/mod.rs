@@ -164,6 +164,7 @@ pub fn start(
             filter,
             per_batch: c.max_samples_per_send,
             summaries: c.summaries,
+            alive: Default::default(),
         });
         let queue = Arc::new(Queue::new(c.queue_max_bytes, stats.clone()));
         tracing::info!(forward = %c.label(), kind = c.kind.as_str(), target = %stats.target, "forwarding");

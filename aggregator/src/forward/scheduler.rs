@@ -76,7 +76,13 @@ pub struct Plan {
     pub per_batch: usize,
     /// Send cluster summaries too.
     pub summaries: bool,
+    /// Remote write: `cluster\0host` of every host sent in the last pass
+    /// (to send stale markers when one stops being sent).
+    pub alive: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Prometheus' stale marker: a NaN with exactly these bits.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
 
 /// The value of a metric gmetad would export (numeric type, finite), read
 /// from the VAL text as received when it parses, so a float sent as `0.42`
@@ -193,8 +199,22 @@ impl Plan {
                 });
             }
         };
+        let mut previously = self.alive.lock().unwrap_or_else(|p| p.into_inner());
+        let mut alive = std::collections::HashSet::with_capacity(previously.len());
         for c in &snap.clusters {
-            for h in alive_hosts(c) {
+            for h in &c.hosts {
+                let host_key = format!("{}\0{}", c.name, h.name);
+                let sending = h.alive && !c.stale;
+                // A host sent last pass and not now (dead, or its source
+                // stale) gets one stale marker per series, so PromQL stops
+                // showing its last value at once instead of for 5 minutes.
+                let stale = !sending && previously.contains(&host_key);
+                if !sending && !stale {
+                    continue;
+                }
+                if sending {
+                    alive.insert(host_key);
+                }
                 labels.clear();
                 // Sorted by name: cluster, then the extras (grid…) around host.
                 let mut set: Vec<(&str, &str)> = vec![("cluster", &c.name), ("host", &h.name)];
@@ -212,6 +232,7 @@ impl Plan {
                     }
                     name.clear();
                     remote_write::metric_name(&mut name, "ganglia_", &m.name);
+                    let v = if stale { STALE_NAN } else { v };
                     enc.series(&name, &labels, v, ts_ms);
                     flush(&mut enc, false);
                 }
@@ -241,6 +262,7 @@ impl Plan {
             }
         }
         flush(&mut enc, true);
+        *previously = alive;
         batches
     }
 }

@@ -86,6 +86,7 @@ fn graphite_plan(filter: Filter, summaries: bool) -> Plan {
         filter,
         per_batch: 1,
         summaries,
+        alive: Default::default(),
     }
 }
 
@@ -127,6 +128,7 @@ fn remote_write_pass_has_sorted_labels_and_ms_timestamps() {
         filter: Filter::new(&[], &[]).unwrap(),
         per_batch: 2000,
         summaries: false,
+        alive: Default::default(),
     };
     let batches = plan.encode(&snap, 1_700_000_010);
     assert_eq!(batches.len(), 1);
@@ -309,4 +311,33 @@ async fn requests_carry_the_protocol_headers_credentials_and_user_headers() {
     };
     let e = remote_write::Sender::new(&bad).err().unwrap().to_string();
     assert!(e.contains("secure") && e.contains("tls_ca"), "{e}");
+}
+
+#[test]
+fn a_host_that_dies_gets_one_stale_marker_per_series() {
+    let s = state();
+    let now = now_secs();
+    let plan = Plan {
+        wire: Wire::RemoteWrite(vec![("grid".into(), "g".into())]),
+        filter: Filter::new(&[], &[]).unwrap(),
+        per_batch: 2000,
+        summaries: false,
+        alive: Default::default(),
+    };
+    let first = plan.encode(&s.snapshot(now), 1_700_000_010);
+    assert_eq!(first[0].samples, 2);
+    // 4 × TMAX (20 s) later the host is dead: one stale NaN per series.
+    let dead = plan.encode(&s.snapshot(now + 1000), 1_700_000_025);
+    assert_eq!(dead.len(), 1);
+    let w = remote_write::decode(&dead[0].payload).unwrap();
+    assert_eq!(w.timeseries.len(), 2);
+    for t in &w.timeseries {
+        assert_eq!(t.samples[0].value.to_bits(), 0x7ff0_0000_0000_0002);
+        assert_eq!(t.samples[0].timestamp, 1_700_000_025_000);
+    }
+    // Once only.
+    assert!(
+        plan.encode(&s.snapshot(now + 1015), 1_700_000_040)
+            .is_empty()
+    );
 }
