@@ -169,7 +169,20 @@ fn victoria_metrics_gets_exactly_the_values_and_labels_sent() {
     );
     // /metrics/hosts: every numeric metric, and promtool agrees with it
     // and with /metrics now that forward counters are in it.
-    let hosts = http_get(agg.http, "/metrics/hosts");
+    // gmond's mem_total is no counter: untyped, so promtool takes it.
+    send_metric(agg.udp, HOST, "mem_total", "uint32", 0, Value::UInt(1024));
+    let hosts = wait_until(
+        "mem_total in /metrics/hosts",
+        Duration::from_secs(10),
+        || {
+            let t = http_get(agg.http, "/metrics/hosts");
+            t.contains("ganglia_mem_total{").then_some(t)
+        },
+    );
+    assert!(
+        hosts.contains("# TYPE ganglia_mem_total untyped\n"),
+        "{hosts}"
+    );
     for line in [
         "ganglia_load_one{cluster=\"my cluster\",host=\"Node1.example.com\"} 0.42",
         "ganglia_cpu_num{cluster=\"my cluster\",host=\"Node1.example.com\"} 4",

@@ -63,13 +63,14 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
-/// `ganglia_` + the name with every byte outside `[a-zA-Z0-9_:]` as `_`
-/// (OpenMetrics' metric-name alphabet; node_exporter's old gmond collector
-/// used the same rule).
+/// `ganglia_` + the name with every byte outside `[a-zA-Z0-9_]` as `_`
+/// (OpenMetrics' metric-name alphabet without the colon, which it reserves
+/// for recording rules; node_exporter's old gmond collector used the same
+/// rule).
 pub fn metric_name(out: &mut String, prefix: &str, name: &str) {
     out.push_str(prefix);
     for c in name.chars() {
-        out.push(if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+        out.push(if c.is_ascii_alphanumeric() || c == '_' {
             c
         } else {
             '_'
@@ -519,8 +520,8 @@ mod tests {
     #[test]
     fn names_are_sanitised() {
         let mut s = String::new();
-        metric_name(&mut s, "ganglia_", "disk.free /var é");
-        assert_eq!(s, "ganglia_disk_free__var__");
+        metric_name(&mut s, "ganglia_", "disk.free /var é:x");
+        assert_eq!(s, "ganglia_disk_free__var___x");
     }
 
     #[test]

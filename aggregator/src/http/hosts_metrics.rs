@@ -4,10 +4,12 @@
 //! `GET /api/forwards`, the forwards' status for the dashboard.
 //!
 //! Names are `ganglia_` + the gmond name with every byte outside
-//! `[a-zA-Z0-9_:]` as `_` (the rule remote write uses too), labels
+//! `[a-zA-Z0-9_]` as `_` (the rule remote write uses too), labels
 //! `cluster` and `host`, every family a gauge (gmond does not say which
-//! metrics are counters in a way a scraper could rely on), HELP = the gmond
-//! name, units and description. Rendered from the shared snapshot on the
+//! metrics are counters in a way a scraper could rely on) except names
+//! ending in `_total`, which are untyped (`unknown` in OpenMetrics) since
+//! only counters may carry that suffix; HELP = the gmond name, units and
+//! description. Rendered from the shared snapshot on the
 //! blocking pool and streamed in 64 KiB chunks: memory is one index entry
 //! per sample plus a chunk, never the whole text; at most
 //! `http.max_heavy_requests` renders run at once (else `503`).
@@ -162,7 +164,15 @@ pub fn render(snap: &Snapshot, openmetrics: bool, emit: &mut dyn FnMut(Bytes) ->
                 out.push_str(": ");
                 escape_help(&mut out, d.trim());
             }
-            let _ = writeln!(out, "\n# TYPE {family} gauge");
+            // Gauges all, except that gmond names ending in `_total`
+            // (mem_total, disk_total, proc_total…) are not counters and a
+            // gauge may not carry the counter suffix: those are untyped.
+            let kind = match (family.ends_with("_total"), openmetrics) {
+                (false, _) => "gauge",
+                (true, true) => "unknown",
+                (true, false) => "untyped",
+            };
+            let _ = writeln!(out, "\n# TYPE {family} {kind}");
         }
         out.push_str(family);
         out.push_str("{cluster=\"");
@@ -206,6 +216,67 @@ mod tests {
              # TYPE ganglia_load_one gauge\n\
              ganglia_load_one{cluster=\"my cluster\",host=\"Node1.example.com\"} 0.42\n\
              # EOF\n"
+        );
+    }
+
+    #[test]
+    fn names_ending_in_total_are_untyped() {
+        let s = crate::forward::tests::state();
+        let now = now_secs();
+        add_metric(&s, "mem_total", now);
+        let snap = s.snapshot(now);
+        for (om, kind) in [(true, "unknown"), (false, "untyped")] {
+            let mut text = String::new();
+            render(&snap, om, &mut |b| {
+                text.push_str(std::str::from_utf8(&b).unwrap());
+                true
+            });
+            assert!(
+                text.contains(&format!("# TYPE ganglia_mem_total {kind}\n")),
+                "{text}"
+            );
+            assert!(text.contains("# TYPE ganglia_load_one gauge\n"), "{text}");
+        }
+    }
+
+    /// Adds a uint32 metric `name` = 1024 to the test state's host.
+    fn add_metric(s: &crate::state::State, name: &str, now: u64) {
+        use ganglion_proto::MetricMeta;
+        use ganglion_proto::xdr::{Message, MetadataMsg, MetricId, Value, ValueMsg};
+        let id = MetricId {
+            host: "h".into(),
+            name: name.into(),
+            spoof: false,
+        };
+        let src = "10.0.0.1:1".parse().unwrap();
+        s.apply(
+            0,
+            src,
+            Some("Node1.example.com"),
+            Message::Metadata(MetadataMsg {
+                id: id.clone(),
+                meta: MetricMeta {
+                    type_name: "uint32".into(),
+                    name: name.into(),
+                    units: "KB".into(),
+                    slope: 0,
+                    tmax: 70,
+                    dmax: 0,
+                    extra: vec![],
+                },
+            }),
+            now,
+        );
+        s.apply(
+            0,
+            src,
+            Some("Node1.example.com"),
+            Message::Value(ValueMsg {
+                id,
+                fmt: "%u".into(),
+                value: Value::UInt(1024),
+            }),
+            now,
         );
     }
 }
