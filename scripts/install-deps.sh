@@ -35,6 +35,8 @@ TEST_PKGS=(
   # mail dependency (bsd-mailx) brings an MTA unless one is installed (exim4 on a
   # bare system), kept from starting by the same policy as the other services.
   nagios4-core monitoring-plugins-basic
+  victoria-metrics prometheus                # [[forward]] remote write / Graphite / scrape targets (tests/tests/forward.rs)
+  graphite-carbon python3-whisper            # carbon-cache + whisper-fetch for the Graphite forward
 )
 # Packages that bring a service of their own, and the units they bring.
 declare -A SERVICE_UNITS=(
@@ -42,6 +44,9 @@ declare -A SERVICE_UNITS=(
   [gmetad]="gmetad"
   [rrdcached]="rrdcached"
   [nagios4-core]="nagios4"
+  [victoria-metrics]="victoria-metrics"
+  [prometheus]="prometheus"
+  [graphite-carbon]="carbon-cache"
 )
 
 mode="${1:-test}"

@@ -243,6 +243,7 @@ async function gridView(view) {
   const box = el("div", { class: "charts" });
   view.append(box);
   for (const [m, t, u] of SUMMARY_METRICS) chart(box, { metric: m, title: t, units: u });
+  if (window.forwardStatus) await window.forwardStatus(view); // web/forward.js
 }
 
 function heatColor(load, cpus) {

@@ -138,6 +138,10 @@ pub fn gmetad_conf(text: &str, hostname: &str) -> Imported {
     let mut seen_case = false;
     let mut seen_authority = false;
     let mut source_names: Vec<String> = Vec::new();
+    // carbon_server, carbon_port, carbon_protocol, carbon_timeout,
+    // graphite_prefix, graphite_path: one [[forward]] at the end.
+    let mut carbon: Vec<(String, String)> = Vec::new();
+    let mut carbon_lines: Vec<Directive> = Vec::new();
     let mut note = |d: &Directive, why: &str| {
         unmapped += 1;
         let _ = writeln!(notes, "# line {}: {}\n#   {why}", d.line, d.raw);
@@ -266,10 +270,11 @@ pub fn gmetad_conf(text: &str, hostname: &str) -> Imported {
                 "no equivalent: set RUST_LOG=debug in the unit's environment",
             ),
             "carbon_server" | "carbon_port" | "carbon_protocol" | "carbon_timeout"
-            | "graphite_prefix" | "graphite_path" => note(
-                &d,
-                "Graphite export is not configured by this import: the aggregator does not forward to carbon yet",
-            ),
+            | "graphite_prefix" | "graphite_path" => {
+                carbon.retain(|(k, _)| *k != d.key);
+                carbon.push((d.key.clone(), first.to_string()));
+                carbon_lines.push(d.clone());
+            }
             "memcached_parameters" | "memcached_include_cluster_in_key" => {
                 note(&d, "no equivalent: memcached export is not supported")
             }
@@ -279,6 +284,7 @@ pub fn gmetad_conf(text: &str, hostname: &str) -> Imported {
             _ => note(&d, "not a gmetad 3.7 setting: ignored"),
         }
     }
+    let forward = carbon_forward(&carbon, &carbon_lines, &mut note);
     if !trusted.is_empty() {
         let _ = writeln!(
             top,
@@ -315,6 +321,7 @@ pub fn gmetad_conf(text: &str, hostname: &str) -> Imported {
         out.push_str(&xml);
     }
     out.push_str(&rrdcached);
+    out.push_str(&forward);
     if !notes.is_empty() {
         out.push_str("\n# Settings with no equivalent here:\n");
         out.push_str(&notes);
@@ -323,6 +330,81 @@ pub fn gmetad_conf(text: &str, hostname: &str) -> Imported {
         toml: out,
         unmapped,
     }
+}
+
+/// gmetad's carbon export as a `[[forward]]` (kind graphite, compat
+/// gmetad), or nothing when `carbon_server` is unset (gmetad sends nothing
+/// then, and the `graphite_*` lines are noted as unused).
+fn carbon_forward(
+    carbon: &[(String, String)],
+    lines: &[Directive],
+    note: &mut dyn FnMut(&Directive, &str),
+) -> String {
+    let get = |k: &str| {
+        carbon
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let line_of = |k: &str| lines.iter().rev().find(|d| d.key == k);
+    let Some(server) = get("carbon_server").filter(|s| !s.is_empty()) else {
+        for d in lines {
+            note(
+                d,
+                "no carbon_server: gmetad sends nothing to Graphite, so neither does this",
+            );
+        }
+        return String::new();
+    };
+    let port = get("carbon_port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(2003);
+    let host = if server.contains(':') && !server.starts_with('[') {
+        format!("[{server}]")
+    } else {
+        server.to_string()
+    };
+    let mut out = format!(
+        "\n[[forward]]                   # gmetad's carbon export\nname = \"carbon\"\nkind = \"graphite\"\naddress = {}\ncompat = \"gmetad\"   # the same paths, no NUL after each line\n",
+        q(&format!("{host}:{port}"))
+    );
+    match get("carbon_protocol") {
+        Some("udp") => out.push_str("protocol = \"udp\"\n"),
+        Some("tcp") | None => {}
+        Some(_) => {
+            if let Some(d) = line_of("carbon_protocol") {
+                note(
+                    d,
+                    "gmetad takes only exactly tcp or udp (any other value sent nothing): imported as tcp",
+                );
+            }
+        }
+    }
+    // gmetad ignores a prefix or path of one character.
+    for (key, ours) in [("graphite_prefix", "prefix"), ("graphite_path", "path")] {
+        match get(key) {
+            Some(v) if v.len() > 1 => {
+                let _ = writeln!(out, "{ours} = {}", q(v));
+            }
+            Some(_) => {
+                if let Some(d) = line_of(key) {
+                    note(
+                        d,
+                        "one character: gmetad ignores it, and so does the import",
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(ms) = get("carbon_timeout").and_then(|t| t.parse::<u64>().ok()) {
+        let _ = writeln!(
+            out,
+            "timeout_secs = {}   # carbon_timeout {ms} ms, rounded up (a write timeout here)",
+            ms.div_ceil(1000).max(1)
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -406,10 +488,13 @@ mod tests {
             c.rrdcached.as_ref().map(|r| r.address.as_str()),
             Some("127.0.0.1:42217")
         );
-        // server_threads, umask, setuid_username, scalable, carbon, graphite,
-        // memcached, frobnicate: each a comment naming its line.
-        assert_eq!(i.unmapped, 8, "{}", i.toml);
-        for line in [9, 11, 12, 13, 19, 20, 21, 22] {
+        // server_threads, umask, setuid_username, scalable, memcached,
+        // frobnicate: each a comment naming its line.
+        assert_eq!(i.unmapped, 6, "{}", i.toml);
+        assert_eq!(c.forward.len(), 1);
+        assert_eq!(c.forward[0].address, "graphite.example:2003");
+        assert_eq!(c.forward[0].prefix, "ganglia");
+        for line in [9, 11, 12, 13, 21, 22] {
             assert!(i.toml.contains(&format!("# line {line}:")), "{}", i.toml);
         }
     }
@@ -439,6 +524,37 @@ mod tests {
         let i = gmetad_conf("data_source a h1\ndata_source a h2\n", "h");
         let c = load(&i.toml);
         assert_eq!(c.data_source[1].name, "a-2");
+        assert_eq!(i.unmapped, 1);
+    }
+
+    #[test]
+    fn carbon_settings_become_one_graphite_forward() {
+        use crate::config::forward::GraphiteProtocol;
+        let i = gmetad_conf(
+            "data_source a h1\ncarbon_server 10.1.1.1\ncarbon_port 2013\ncarbon_protocol udp\n\
+             carbon_timeout 1500\ngraphite_prefix dc1.gmetad\ngraphite_path \"%s.%h.%m\"\n",
+            "h",
+        );
+        let f = &load(&i.toml).forward[0];
+        assert_eq!(i.unmapped, 0, "{}", i.toml);
+        assert_eq!(f.address, "10.1.1.1:2013");
+        assert_eq!(f.protocol, GraphiteProtocol::Udp);
+        assert_eq!(
+            (f.prefix.as_str(), f.path.as_str()),
+            ("dc1.gmetad", "%s.%h.%m")
+        );
+        assert_eq!(f.timeout_secs, 2);
+        // One-character prefix: ignored, as gmetad ignores it; odd protocol: tcp.
+        let i = gmetad_conf(
+            "data_source a h1\ncarbon_server c.example\ncarbon_protocol TCP\ngraphite_prefix x\n",
+            "h",
+        );
+        let f = &load(&i.toml).forward[0];
+        assert_eq!((f.prefix.as_str(), f.protocol), ("", GraphiteProtocol::Tcp));
+        assert_eq!(i.unmapped, 2, "{}", i.toml);
+        // No server: nothing forwarded, the prefix noted.
+        let i = gmetad_conf("data_source a h1\ngraphite_prefix ganglia\n", "h");
+        assert!(load(&i.toml).forward.is_empty());
         assert_eq!(i.unmapped, 1);
     }
 }

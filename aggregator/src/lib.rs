@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod flush_gate;
+pub mod forward;
 pub mod handlers;
 pub mod http;
 pub mod import;
@@ -64,6 +65,8 @@ pub struct Running {
     pub listen_counters: Arc<ListenCounters>,
     /// Health, alerts and events, when `[alerts]` is enabled.
     pub alerts: Option<alerts::Alerts>,
+    /// Every `[[forward]]`'s counters.
+    pub forwards: forward::Forwards,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -384,6 +387,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             });
         }
     }
+    let forwards = forward::start(&config, &state, &shutdown, &mut tasks)?;
     let http_addr = if config.http.listen.is_empty() {
         None
     } else {
@@ -409,6 +413,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
             listen_counters: listen_counters.clone(),
             alerts: alerts.clone(),
             auth: auth.clone(),
+            forwards: forwards.clone(),
         }));
         if let Some(reload) = security.reload_task(limits.clone(), shutdown.clone()) {
             tasks.spawn(reload);
@@ -472,6 +477,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         storage,
         listen_counters,
         alerts,
+        forwards,
         shutdown,
         tasks,
         threads,

@@ -199,6 +199,8 @@ pub struct Exposition {
     pub labelled: Vec<LabelledCounter>,
     /// Gauges labelled by cluster.
     pub gauges: Vec<ClusterGauge>,
+    /// `[[forward]]` counters (registered by `forward::register_metrics`).
+    pub forwards: crate::forward::Forwards,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -238,6 +240,7 @@ impl Exposition {
             }
             reg.register(*name, *help, f);
         }
+        let forward_counters = crate::forward::register_metrics(&self.forwards, &mut reg);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             return String::new();
@@ -252,6 +255,7 @@ impl Exposition {
             .map(|(n, ..)| *n)
             .chain(self.labelled.iter().map(|(n, ..)| *n))
             .map(|n| n.trim_end_matches("_total"))
+            .chain(forward_counters)
             .collect();
         let mut legacy = String::with_capacity(out.len());
         for line in out.lines().filter(|l| *l != "# EOF") {
@@ -407,6 +411,7 @@ mod tests {
                 vec![("x", 3), ("y", 0)],
             )],
             gauges: Vec::new(),
+            forwards: Default::default(),
         };
         let text = e.render(false);
         assert!(text.contains("# TYPE ganglion_b_total counter\n"), "{text}");

@@ -331,6 +331,10 @@ def agg_config(tmp, a, hosts, udp_port, http_port, rows):
         f.write('[xml]\ndump_listen = ""\nquery_listen = ""\n[http]\nlisten = "127.0.0.1:%d"\n' % http_port)
         f.write('[storage]\nflush_interval_secs = %d\n' % a.flush)
         f.write('[limits]\nmax_hosts_per_cluster = %d\n' % max(100000, hosts + 10))
+        if getattr(a, "vm_port", None):
+            # --forward-vm: every metric also goes to VictoriaMetrics by remote write.
+            f.write('[[forward]]\nname = "vm"\nkind = "remote_write"\n'
+                    'url = "http://127.0.0.1:%d/api/v1/write"\n' % a.vm_port)
     return path
 
 
@@ -465,6 +469,9 @@ def run_ours(a, hosts, cl, ports):
     pkt_dir = cl.mkdtemp(shm, "storage-scale-pkts-") if use_shm else tmp
     rrd_root = os.path.join(tmp, "rrds")
     udp_port, http_port = ports.take(udp=True), ports.take()
+    if a.forward_vm:
+        import forward as fwd_bench  # noqa: E402  (its VictoriaMetrics starter)
+        _vm, a.vm_port = fwd_bench.start_vm(cl, ports, a.workdir)
     conf = agg_config(tmp, a, hosts, udp_port, http_port, rows)
     blast_exe = a.blast or os.path.join(os.path.dirname(a.agg), "udp-blast")
     for exe in (a.agg, blast_exe):
@@ -672,7 +679,13 @@ def run_ours(a, hosts, cl, ports):
         "recv_cpu": (th1.get("recv-" + CLUSTER, 0) - th0.get("recv-" + CLUSTER, 0)) / steps,
         "writer_cpu": (th1.get("rrd-writer", 0) - th0.get("rrd-writer", 0)) / steps,
     }
-    r["ok"] = (r["udp_drops"] == 0 and r["received"] >= r["sent"] and r["dropped_batches"] == 0
+    if a.forward_vm:
+        r["forward_sent_step"] = d.get('ganglion_forward_sent_total{forward="vm"}', 0) / a.steps
+        r["forward_dropped"] = sum(v for k, v in d.items() if k.startswith('ganglion_forward_dropped_total{forward="vm"'))
+        log("forward to VictoriaMetrics: %.0f samples sent per step, %d dropped in the window"
+            % (r["forward_sent_step"], r["forward_dropped"]))
+    r["ok"] = (r.get("forward_dropped", 0) == 0 and r["udp_drops"] == 0 and r["received"] >= r["sent"]
+               and r["dropped_batches"] == 0
                and r["discarded"] == 0 and r["write_errors"] == 0 and n_files == files and exit_code == 0
                and r["accepted_step"] == files and drift == 0
                # The cache holds up to one flush interval, plus what queues
@@ -882,6 +895,8 @@ def main():
     ap.add_argument("--drain-timeout", type=int, default=3600, help="part A: wait this long for the final drain")
     ap.add_argument("--workdir", default=None, help="where RRD trees go (default: the system temp directory)")
     ap.add_argument("--seed", type=int, default=1, help="random file sample")
+    ap.add_argument("--forward-vm", action="store_true", help="part A: also forward every metric to a private "
+                    "VictoriaMetrics by remote write (forward.py measures the cost alone)")
     a = ap.parse_args()
     if not a.hosts and not a.gmetad_hosts:
         ap.error("give --hosts (part A) and/or --gmetad-hosts (part B)")

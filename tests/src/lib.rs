@@ -6,6 +6,7 @@
 //! they ran. Every peer runs with its own config on free loopback ports and is
 //! stopped by PID when its guard drops.
 
+pub mod engines;
 pub mod nagios;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

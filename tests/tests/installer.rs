@@ -128,7 +128,11 @@ fn write_exec(path: &Path, body: &str) {
 /// `install-deps.sh list` prints them (the lists live only in the script).
 fn packages() -> Vec<(String, bool)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-deps.sh");
-    let out = Command::new("bash").arg(&script).arg("list").output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("list")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "install-deps.sh list failed");
     let list: Vec<(String, bool)> = String::from_utf8(out.stdout)
         .unwrap()
@@ -138,7 +142,13 @@ fn packages() -> Vec<(String, bool)> {
             Some((w.next()?.to_string(), w.next().is_some()))
         })
         .collect();
-    for must in ["librrd-dev", "ganglia-monitor", "gmetad", "rrdcached", "chromium"] {
+    for must in [
+        "librrd-dev",
+        "ganglia-monitor",
+        "gmetad",
+        "rrdcached",
+        "chromium",
+    ] {
         assert!(list.iter().any(|(p, _)| p == must), "{must} not listed");
     }
     list

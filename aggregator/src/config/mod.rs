@@ -7,6 +7,8 @@ pub mod nagios;
 mod auth;
 
 pub use auth::{AuthConfig, AuthMode};
+pub mod forward;
+
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -122,6 +124,9 @@ pub struct Config {
     /// Authenticated UDP transport limits (`[auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Forwards to time-series engines (Graphite, remote write).
+    #[serde(default)]
+    pub forward: Vec<forward::ForwardConfig>,
 }
 
 impl Default for Config {
@@ -156,6 +161,7 @@ impl Default for Config {
             handlers: Default::default(),
             nagios: Default::default(),
             auth: AuthConfig::default(),
+            forward: Vec::new(),
         }
     }
 }
@@ -684,6 +690,7 @@ impl Config {
         if self.http.max_export_rows == 0 {
             return Err(invalid("http.max_export_rows", "must be at least 1"));
         }
+        forward::validate(&self.forward)?;
         if self.limits.fd_reserve < 64 {
             return Err(invalid(
                 "limits.fd_reserve",

@@ -61,6 +61,7 @@ pub(super) async fn metrics(
         counters,
         labelled,
         gauges,
+        forwards: app.forwards.clone(),
     }
     .render(openmetrics);
     let ctype = if openmetrics {

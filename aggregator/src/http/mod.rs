@@ -28,6 +28,7 @@ pub mod auth;
 mod browse;
 mod export;
 mod graph;
+mod hosts_metrics;
 mod metrics;
 pub mod security;
 pub mod select;
@@ -92,6 +93,8 @@ pub struct AppState {
     pub alerts: Option<crate::alerts::Alerts>,
     /// The authenticated transport (`/api/senders`, `/metrics`).
     pub auth: Arc<crate::auth::Registry>,
+    /// Every `[[forward]]`'s counters (`/api/forwards`, `/metrics`).
+    pub forwards: crate::forward::Forwards,
 }
 
 /// Refusals the HTTP side counts, by reason.
@@ -219,6 +222,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/alerts", get(alerts::alerts))
         .route("/api/events", get(alerts::events))
         .route("/metrics", get(metrics::metrics))
+        .route("/metrics/hosts", get(hosts_metrics::hosts_metrics))
+        .route("/api/forwards", get(hosts_metrics::forwards))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

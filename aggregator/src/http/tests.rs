@@ -26,6 +26,7 @@ fn app_state(state: Arc<State>, root: &std::path::Path, c: &HttpConfig) -> AppSt
         listen_counters: Arc::new(ListenCounters::default()),
         alerts: None,
         auth: Default::default(),
+        forwards: Default::default(),
     }
 }
 
