@@ -207,6 +207,7 @@ mod tests {
             listen_counters: Arc::new(ListenCounters::default()),
             alerts: a,
             auth: Default::default(),
+            forwards: Default::default(),
         })
     }
 
