@@ -278,6 +278,89 @@ impl Engine {
         stale
     }
 
+    /// Applies a new `[alerts]` and `[[alert]]` (SIGHUP). A rule is known by
+    /// its name: a rule that stays keeps every target's state, attempt and
+    /// flap history (also when its ranges or attempts changed, as Nagios'
+    /// retention keeps a service's state across a reload); a target its new
+    /// globs no longer match, and every target of a removed rule, is dropped
+    /// (the returned batch deletes their rows; no event: nothing recovered);
+    /// a new rule starts OK/HARD/1. Host states, incidents and warm-up are
+    /// untouched. Returns the rows to delete and how many problem states
+    /// (not OK/HARD/1) were dropped, by rule.
+    pub fn reload(
+        &mut self,
+        cfg: AlertsConfig,
+        rules: &[AlertRule],
+    ) -> (Batch, std::collections::BTreeMap<String, usize>) {
+        let old_rules = std::mem::take(&mut self.rules);
+        let old_clusters = std::mem::take(&mut self.clusters);
+        self.rules = rules
+            .iter()
+            .take(usize::from(u16::MAX))
+            .map(|r| Rule::compile(r, cfg.max_check_attempts))
+            .collect();
+        self.by_name = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i as u16))
+            .collect();
+        self.cfg = cfg;
+        let mut batch = Batch::default();
+        let mut dropped = std::collections::BTreeMap::<String, usize>::new();
+        let mut drop_state = |rule: &str, cluster: &str, host: &str, s: &SvcState| {
+            if !s.is_quiet() {
+                *dropped.entry(rule.to_string()).or_default() += 1;
+                batch
+                    .services
+                    .push((rule.to_string(), cluster.into(), host.into(), None));
+            }
+        };
+        for (name, old) in old_clusters {
+            let rules = &self.rules;
+            let slot = cluster_slot(rules, &mut self.clusters, &name);
+            slot.incident = old.incident;
+            slot.seen = old.seen;
+            for ocr in old.cluster_rules {
+                let rn = &old_rules[usize::from(ocr.rule)].name;
+                match slot
+                    .cluster_rules
+                    .iter_mut()
+                    .find(|s| rules[usize::from(s.rule)].name == *rn)
+                {
+                    Some(n) => {
+                        n.state = ocr.state;
+                        n.value = ocr.value;
+                    }
+                    None => drop_state(rn, &name, "", &ocr.state),
+                }
+            }
+            for (hname, ohs) in old.hosts {
+                let mut hs = Self::new_host(rules, slot, &hname);
+                hs.state = ohs.state;
+                hs.seen = ohs.seen;
+                hs.heard = ohs.heard;
+                hs.first_heard = ohs.first_heard;
+                hs.tn = ohs.tn;
+                hs.tmax = ohs.tmax;
+                hs.stored = ohs.stored;
+                for (ori, st) in ohs.services {
+                    let rn = &old_rules[usize::from(ori)].name;
+                    match hs
+                        .services
+                        .iter_mut()
+                        .find(|(i, _)| rules[usize::from(*i)].name == *rn)
+                    {
+                        Some((_, s)) => *s = st,
+                        None => drop_state(rn, &name, &hname, &st),
+                    }
+                }
+                slot.hosts.insert(hname, hs);
+            }
+        }
+        (batch, dropped)
+    }
+
     /// True within `warmup_secs` of start.
     pub fn warming_up(&self, now: i64) -> bool {
         now < self.started + i64::from(self.cfg.warmup_secs)

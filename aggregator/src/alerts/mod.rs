@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod machine;
+pub mod reload;
 pub mod store;
 
 use crate::config::alerts::{AlertRule, AlertsConfig};
@@ -402,6 +403,36 @@ struct Inner {
     health: Mutex<Arc<HealthSnapshot>>,
     reader: Option<Mutex<rusqlite::Connection>>,
     stats: Arc<Stats>,
+    /// The engine thread's control channel (reloads, stop).
+    ctl: Mutex<Option<std::sync::mpsc::Sender<Ctl>>>,
+    /// Handler runs still going: the store closes only after they are
+    /// recorded (or [`RUNS_WAIT`] passed).
+    runs: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// What the engine thread is told between evaluations.
+enum Ctl {
+    /// Shut down.
+    Stop,
+    /// New `[alerts]` and `[[alert]]` (SIGHUP).
+    Reload(Box<(AlertsConfig, Vec<AlertRule>)>),
+}
+
+/// How long the store waits at shutdown for handler runs still going to be
+/// recorded: the handlers' overall kill bound
+/// ([`crate::handlers::SHUTDOWN_GRACE`]) plus the output drain and a margin.
+pub const RUNS_WAIT: Duration = Duration::from_secs(8);
+
+/// Held while a handler run is going (see [`Alerts::run_guard`]).
+pub struct RunGuard(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let (n, cv) = &*self.0;
+        let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        cv.notify_all();
+    }
 }
 
 /// Events a slow subscriber may fall behind by before it gets `Lagged`.
@@ -419,6 +450,8 @@ impl Alerts {
                 health: Mutex::new(Arc::new(HealthSnapshot::default())),
                 reader: None,
                 stats: Arc::default(),
+                ctl: Mutex::new(None),
+                runs: Arc::default(),
             }),
         }
     }
@@ -460,6 +493,42 @@ impl Alerts {
             );
         }
         false
+    }
+
+    /// Counts a handler run as going until the guard drops: at shutdown the
+    /// store stays open (up to [`RUNS_WAIT`]) until every such run recorded
+    /// itself.
+    pub fn run_guard(&self) -> RunGuard {
+        let runs = self.inner.runs.clone();
+        *runs.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        RunGuard(runs)
+    }
+
+    /// Waits until no handler run is going, or `max` passed. True when none is.
+    pub fn wait_for_runs(&self, max: Duration) -> bool {
+        let (n, cv) = &*self.inner.runs;
+        let deadline = Instant::now() + max;
+        let mut g = n.lock().unwrap_or_else(|p| p.into_inner());
+        while *g > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Hands new `[alerts]` and `[[alert]]` to the engine, applied before its
+    /// next evaluation ([`engine::Engine::reload`]). False when the engine
+    /// is not running.
+    pub fn reload(&self, config: AlertsConfig, rules: Vec<AlertRule>) -> bool {
+        let ctl = self.inner.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        ctl.as_ref()
+            .is_some_and(|tx| tx.send(Ctl::Reload(Box::new((config, rules)))).is_ok())
     }
 
     /// The current states, as of the last evaluation.
@@ -606,6 +675,9 @@ pub fn start(
     let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
     let cap = usize::try_from(p.config.queue_batches).unwrap_or(1024);
     let (store_tx, store_rx) = std::sync::mpsc::sync_channel(cap);
+    // The engine thread sleeps on this channel between evaluations: a
+    // reload or the stop wakes it at once.
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel::<Ctl>();
     let alerts = Alerts {
         inner: Arc::new(Inner {
             tx: tx.clone(),
@@ -617,6 +689,8 @@ pub fn start(
             })),
             reader: Some(Mutex::new(reader)),
             stats: stats.clone(),
+            ctl: Mutex::new(Some(ctl_tx.clone())),
+            runs: Arc::default(),
         }),
     };
     let mut engine = engine::Engine::new(p.config.clone(), &p.rules, now(), stats.clone());
@@ -630,14 +704,12 @@ pub fn start(
     let store_thread = std::thread::Builder::new()
         .name("alerts-store".into())
         .spawn(move || store::run(conn, sp, store_rx, tx, st))?;
-    // The engine thread sleeps on this channel: dropping the sender (at
-    // shutdown) wakes it at once.
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     tokio::spawn(async move {
         shutdown.cancelled().await;
-        drop(stop_tx);
+        let _ = ctl_tx.send(Ctl::Stop);
     });
-    let interval = Duration::from_secs(u64::from(p.config.interval_secs.max(1)));
+    let interval_of = |c: &AlertsConfig| Duration::from_secs(u64::from(c.interval_secs.max(1)));
+    let mut interval = interval_of(&p.config);
     let handle = alerts.clone();
     let engine_thread = std::thread::Builder::new()
         .name("alerts-engine".into())
@@ -654,13 +726,44 @@ pub fn start(
                 stats.last_evaluation_micros.store(us, Ordering::Relaxed);
                 handle.set_health(out.health);
                 carry = handle.flush(&store_tx, carry, out.batch);
-                match stop_rx.recv_timeout(interval.saturating_sub(t0.elapsed())) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => break,
+                // A reload is applied at once; the next evaluation keeps
+                // its time, so a reload never adds an attempt.
+                let stop = loop {
+                    let next = t0 + interval;
+                    match ctl_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                        Err(RecvTimeoutError::Timeout) => break false,
+                        Ok(Ctl::Reload(r)) => {
+                            let (config, rules) = *r;
+                            interval = interval_of(&config);
+                            let (rows, dropped) = engine.reload(config, &rules);
+                            for (rule, n) in &dropped {
+                                tracing::info!(
+                                    rule = %rule,
+                                    states = n,
+                                    "reload: [[alert]] {rule} removed or no longer matching; \
+                                     its {n} non-OK states are dropped (no recovery is reported)"
+                                );
+                            }
+                            tracing::info!(rules = rules.len(), "reload: [alerts] and [[alert]] applied");
+                            carry.services.extend(rows.services);
+                        }
+                        Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break true,
+                    }
+                };
+                if stop {
+                    break;
                 }
             }
             if !carry.is_empty() {
                 let _ = handle.flush(&store_tx, store::Batch::default(), carry);
+            }
+            // Handler runs still going are being stopped (SIGTERM, SIGKILL):
+            // their records must reach the store before it closes.
+            if !handle.wait_for_runs(RUNS_WAIT) {
+                tracing::warn!(
+                    "handler runs still not recorded {} s after shutdown; closing the alerts store",
+                    RUNS_WAIT.as_secs()
+                );
             }
             // A blocking send: at shutdown the store finishes what is queued.
             let _ = store_tx.send(store::Msg::Shutdown);

@@ -122,6 +122,10 @@ pub struct Config {
     /// Authenticated UDP transport limits (`[auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The file this configuration was read from ([`Config::load`] sets it),
+    /// so SIGHUP can read it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -156,6 +160,7 @@ impl Default for Config {
             handlers: Default::default(),
             nagios: Default::default(),
             auth: AuthConfig::default(),
+            source: None,
         }
     }
 }
@@ -434,10 +439,12 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|e| match e {
+        let mut c = Config::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
             e => e,
-        })
+        })?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// The trusted-host list, parsed. Host names are resolved (every address

@@ -19,7 +19,12 @@
 //!   or failure: argv, exit code or signal, duration, stdout and stderr (each
 //!   capped at `handlers.max_output_bytes`, truncation flagged), timeout,
 //!   spawn error. Output that a background child keeps open after the
-//!   handler exits is read for [`DRAIN_AFTER_EXIT`] more, then left.
+//!   handler exits is read for [`DRAIN_AFTER_EXIT`] more, then left;
+//! - at shutdown, gets SIGTERM on its process group, SIGKILL after its
+//!   `kill_grace_secs` (at most [`SHUTDOWN_GRACE`]), and is recorded with
+//!   `error = "aggregator shutting down"` and its output so far: the alerts
+//!   store stays open until every run is recorded ([`Alerts::run_guard`]).
+//!   Runs still waiting for a slot are recorded as not run.
 
 use crate::alerts::{Alerts, Event, EventKind, HandlerRun, StateType};
 use crate::config::nagios::{HandlerConfig, HandlersConfig};
@@ -37,6 +42,14 @@ use tokio_util::sync::CancellationToken;
 /// it started in the background may hold the pipes open for good).
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
+/// At shutdown, the longest a run gets between SIGTERM and SIGKILL (its
+/// `kill_grace_secs` when shorter): every run gets its signals at once, so
+/// this bounds the whole wait.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The `error` of a run stopped because the aggregator shut down.
+pub const SHUTTING_DOWN: &str = "aggregator shutting down";
+
 /// Counters for `/metrics` (process-wide: one runner per aggregator).
 #[derive(Debug, Default)]
 pub struct HandlerCounters {
@@ -48,6 +61,7 @@ pub struct HandlerCounters {
     refused_rate: AtomicU64,
     refused_queue: AtomicU64,
     lagged: AtomicU64,
+    shutdown: AtomicU64,
 }
 
 static COUNTERS: HandlerCounters = HandlerCounters {
@@ -59,6 +73,7 @@ static COUNTERS: HandlerCounters = HandlerCounters {
     refused_rate: AtomicU64::new(0),
     refused_queue: AtomicU64::new(0),
     lagged: AtomicU64::new(0),
+    shutdown: AtomicU64::new(0),
 };
 
 /// `ganglion_handler_runs_total{result}` for `/metrics`.
@@ -67,7 +82,7 @@ pub fn metrics() -> Vec<LabelledCounter> {
     let c = &COUNTERS;
     vec![(
         "ganglion_handler_runs_total",
-        "[[handler]] runs by result (refused_* were not started; lagged = events the dispatcher missed)",
+        "[[handler]] runs by result (refused_* were not started; lagged = events the dispatcher missed; shutdown = stopped or not started because the aggregator shut down)",
         "result",
         vec![
             ("ok", g(&c.ok)),
@@ -78,6 +93,7 @@ pub fn metrics() -> Vec<LabelledCounter> {
             ("refused_rate", g(&c.refused_rate)),
             ("refused_queue", g(&c.refused_queue)),
             ("lagged", g(&c.lagged)),
+            ("shutdown", g(&c.shutdown)),
         ],
     )]
 }
@@ -243,6 +259,9 @@ struct Runner {
     busy: Mutex<HashSet<Target>>,
     rates: Mutex<HashMap<Target, VecDeque<Instant>>>,
     log: LogLimiter<String>,
+    /// The aggregator's shutdown (not the dispatcher's stop: a reload
+    /// replaces the dispatcher and lets its runs finish).
+    shutdown: CancellationToken,
 }
 
 /// Releases a target when its run ends, however it ends.
@@ -269,6 +288,18 @@ pub fn start(
     alerts: Alerts,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    start_with_stop(handlers, limits, alerts, shutdown.clone(), shutdown)
+}
+
+/// As [`start`], the dispatcher ending at `stop` (a reload replacing it)
+/// while its runs end only at `shutdown`.
+pub fn start_with_stop(
+    handlers: &[HandlerConfig],
+    limits: &HandlersConfig,
+    alerts: Alerts,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     if handlers.is_empty() {
         return None;
     }
@@ -282,12 +313,13 @@ pub fn start(
         busy: Mutex::new(HashSet::new()),
         rates: Mutex::new(HashMap::new()),
         log: LogLimiter::with_capacity(Duration::from_secs(60), 1000),
+        shutdown,
     });
     let mut rx = runner.alerts.subscribe();
     Some(tokio::spawn(async move {
         loop {
             let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 r = rx.recv() => r,
             };
             match ev {
@@ -322,6 +354,8 @@ struct Outcome {
     stdout: Capture,
     stderr: Capture,
     timed_out: bool,
+    /// Stopped because the aggregator shut down.
+    shut_down: bool,
     error: Option<String>,
 }
 
@@ -339,6 +373,8 @@ impl Capture {
 
 impl Runner {
     async fn run(&self, i: usize, ev: &Event) {
+        // Until this run is recorded, the store stays open at shutdown.
+        let _going = self.alerts.run_guard();
         let h = &self.handlers[i].cfg;
         let target: Target = (i, ev.cluster.clone(), ev.host.clone().unwrap_or_default());
         let who = format!(
@@ -427,11 +463,18 @@ impl Runner {
                         ),
                     );
                 }
-                let p = self.slots.clone().acquire_owned().await;
+                let p = tokio::select! {
+                    p = self.slots.clone().acquire_owned() => Some(p),
+                    _ = self.shutdown.cancelled() => None,
+                };
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 match p {
-                    Ok(p) => p,
-                    Err(_) => return,
+                    Some(Ok(p)) => p,
+                    Some(Err(_)) => return,
+                    None => {
+                        COUNTERS.shutdown.fetch_add(1, Ordering::Relaxed);
+                        return self.refuse(i, ev, format!("not run: {SHUTTING_DOWN}"));
+                    }
                 }
             }
         };
@@ -439,7 +482,16 @@ impl Runner {
         let started = Instant::now();
         let out = self.execute(h, &argv, ev).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let summary = if let Some(e) = &out.error {
+        let summary = if out.shut_down {
+            COUNTERS.shutdown.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "{}: stopped after {duration_ms} ms: {SHUTTING_DOWN}{}",
+                h.name,
+                out.signal
+                    .map(|s| format!(" (signal {s})"))
+                    .unwrap_or_default()
+            )
+        } else if let Some(e) = &out.error {
             COUNTERS.spawn_error.fetch_add(1, Ordering::Relaxed);
             format!("{}: {e}", h.name)
         } else if out.timed_out {
@@ -553,25 +605,19 @@ impl Runner {
                 .map(|s| tokio::spawn(read_capped(s, cap, err.clone()))),
         ];
         let timeout = Duration::from_secs(u64::from(h.timeout_secs));
-        let mut timed_out = false;
-        let status = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(s) => s,
-            Err(_) => {
-                timed_out = true;
-                signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-                let grace = Duration::from_secs(u64::from(h.kill_grace_secs));
-                match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(s) => {
-                        // The leader is gone; anything else in its group
-                        // that ignored SIGTERM goes now.
-                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        s
-                    }
-                    Err(_) => {
-                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        child.wait().await
-                    }
+        let grace = Duration::from_secs(u64::from(h.kill_grace_secs));
+        let (mut timed_out, mut shut_down) = (false, false);
+        let status = tokio::select! {
+            r = tokio::time::timeout(timeout, child.wait()) => match r {
+                Ok(s) => s,
+                Err(_) => {
+                    timed_out = true;
+                    stop_group(pid, &mut child, grace).await
                 }
+            },
+            _ = self.shutdown.cancelled() => {
+                shut_down = true;
+                stop_group(pid, &mut child, grace.min(SHUTDOWN_GRACE)).await
             }
         };
         for r in readers.into_iter().flatten() {
@@ -585,6 +631,7 @@ impl Runner {
             stdout: take(&out),
             stderr: take(&err),
             timed_out,
+            shut_down,
             ..Outcome::default()
         };
         match status {
@@ -594,7 +641,31 @@ impl Runner {
             }
             Err(e) => o.error = Some(format!("waiting for it failed: {e}")),
         }
+        if shut_down {
+            o.error = Some(SHUTTING_DOWN.into());
+        }
         o
+    }
+}
+
+/// SIGTERM to the run's process group, SIGKILL after `grace` (or at once
+/// when the leader exits first: anything else in its group that ignored
+/// SIGTERM goes too); returns the leader's status.
+async fn stop_group(
+    pid: Option<i32>,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            s
+        }
+        Err(_) => {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            child.wait().await
+        }
     }
 }
 
