@@ -187,3 +187,97 @@ fn thresholds_give_hard_states_and_a_silent_host_goes_down() {
         "no duplicate events"
     );
 }
+
+fn sighup(agg: &Aggregator) {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &agg.guard.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -HUP failed");
+}
+
+fn problem(agg: &Aggregator, rule: &str) -> Option<(String, String)> {
+    let v = json(agg, "/api/alerts?host=node5");
+    let p = v["problems"]
+        .as_array()?
+        .iter()
+        .find(|p| p["rule"] == rule)?
+        .clone();
+    Some((
+        p["state"].as_str()?.to_string(),
+        p["state_type"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
+    let agg = Aggregator::start("alertclust", ALERTS);
+    let sender = Sender::start(&agg);
+    wait_until("node5 is known and OK", Duration::from_secs(20), || {
+        let v = json(&agg, "/api/alerts");
+        (v["warming_up"] == false && v["counts"]["warning"] == 0).then_some(())
+    });
+    sender.set(95);
+    wait_until("temp CRITICAL HARD", Duration::from_secs(20), || {
+        (problem(&agg, "temp")? == ("CRITICAL".into(), "HARD".into())).then_some(())
+    });
+    let temp_events = events(&agg, "rule=temp&kind=alert").len();
+    let path = agg.dir.path().join("aggregator.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // A file that does not validate: logged with the key, nothing changes.
+    std::fs::write(
+        &path,
+        format!("{original}[[alert]]\nname = \"broken\"\nmetric = \"temp_c\"\nwarning = \"nonsense\"\n"),
+    )
+    .unwrap();
+    sighup(&agg);
+    wait_until("the refused reload is logged", Duration::from_secs(10), || {
+        agg.log().contains("alert[\"broken\"].warning").then_some(())
+    });
+
+    // A new rule: evaluated from the next pass, starting OK (SOFT 1, then
+    // HARD at attempt 2); the old rule keeps its HARD state, no new event.
+    std::fs::write(
+        &path,
+        format!("{original}[[alert]]\nname = \"hot\"\nmetric = \"temp_c\"\ncritical = \"90\"\n"),
+    )
+    .unwrap();
+    sighup(&agg);
+    wait_until("hot CRITICAL HARD after the reload", Duration::from_secs(20), || {
+        (problem(&agg, "hot")? == ("CRITICAL".into(), "HARD".into())).then_some(())
+    });
+    assert_eq!(
+        problem(&agg, "temp"),
+        Some(("CRITICAL".into(), "HARD".into()))
+    );
+    let hot: Vec<(String, u64)> = events(&agg, "rule=hot&kind=alert")
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["state_type"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(hot, vec![("SOFT".into(), 1), ("HARD".into(), 2)]);
+    assert_eq!(
+        events(&agg, "rule=temp&kind=alert").len(),
+        temp_events,
+        "the kept rule reported nothing again"
+    );
+    assert!(events(&agg, "kind=recovery").is_empty());
+
+    // The rule removed again: its problem is gone, nothing is reported.
+    std::fs::write(&path, &original).unwrap();
+    sighup(&agg);
+    wait_until("hot dropped after the reload", Duration::from_secs(20), || {
+        problem(&agg, "hot").is_none().then_some(())
+    });
+    assert_eq!(
+        problem(&agg, "temp"),
+        Some(("CRITICAL".into(), "HARD".into()))
+    );
+    assert!(events(&agg, "kind=recovery").is_empty());
+}
