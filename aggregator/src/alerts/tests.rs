@@ -489,6 +489,8 @@ fn a_full_store_queue_drops_and_counts_events_and_carries_state_rows() {
             health: Mutex::new(Arc::new(HealthSnapshot::default())),
             reader: None,
             stats: Arc::default(),
+            ctl: Mutex::new(None),
+            runs: Arc::default(),
         }),
     };
     let event = |t| super::Event {
