@@ -604,3 +604,61 @@ fn a_storm_noticed_over_several_evaluations_is_still_one_incident() {
     let k: Vec<_> = all.iter().map(|e| e.kind).collect();
     assert_eq!(k, vec![ClusterIncident], "{all:#?}");
 }
+
+#[test]
+fn a_reload_keeps_the_state_of_rules_that_stay_drops_removed_ones_and_starts_new_ones_ok() {
+    let st = state();
+    let mem = |name: &str, max: u32| AlertRule {
+        name: name.into(),
+        metric: "mem".into(),
+        critical: "50".into(),
+        max_check_attempts: Some(max),
+        ..AlertRule::default()
+    };
+    let mut e = engine(cfg(), &[load_rule(Some(1)), mem("mem", 1)]);
+    let mut t = T0;
+    let mut run = |e: &mut Engine| {
+        t += 15;
+        feed(
+            &st,
+            "c",
+            &[H("n1", 1, vec![("load_one", "9"), ("mem", "90")])],
+            t,
+        );
+        step(e, &st, t)
+    };
+    // Both CRITICAL HARD.
+    let o = run(&mut e);
+    assert_eq!(o.batch.events.len(), 2);
+    // "mem" goes, "disk" (a new rule, 3 attempts) comes, "load" stays with
+    // other thresholds and attempts.
+    let disk = AlertRule {
+        name: "disk".into(),
+        ..mem("disk", 3)
+    };
+    let mut load = load_rule(Some(5));
+    load.critical = "7".into();
+    let (rows, dropped) = e.reload(cfg(), &[disk, load]);
+    assert_eq!(dropped.get("mem"), Some(&1));
+    assert_eq!(
+        rows.services,
+        vec![("mem".into(), "c".into(), "n1".into(), None)],
+        "the removed rule's row is deleted"
+    );
+    let o = run(&mut e);
+    // load: still CRITICAL HARD, nothing reported again; disk: SOFT 1.
+    assert_eq!(kinds(&o), vec![(Alert, "CRITICAL".into(), Soft, 1)]);
+    assert_eq!(o.batch.events[0].rule.as_deref(), Some("disk"));
+    let load = o
+        .health
+        .services
+        .iter()
+        .find(|s| s.rule == "load")
+        .unwrap();
+    assert_eq!(
+        (load.state, load.state_type, load.attempt),
+        (Status::Critical, Hard, 1)
+    );
+    assert_eq!(load.critical.as_deref(), Some("7"), "new thresholds apply");
+    assert!(o.health.services.iter().all(|s| s.rule != "mem"));
+}
