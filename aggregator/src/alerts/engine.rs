@@ -440,8 +440,14 @@ impl Engine {
                     continue;
                 }
                 let before = hs.state;
-                if let Some(ch) = hs.state.step(!down, host_max, now) {
+                let o = hs.state.check(!down, host_max, now, flap);
+                if let Some(ch) = o.change {
                     pending.push(host_event(&c.name, &h.name, ch, host_max, h.tn, now));
+                }
+                if let Some(k) = o.flap {
+                    batch.events.push(host_flap_event(
+                        &c.name, &h.name, &hs.state, k, o.percent, flap, host_max, now,
+                    ));
                 }
                 if hs.state != before || !hs.stored {
                     hs.stored = true;
@@ -463,6 +469,7 @@ impl Engine {
                 warming,
                 host_max,
                 now,
+                flap,
             };
             unseen_hosts(&ctx, &c.name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
@@ -493,6 +500,7 @@ impl Engine {
                 warming,
                 host_max,
                 now,
+                flap,
             };
             unseen_hosts(&ctx, name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
@@ -515,6 +523,7 @@ struct Pass<'a> {
     warming: bool,
     host_max: u8,
     now: i64,
+    flap: Option<FlapParams>,
 }
 
 /// Hosts of `slot` the snapshot does not have this pass: forgotten when they
@@ -540,8 +549,21 @@ fn unseen_hosts(
         }
         if !ctx.warming {
             let before = hs.state;
-            if let Some(ch) = hs.state.step(false, ctx.host_max, ctx.now) {
+            let o = hs.state.check(false, ctx.host_max, ctx.now, ctx.flap);
+            if let Some(ch) = o.change {
                 pending.push(host_event(cluster, name, ch, ctx.host_max, 0, ctx.now));
+            }
+            if let Some(k) = o.flap {
+                batch.events.push(host_flap_event(
+                    cluster,
+                    name,
+                    &hs.state,
+                    k,
+                    o.percent,
+                    ctx.flap,
+                    ctx.host_max,
+                    ctx.now,
+                ));
             }
             if hs.state != before {
                 batch
@@ -699,6 +721,42 @@ fn storm(
                     .push((cluster.to_string(), Some((inc.since, down, total))));
             }
         }
+    }
+}
+
+/// A host's `flap_start`/`flap_stop` (Nagios' host wording uses `>`/`<`).
+#[allow(clippy::too_many_arguments)]
+fn host_flap_event(
+    cluster: &str,
+    host: &str,
+    s: &HostState,
+    kind: EventKind,
+    percent: Option<f64>,
+    flap: Option<FlapParams>,
+    max: u8,
+    now: i64,
+) -> Event {
+    let pct = percent.unwrap_or(0.0);
+    let (high, low) = flap.map_or((0.0, 0.0), |p| (p.high, p.low));
+    Event {
+        id: 0,
+        time: now,
+        kind,
+        cluster: cluster.into(),
+        host: Some(host.into()),
+        rule: None,
+        metric: None,
+        state: if s.up { "UP" } else { "DOWN" }.into(),
+        state_type: s.state_type(),
+        attempt: u32::from(s.attempt),
+        max_attempts: u32::from(max),
+        value: percent,
+        output: if kind == EventKind::FlapStart {
+            format!("{host} appears to have started flapping ({pct:.1}% change > {high:.1}% threshold)")
+        } else {
+            format!("{host} appears to have stopped flapping ({pct:.1}% change < {low:.1}% threshold)")
+        },
+        handler: None,
     }
 }
 
@@ -1079,6 +1137,7 @@ fn push_service_health(
         since: s.since,
         tn: hs.tn,
         tmax: hs.tmax,
+        flapping: s.flapping,
         output: if s.up {
             String::new()
         } else if h.is_some() {

@@ -77,9 +77,9 @@ pub enum EventKind {
     Alert,
     /// A rule's target went back to OK.
     Recovery,
-    /// A rule's target started flapping.
+    /// A host or a rule's target started flapping.
     FlapStart,
-    /// A rule's target stopped flapping.
+    /// A host or a rule's target stopped flapping.
     FlapStop,
     /// Storm control: a share of a cluster's hosts went DOWN together (one
     /// event instead of one per host). Cluster rules (`aggregate`) report
@@ -237,6 +237,8 @@ pub struct HostHealth {
     pub tn: u64,
     /// The host's TMAX.
     pub tmax: u64,
+    /// Flap detection says it flaps (every check counts, as for Nagios hosts).
+    pub flapping: bool,
     /// Plugin-style text while not UP (`not heard for 95 s`); empty while UP
     /// (no text is formatted for the thousands of healthy hosts each pass).
     pub output: String,

@@ -662,3 +662,52 @@ fn a_reload_keeps_the_state_of_rules_that_stay_drops_removed_ones_and_starts_new
     assert_eq!(load.critical.as_deref(), Some("7"), "new thresholds apply");
     assert!(o.health.services.iter().all(|s| s.rule != "mem"));
 }
+
+#[test]
+fn a_host_that_comes_and_goes_flaps_and_says_so() {
+    let st = state();
+    let mut e = engine(
+        AlertsConfig {
+            host_down_after_secs: 30,
+            max_check_attempts: 1,
+            ..cfg()
+        },
+        &[],
+    );
+    let mut t = T0;
+    let mut flaps = Vec::new();
+    let mut last = None;
+    // Four changes from the initial UP: 24.2 % (as for services).
+    for tn in [100, 1, 100, 1] {
+        t += 15;
+        feed(&st, "c", &[H("n1", tn, vec![])], t);
+        let o = step(&mut e, &st, t);
+        flaps.extend(
+            o.batch
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind, FlapStart | FlapStop))
+                .cloned(),
+        );
+        last = Some(o);
+    }
+    assert_eq!(flaps.len(), 1, "{flaps:?}");
+    let f = &flaps[0];
+    assert_eq!(f.kind, FlapStart);
+    assert_eq!((f.host.as_deref(), f.rule.as_deref()), (Some("n1"), None));
+    assert!(
+        f.output
+            .starts_with("n1 appears to have started flapping (24.2% change > 20.0% threshold"),
+        "{}",
+        f.output
+    );
+    let o = last.unwrap();
+    assert!(o.health.hosts[0].flapping);
+    assert!(
+        o.batch
+            .hosts
+            .iter()
+            .any(|(_, h, s)| h == "n1" && s.is_some_and(|s| s.flapping)),
+        "the flag is persisted"
+    );
+}

@@ -51,6 +51,7 @@ fn health() -> HealthSnapshot {
             since: 0,
             tn: 3,
             tmax: 20,
+            flapping: false,
             output: "UP".into(),
         }],
         services: vec![ServiceHealth {
