@@ -28,7 +28,8 @@
 
 use crate::alerts::{Alerts, Event, EventKind, HandlerRun, StateType};
 use crate::config::nagios::{HandlerConfig, HandlersConfig};
-use crate::telemetry::{LabelledCounter, LogLimiter};
+use crate::diag::{self, Diag, Event as DiagEvent, Level, LogAs};
+use crate::telemetry::LabelledCounter;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -258,7 +259,8 @@ struct Runner {
     max_output: usize,
     busy: Mutex<HashSet<Target>>,
     rates: Mutex<HashMap<Target, VecDeque<Instant>>>,
-    log: LogLimiter<String>,
+    /// Lines of its internal events, once a minute per handler.
+    diag: Diag<String>,
     /// The aggregator's shutdown (not the dispatcher's stop: a reload
     /// replaces the dispatcher and lets its runs finish).
     shutdown: CancellationToken,
@@ -312,7 +314,7 @@ pub fn start_with_stop(
         max_output: limits.max_output_bytes,
         busy: Mutex::new(HashSet::new()),
         rates: Mutex::new(HashMap::new()),
-        log: LogLimiter::with_capacity(Duration::from_secs(60), 1000),
+        diag: Diag::with_capacity(Duration::from_secs(60), 1000),
         shutdown,
     });
     let mut rx = runner.alerts.subscribe();
@@ -332,13 +334,7 @@ pub fn start_with_stop(
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    COUNTERS.lagged.fetch_add(n, Ordering::Relaxed);
-                    if runner.log.allow("lagged".into()) {
-                        tracing::error!(
-                            missed = n,
-                            "handler dispatcher fell behind the event stream; {n} events ran no handler"
-                        );
-                    }
+                    runner.diag.emit(Lagged { missed: n }, &COUNTERS);
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -393,10 +389,10 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(target.clone())
         {
-            COUNTERS.refused_busy.fetch_add(1, Ordering::Relaxed);
             return self.refuse(
                 i,
                 ev,
+                Refusal::Busy,
                 format!("not run: the previous run of {who} is still going (one run per target at a time)"),
             );
         }
@@ -415,10 +411,10 @@ impl Runner {
             }
             if q.len() >= h.rate_limit_runs as usize {
                 drop(rates);
-                COUNTERS.refused_rate.fetch_add(1, Ordering::Relaxed);
                 return self.refuse(
                     i,
                     ev,
+                    Refusal::Rate,
                     format!(
                         "not run: rate limit of {who}: {} runs in the last {} s (handler[{i}].rate_limit_runs, rate_limit_window_secs)",
                         h.rate_limit_runs, h.rate_limit_window_secs
@@ -453,10 +449,10 @@ impl Runner {
                     {
                         q.pop_back();
                     }
-                    COUNTERS.refused_queue.fetch_add(1, Ordering::Relaxed);
                     return self.refuse(
                         i,
                         ev,
+                        Refusal::Queue,
                         format!(
                             "not run: all handlers.max_running slots are busy and {} runs already wait (handlers.max_waiting)",
                             self.max_waiting
@@ -472,8 +468,12 @@ impl Runner {
                     Some(Ok(p)) => p,
                     Some(Err(_)) => return,
                     None => {
-                        COUNTERS.shutdown.fetch_add(1, Ordering::Relaxed);
-                        return self.refuse(i, ev, format!("not run: {SHUTTING_DOWN}"));
+                        return self.refuse(
+                            i,
+                            ev,
+                            Refusal::Shutdown,
+                            format!("not run: {SHUTTING_DOWN}"),
+                        );
                     }
                 }
             }
@@ -482,49 +482,64 @@ impl Runner {
         let started = Instant::now();
         let out = self.execute(h, &argv, ev).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let summary = if out.shut_down {
-            COUNTERS.shutdown.fetch_add(1, Ordering::Relaxed);
-            format!(
+        let (result, summary) = if out.shut_down {
+            (RunResult::Shutdown, format!(
                 "{}: stopped after {duration_ms} ms: {SHUTTING_DOWN}{}",
                 h.name,
                 out.signal
                     .map(|s| format!(" (signal {s})"))
                     .unwrap_or_default()
-            )
+            ))
         } else if let Some(e) = &out.error {
-            COUNTERS.spawn_error.fetch_add(1, Ordering::Relaxed);
-            format!("{}: {e}", h.name)
+            (RunResult::SpawnError, format!("{}: {e}", h.name))
         } else if out.timed_out {
-            COUNTERS.timed_out.fetch_add(1, Ordering::Relaxed);
-            format!(
+            (RunResult::TimedOut, format!(
                 "{}: timed out after {} s, killed{}",
                 h.name,
                 h.timeout_secs,
                 out.signal
                     .map(|s| format!(" (signal {s})"))
                     .unwrap_or_default()
-            )
+            ))
         } else if let Some(s) = out.signal {
-            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
-            format!("{}: killed by signal {s} after {duration_ms} ms", h.name)
+            (
+                RunResult::Failed,
+                format!("{}: killed by signal {s} after {duration_ms} ms", h.name),
+            )
         } else if out.exit_code == Some(0) {
-            COUNTERS.ok.fetch_add(1, Ordering::Relaxed);
-            format!("{}: exit 0 after {duration_ms} ms", h.name)
+            (
+                RunResult::Ok,
+                format!("{}: exit 0 after {duration_ms} ms", h.name),
+            )
         } else {
-            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
-            format!(
-                "{}: exit {} after {duration_ms} ms",
-                h.name,
-                out.exit_code.map_or("?".into(), |c| c.to_string())
+            (
+                RunResult::Failed,
+                format!(
+                    "{}: exit {} after {duration_ms} ms",
+                    h.name,
+                    out.exit_code.map_or("?".into(), |c| c.to_string())
+                ),
             )
         };
-        let failed = out.error.is_some() || out.timed_out || out.exit_code != Some(0);
-        if failed {
-            if self.log.allow(h.name.clone()) {
-                tracing::warn!(target_host = %who, "{summary}; stderr: {}", first_line(&out.stderr.text()));
-            }
+        if result == RunResult::Ok {
+            diag::emit_rare(
+                RunOk {
+                    who: &who,
+                    summary: &summary,
+                },
+                &COUNTERS,
+            );
         } else {
-            tracing::info!(target_host = %who, "{summary}");
+            self.diag.emit(
+                RunFailed {
+                    result,
+                    handler: &h.name,
+                    who: &who,
+                    summary: &summary,
+                    stderr: &out.stderr.text(),
+                },
+                &COUNTERS,
+            );
         }
         let run = HandlerRun {
             name: h.name.clone(),
@@ -544,11 +559,16 @@ impl Runner {
     }
 
     /// Records a run that was not started, with the reason.
-    fn refuse(&self, i: usize, ev: &Event, reason: String) {
+    fn refuse(&self, i: usize, ev: &Event, why: Refusal, reason: String) {
         let h = &self.handlers[i].cfg;
-        if self.log.allow(format!("refused {}", h.name)) {
-            tracing::warn!("{reason}");
-        }
+        self.diag.emit(
+            Refused {
+                why,
+                handler: &h.name,
+                reason: &reason,
+            },
+            &COUNTERS,
+        );
         let run = HandlerRun {
             name: h.name.clone(),
             argv: h.argv.iter().map(|a| expand(a, &h.name, ev)).collect(),
@@ -672,6 +692,129 @@ async fn stop_group(
 fn signal_group(pid: Option<i32>, sig: nix::sys::signal::Signal) {
     if let Some(p) = pid.filter(|p| *p > 0) {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+// Internal events of the handler runner (see `diag`), counted in
+// `ganglion_handler_runs_total{result}`.
+
+/// How a started run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunResult {
+    Ok,
+    Failed,
+    TimedOut,
+    SpawnError,
+    Shutdown,
+}
+
+/// A run that exited 0: logged every time at `info` (one line per run,
+/// like Nagios' own event-handler log line).
+struct RunOk<'a> {
+    who: &'a str,
+    summary: &'a str,
+}
+
+impl DiagEvent for RunOk<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::INFO;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(&c.ok);
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::Always
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, target_host = %self.who, "{}", self.summary);
+    }
+}
+
+/// A run that failed, timed out, did not start or was stopped at shutdown:
+/// logged once a minute per handler.
+struct RunFailed<'a> {
+    result: RunResult,
+    handler: &'a str,
+    who: &'a str,
+    summary: &'a str,
+    stderr: &'a str,
+}
+
+impl DiagEvent for RunFailed<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(match self.result {
+            RunResult::Ok | RunResult::Failed => &c.failed,
+            RunResult::TimedOut => &c.timed_out,
+            RunResult::SpawnError => &c.spawn_error,
+            RunResult::Shutdown => &c.shutdown,
+        });
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey(self.handler.to_string())
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, target_host = %self.who,
+            "{}; stderr: {} (logged once a minute per handler)", self.summary, first_line(self.stderr));
+    }
+}
+
+/// Why a run was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Busy,
+    Rate,
+    Queue,
+    Shutdown,
+}
+
+/// A run not started (recorded as a `handler_run` with the reason).
+struct Refused<'a> {
+    why: Refusal,
+    handler: &'a str,
+    reason: &'a str,
+}
+
+impl DiagEvent for Refused<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(match self.why {
+            Refusal::Busy => &c.refused_busy,
+            Refusal::Rate => &c.refused_rate,
+            Refusal::Queue => &c.refused_queue,
+            Refusal::Shutdown => &c.shutdown,
+        });
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey(format!("refused {}", self.handler))
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, "{} (logged once a minute per handler)", self.reason);
+    }
+}
+
+/// The dispatcher fell behind the event stream by `missed` events.
+struct Lagged {
+    missed: u64,
+}
+
+impl DiagEvent for Lagged {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::ERROR;
+    fn count(&self, c: &HandlerCounters) {
+        c.lagged.fetch_add(self.missed, Ordering::Relaxed);
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey("lagged".into())
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, missed = self.missed,
+            "handler dispatcher fell behind the event stream; {} events ran no handler (logged once a minute)", self.missed);
     }
 }
 
