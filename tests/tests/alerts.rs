@@ -228,13 +228,21 @@ fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
     // A file that does not validate: logged with the key, nothing changes.
     std::fs::write(
         &path,
-        format!("{original}[[alert]]\nname = \"broken\"\nmetric = \"temp_c\"\nwarning = \"nonsense\"\n"),
+        format!(
+            "{original}[[alert]]\nname = \"broken\"\nmetric = \"temp_c\"\nwarning = \"nonsense\"\n"
+        ),
     )
     .unwrap();
     sighup(&agg);
-    wait_until("the refused reload is logged", Duration::from_secs(10), || {
-        agg.log().contains("alert[\"broken\"].warning").then_some(())
-    });
+    wait_until(
+        "the refused reload is logged",
+        Duration::from_secs(10),
+        || {
+            agg.log()
+                .contains("alert[\"broken\"].warning")
+                .then_some(())
+        },
+    );
 
     // A new rule: evaluated from the next pass, starting OK (SOFT 1, then
     // HARD at attempt 2); the old rule keeps its HARD state, no new event.
@@ -244,9 +252,11 @@ fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
     )
     .unwrap();
     sighup(&agg);
-    wait_until("hot CRITICAL HARD after the reload", Duration::from_secs(20), || {
-        (problem(&agg, "hot")? == ("CRITICAL".into(), "HARD".into())).then_some(())
-    });
+    wait_until(
+        "hot CRITICAL HARD after the reload",
+        Duration::from_secs(20),
+        || (problem(&agg, "hot")? == ("CRITICAL".into(), "HARD".into())).then_some(()),
+    );
     assert_eq!(
         problem(&agg, "temp"),
         Some(("CRITICAL".into(), "HARD".into()))
@@ -272,9 +282,11 @@ fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
     // The rule removed again: its problem is gone, nothing is reported.
     std::fs::write(&path, &original).unwrap();
     sighup(&agg);
-    wait_until("hot dropped after the reload", Duration::from_secs(20), || {
-        problem(&agg, "hot").is_none().then_some(())
-    });
+    wait_until(
+        "hot dropped after the reload",
+        Duration::from_secs(20),
+        || problem(&agg, "hot").is_none().then_some(()),
+    );
     assert_eq!(
         problem(&agg, "temp"),
         Some(("CRITICAL".into(), "HARD".into()))

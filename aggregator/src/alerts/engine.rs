@@ -752,9 +752,13 @@ fn host_flap_event(
         max_attempts: u32::from(max),
         value: percent,
         output: if kind == EventKind::FlapStart {
-            format!("{host} appears to have started flapping ({pct:.1}% change > {high:.1}% threshold)")
+            format!(
+                "{host} appears to have started flapping ({pct:.1}% change > {high:.1}% threshold)"
+            )
         } else {
-            format!("{host} appears to have stopped flapping ({pct:.1}% change < {low:.1}% threshold)")
+            format!(
+                "{host} appears to have stopped flapping ({pct:.1}% change < {low:.1}% threshold)"
+            )
         },
         handler: None,
     }

@@ -746,7 +746,10 @@ pub fn start(
                                      its {n} non-OK states are dropped (no recovery is reported)"
                                 );
                             }
-                            tracing::info!(rules = rules.len(), "reload: [alerts] and [[alert]] applied");
+                            tracing::info!(
+                                rules = rules.len(),
+                                "reload: [alerts] and [[alert]] applied"
+                            );
                             carry.services.extend(rows.services);
                         }
                         Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break true,

@@ -97,7 +97,10 @@ impl Followers {
             .filter_map(|(k, changed)| changed.then_some(k))
             .collect();
         for key in &restart {
-            tracing::warn!(key, "reload: {key} changed; it takes effect at the next restart");
+            tracing::warn!(
+                key,
+                "reload: {key} changed; it takes effect at the next restart"
+            );
         }
         cfg.enabled = running.enabled;
         cfg.database = running.database.clone();
@@ -129,7 +132,9 @@ impl Followers {
             self.nagios = new.nagios.clone();
             match self.start_nagios() {
                 Ok(()) => tracing::info!("reload: [nagios] applied"),
-                Err(e) => tracing::error!(error = %e, "reload: the Nagios sink did not start again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: the Nagios sink did not start again")
+                }
             }
         }
     }

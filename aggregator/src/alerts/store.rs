@@ -170,7 +170,9 @@ fn byte(v: i64) -> u8 {
 pub fn load(c: &Connection) -> Result<Loaded, StoreError> {
     let mut out = Loaded::default();
     let mut q = c
-        .prepare("SELECT cluster, host, up, hard, attempt, since, flapping, history FROM host_state")
+        .prepare(
+            "SELECT cluster, host, up, hard, attempt, since, flapping, history FROM host_state",
+        )
         .map_err(sql)?;
     let rows = q
         .query_map([], |r| {

@@ -649,12 +649,7 @@ fn a_reload_keeps_the_state_of_rules_that_stay_drops_removed_ones_and_starts_new
     // load: still CRITICAL HARD, nothing reported again; disk: SOFT 1.
     assert_eq!(kinds(&o), vec![(Alert, "CRITICAL".into(), Soft, 1)]);
     assert_eq!(o.batch.events[0].rule.as_deref(), Some("disk"));
-    let load = o
-        .health
-        .services
-        .iter()
-        .find(|s| s.rule == "load")
-        .unwrap();
+    let load = o.health.services.iter().find(|s| s.rule == "load").unwrap();
     assert_eq!(
         (load.state, load.state_type, load.attempt),
         (Status::Critical, Hard, 1)

@@ -483,24 +483,30 @@ impl Runner {
         let out = self.execute(h, &argv, ev).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (result, summary) = if out.shut_down {
-            (RunResult::Shutdown, format!(
-                "{}: stopped after {duration_ms} ms: {SHUTTING_DOWN}{}",
-                h.name,
-                out.signal
-                    .map(|s| format!(" (signal {s})"))
-                    .unwrap_or_default()
-            ))
+            (
+                RunResult::Shutdown,
+                format!(
+                    "{}: stopped after {duration_ms} ms: {SHUTTING_DOWN}{}",
+                    h.name,
+                    out.signal
+                        .map(|s| format!(" (signal {s})"))
+                        .unwrap_or_default()
+                ),
+            )
         } else if let Some(e) = &out.error {
             (RunResult::SpawnError, format!("{}: {e}", h.name))
         } else if out.timed_out {
-            (RunResult::TimedOut, format!(
-                "{}: timed out after {} s, killed{}",
-                h.name,
-                h.timeout_secs,
-                out.signal
-                    .map(|s| format!(" (signal {s})"))
-                    .unwrap_or_default()
-            ))
+            (
+                RunResult::TimedOut,
+                format!(
+                    "{}: timed out after {} s, killed{}",
+                    h.name,
+                    h.timeout_secs,
+                    out.signal
+                        .map(|s| format!(" (signal {s})"))
+                        .unwrap_or_default()
+                ),
+            )
         } else if let Some(s) = out.signal {
             (
                 RunResult::Failed,
@@ -793,7 +799,11 @@ impl DiagEvent for Refused<'_> {
         LogAs::PerKey(format!("refused {}", self.handler))
     }
     fn log(&self, _: &HandlerCounters) {
-        diag::line!(Self::LEVEL, "{} (logged once a minute per handler)", self.reason);
+        diag::line!(
+            Self::LEVEL,
+            "{} (logged once a minute per handler)",
+            self.reason
+        );
     }
 }
 
@@ -813,8 +823,12 @@ impl DiagEvent for Lagged {
         LogAs::PerKey("lagged".into())
     }
     fn log(&self, _: &HandlerCounters) {
-        diag::line!(Self::LEVEL, missed = self.missed,
-            "handler dispatcher fell behind the event stream; {} events ran no handler (logged once a minute)", self.missed);
+        diag::line!(
+            Self::LEVEL,
+            missed = self.missed,
+            "handler dispatcher fell behind the event stream; {} events ran no handler (logged once a minute)",
+            self.missed
+        );
     }
 }
 

@@ -320,7 +320,10 @@ async fn at_shutdown_a_running_handler_is_killed_and_recorded_and_a_waiting_one_
     alerts.record(sample_event(EventKind::HostDown, "web2"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !marker.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "handler never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handler never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sd.cancel();

@@ -119,13 +119,8 @@ impl Sender {
                 }
                 Err(e) => {
                     let dropped = (total - i) as u64;
-                    self.diag.emit(
-                        Unreachable {
-                            error: &e,
-                            dropped,
-                        },
-                        &COUNTERS,
-                    );
+                    self.diag
+                        .emit(Unreachable { error: &e, dropped }, &COUNTERS);
                     return;
                 }
             }
@@ -176,9 +171,12 @@ impl Event for Refused<'_> {
     }
     fn log(&self, _: &Counters) {
         let text = String::from_utf8_lossy(self.body);
-        diag::line!(Self::LEVEL, status = self.status,
+        diag::line!(
+            Self::LEVEL,
+            status = self.status,
             "Icinga 2 refused a check result: {} (logged once a minute)",
-            text.chars().take(300).collect::<String>());
+            text.chars().take(300).collect::<String>()
+        );
     }
 }
 
@@ -199,9 +197,12 @@ impl Event for Unreachable<'_> {
         LogAs::PerKey("connect")
     }
     fn log(&self, _: &Counters) {
-        diag::line!(Self::LEVEL,
+        diag::line!(
+            Self::LEVEL,
             "Icinga 2 API: {}; {} results dropped, sent again every nagios.resend_secs (logged once a minute)",
-            self.error, self.dropped);
+            self.error,
+            self.dropped
+        );
     }
 }
 
