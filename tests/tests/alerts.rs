@@ -293,3 +293,45 @@ fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
     );
     assert!(events(&agg, "kind=recovery").is_empty());
 }
+
+#[test]
+fn a_handler_still_running_at_shutdown_is_stopped_and_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let rrds = root.path().join("rrds");
+    let marker = root.path().join("handler-started");
+    // Ignores SIGTERM (as does its sleep): only the SIGKILL after its grace ends it.
+    let handler = format!(
+        "[[handler]]\nname = \"slow\"\non = [\"alert\"]\nkill_grace_secs = 1\ntimeout_secs = 120\n\
+         argv = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo started; : > {}; sleep 100\"]\n",
+        marker.display()
+    );
+    let config = format!("{ALERTS}{handler}");
+    let mut agg = Aggregator::start_at(&rrds, "alertclust", "reverse_dns = false\n", &config);
+    let sender = Sender::start(&agg);
+    wait_until("node5 is known", Duration::from_secs(20), || {
+        (json(&agg, "/api/alerts")["warming_up"] == false).then_some(())
+    });
+    sender.set(95);
+    wait_until("the handler runs", Duration::from_secs(20), || {
+        marker.exists().then_some(())
+    });
+    drop(sender);
+    let code = agg.guard.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "clean exit within the bound:\n{}", agg.log());
+    drop(agg);
+
+    // The run was recorded before the store closed.
+    let agg = Aggregator::start_at(&rrds, "alertclust", "reverse_dns = false\n", &config);
+    let runs = events(&agg, "kind=handler_run");
+    let stopped: Vec<&Value> = runs
+        .iter()
+        .filter(|e| e["handler"]["error"] == "aggregator shutting down")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{runs:?}");
+    let run = &stopped[0]["handler"];
+    assert_eq!(run["stdout"], "started\n", "{run}");
+    assert_eq!(
+        run["signal"], 9,
+        "SIGTERM was ignored, SIGKILL ended it: {run}"
+    );
+}
