@@ -292,6 +292,13 @@ fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
         Some(("CRITICAL".into(), "HARD".into()))
     );
     assert!(events(&agg, "kind=recovery").is_empty());
+    let reloads = |r: &str| {
+        ganglion_tests::metrics_value(
+            agg.http,
+            &format!("ganglion_alerts_reloads_total{{result=\"{r}\"}}"),
+        )
+    };
+    assert_eq!((reloads("applied"), reloads("invalid")), (2, 1));
 }
 
 #[test]

@@ -354,6 +354,10 @@ pub struct Stats {
     pub last_evaluation_micros: AtomicU64,
     /// Messages waiting for the store thread.
     pub queued: AtomicU64,
+    /// SIGHUP reloads applied.
+    pub reloads_applied: AtomicU64,
+    /// SIGHUP reloads refused (the file did not read or validate).
+    pub reloads_invalid: AtomicU64,
     pub(crate) db_error_log: LogLimiter<()>,
     pub(crate) drop_log: LogLimiter<()>,
 }
@@ -371,6 +375,8 @@ impl Default for Stats {
             evaluation_micros: AtomicU64::new(0),
             last_evaluation_micros: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            reloads_applied: AtomicU64::new(0),
+            reloads_invalid: AtomicU64::new(0),
             db_error_log: LogLimiter::new(Duration::from_secs(60)),
             drop_log: LogLimiter::new(Duration::from_secs(60)),
         }
@@ -603,6 +609,15 @@ impl Alerts {
                 ("queue_full", g(&s.dropped_queue_full)),
                 ("database_error", g(&s.dropped_db_error)),
                 ("closed", g(&s.dropped_closed)),
+            ],
+        ));
+        labelled.push((
+            "ganglion_alerts_reloads_total",
+            "SIGHUP reloads of [[alert]], [alerts], [[handler]] and [nagios] (invalid = refused, the running configuration kept)",
+            "result",
+            vec![
+                ("applied", g(&s.reloads_applied)),
+                ("invalid", g(&s.reloads_invalid)),
             ],
         ));
         let h = self.health();

@@ -22,10 +22,11 @@
 //! Other sections are not this module's: they keep their running values
 //! (other modules reload what they own on the same signal).
 
-use super::Alerts;
+use super::{Alerts, Stats};
 use crate::config::Config;
 use crate::config::alerts::{AlertRule, AlertsConfig};
 use crate::config::nagios::{HandlerConfig, HandlersConfig, NagiosConfig};
+use crate::diag::{self, Event, Level, LogAs};
 use crate::state::State;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -183,13 +184,16 @@ pub fn start(
                         }
                         let p = path.clone();
                         match tokio::task::spawn_blocking(move || Config::load(&p)).await {
-                            Ok(Ok(new)) => f.apply(new).await,
-                            Ok(Err(e)) => tracing::error!(
-                                file = %path.display(),
-                                error = %e,
-                                "reload: the configuration is not valid; [[alert]], [alerts], [[handler]] and [nagios] keep their running values"
-                            ),
-                            Err(e) => tracing::error!(error = %e, "reload: reading the configuration failed"),
+                            Ok(Ok(new)) => {
+                                f.apply(new).await;
+                                diag::emit_rare(Reloaded { file: &path }, f.alerts.stats());
+                            }
+                            Ok(Err(e)) => {
+                                diag::emit_rare(ReloadInvalid { file: &path, error: &e }, f.alerts.stats());
+                            }
+                            Err(e) => {
+                                diag::emit_rare(ReloadInvalid { file: &path, error: &e }, f.alerts.stats());
+                            }
                         }
                     }
                 }
@@ -206,4 +210,50 @@ pub fn start(
         }
     });
     Ok(())
+}
+
+// Internal events of the reload (rare by nature: one per SIGHUP), counted in
+// `ganglion_alerts_reloads_total{result}`.
+
+/// The file was read, validated and applied.
+struct Reloaded<'a> {
+    file: &'a std::path::Path,
+}
+
+impl Event for Reloaded<'_> {
+    type Counters = Stats;
+    type Key = ();
+    const LEVEL: Level = Level::INFO;
+    fn count(&self, c: &Stats) {
+        diag::inc(&c.reloads_applied);
+    }
+    fn log_as(&self) -> LogAs<()> {
+        LogAs::Always
+    }
+    fn log(&self, _: &Stats) {
+        diag::line!(Self::LEVEL, file = %self.file.display(),
+            "reload: [[alert]], [alerts], [[handler]] and [nagios] read again");
+    }
+}
+
+/// The file did not read or validate: nothing changed.
+struct ReloadInvalid<'a> {
+    file: &'a std::path::Path,
+    error: &'a dyn std::fmt::Display,
+}
+
+impl Event for ReloadInvalid<'_> {
+    type Counters = Stats;
+    type Key = ();
+    const LEVEL: Level = Level::ERROR;
+    fn count(&self, c: &Stats) {
+        diag::inc(&c.reloads_invalid);
+    }
+    fn log_as(&self) -> LogAs<()> {
+        LogAs::Always
+    }
+    fn log(&self, _: &Stats) {
+        diag::line!(Self::LEVEL, file = %self.file.display(), error = %self.error,
+            "reload: the configuration is not valid; [[alert]], [alerts], [[handler]] and [nagios] keep their running values");
+    }
 }
