@@ -42,7 +42,8 @@ struct Followers {
     handlers: (Vec<HandlerConfig>, HandlersConfig),
     handlers_stop: CancellationToken,
     handlers_task: Option<JoinHandle<()>>,
-    nagios: NagiosConfig,
+    /// `[nagios]` and the rules the running sinks were started with.
+    nagios: (NagiosConfig, Vec<AlertRule>),
     nagios_stop: CancellationToken,
     nagios_task: Option<JoinHandle<()>>,
 }
@@ -68,16 +69,21 @@ impl Followers {
         );
     }
 
-    fn start_nagios(&mut self) -> anyhow::Result<()> {
-        self.nagios_stop = self.shutdown.child_token();
-        self.nagios_task = crate::nagios::start(
-            &self.nagios,
-            self.engine.1.clone(),
+    /// Starts sinks for `cfg` and `rules`: their stop token and task.
+    fn start_nagios(
+        &self,
+        cfg: &NagiosConfig,
+        rules: Vec<AlertRule>,
+    ) -> anyhow::Result<(CancellationToken, Option<JoinHandle<()>>)> {
+        let stop = self.shutdown.child_token();
+        let task = crate::nagios::start(
+            cfg,
+            rules,
             self.state.clone(),
             self.alerts.clone(),
-            self.nagios_stop.clone(),
+            stop.clone(),
         )?;
-        Ok(())
+        Ok((stop, task))
     }
 
     /// Applies `new` (already validated).
@@ -125,17 +131,23 @@ impl Followers {
                 "reload: [[handler]] and [handlers] applied"
             );
         }
-        if new.nagios != self.nagios || rules_changed {
-            self.nagios_stop.cancel();
-            if let Some(t) = self.nagios_task.take() {
-                let _ = t.await;
-            }
-            self.nagios = new.nagios.clone();
-            match self.start_nagios() {
-                Ok(()) => tracing::info!("reload: [nagios] applied"),
-                Err(e) => {
-                    tracing::error!(error = %e, "reload: the Nagios sink did not start again")
+        if (&new.nagios, &new.alert) != (&self.nagios.0, &self.nagios.1) {
+            // The new sinks first: when they cannot start (say, an
+            // unreadable password file) the running ones stay.
+            match self.start_nagios(&new.nagios, new.alert.clone()) {
+                Ok((stop, task)) => {
+                    self.nagios_stop.cancel();
+                    if let Some(t) = self.nagios_task.take() {
+                        let _ = t.await;
+                    }
+                    (self.nagios_stop, self.nagios_task) = (stop, task);
+                    self.nagios = (new.nagios.clone(), new.alert.clone());
+                    tracing::info!("reload: [nagios] applied");
                 }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "reload: the new [nagios] sinks cannot start; the running ones stay"
+                ),
             }
         }
     }
@@ -159,12 +171,12 @@ pub fn start(
         handlers: (config.handler.clone(), config.handlers.clone()),
         handlers_stop: CancellationToken::new(),
         handlers_task: None,
-        nagios: config.nagios.clone(),
+        nagios: (config.nagios.clone(), config.alert.clone()),
         nagios_stop: CancellationToken::new(),
         nagios_task: None,
     };
     f.start_handlers();
-    f.start_nagios()?;
+    (f.nagios_stop, f.nagios_task) = f.start_nagios(&config.nagios, config.alert.clone())?;
     let path: Option<PathBuf> = config.source.clone();
     use tokio::signal::unix::{SignalKind, signal};
     // Installed now, so a SIGHUP right after start is not the default
