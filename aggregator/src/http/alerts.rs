@@ -319,6 +319,8 @@ mod tests {
         let (s, v) = get(&r, "/api/alerts").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["counts"]["down"], 0);
+        assert_eq!(v["counts"]["flapping"], 0);
+        assert!(v["hosts_flapping"].as_array().unwrap().is_empty());
         assert!(v["problems"].as_array().unwrap().is_empty());
         shutdown.cancel();
         for t in threads {
