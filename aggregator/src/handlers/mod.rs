@@ -329,7 +329,13 @@ pub fn start_with_stop(
                     for i in 0..runner.handlers.len() {
                         if runner.handlers[i].matches(&ev) {
                             let (r, ev) = (runner.clone(), ev.clone());
-                            tokio::spawn(async move { r.run(i, &ev).await });
+                            // Taken before the task starts: until this run
+                            // is recorded, the store stays open at shutdown.
+                            let going = r.alerts.run_guard();
+                            tokio::spawn(async move {
+                                r.run(i, &ev).await;
+                                drop(going);
+                            });
                         }
                     }
                 }
@@ -369,8 +375,6 @@ impl Capture {
 
 impl Runner {
     async fn run(&self, i: usize, ev: &Event) {
-        // Until this run is recorded, the store stays open at shutdown.
-        let _going = self.alerts.run_guard();
         let h = &self.handlers[i].cfg;
         let target: Target = (i, ev.cluster.clone(), ev.host.clone().unwrap_or_default());
         let who = format!(
