@@ -8,8 +8,8 @@
 "use strict";
 
 window.Alerts = (() => {
-  const STATE_COLORS = { DOWN: "#dc2626", CRITICAL: "#dc2626", WARNING: "#f59e0b", UNKNOWN: "#9333ea", UP: "#16a34a", OK: "#16a34a" };
-  const RANK = { OK: 0, UP: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3, DOWN: 4 };
+  const STATE_COLORS = { DOWN: "#dc2626", CRITICAL: "#dc2626", WARNING: "#f59e0b", UNKNOWN: "#9333ea", UP: "#16a34a", OK: "#16a34a", FLAPPING: "#ea580c" };
+  const RANK = { OK: 0, UP: 0, FLAPPING: 1, UNKNOWN: 1, WARNING: 2, CRITICAL: 3, DOWN: 4 };
   let last = null;
 
   (function style() {
@@ -63,6 +63,7 @@ window.Alerts = (() => {
     box.replaceChildren(...[
       badge("down", c.down, STATE_COLORS.DOWN), badge("critical", c.critical, STATE_COLORS.CRITICAL),
       badge("warning", c.warning, STATE_COLORS.WARNING), badge("unknown", c.unknown, STATE_COLORS.UNKNOWN),
+      c.flapping ? badge("flapping", c.flapping, STATE_COLORS.FLAPPING) : null,
       a.incidents && a.incidents.length ? badge("incidents", a.incidents.length, STATE_COLORS.CRITICAL) : null,
       a.warming_up ? el("span", { class: "b" }, "warming up") : null].filter(Boolean));
   }
@@ -71,7 +72,12 @@ window.Alerts = (() => {
     const rows = [];
     for (const h of a.hosts_down || []) {
       if (filter && !filter(h.cluster, h.host)) continue;
-      rows.push({ cluster: h.cluster, host: h.host, what: "host", state: "DOWN", type: h.state_type, attempt: `${h.attempt}/${h.max_attempts}`, since: h.since, output: h.output });
+      rows.push({ cluster: h.cluster, host: h.host, what: "host", state: "DOWN", type: h.state_type, attempt: `${h.attempt}/${h.max_attempts}`, since: h.since, output: h.output + (h.flapping ? " · flapping" : "") });
+    }
+    // Hosts that flap while UP (the DOWN ones are listed above).
+    for (const h of a.hosts_flapping || []) {
+      if (!h.up || (filter && !filter(h.cluster, h.host))) continue;
+      rows.push({ cluster: h.cluster, host: h.host, what: "host", state: "FLAPPING", type: h.state_type, attempt: `${h.attempt}/${h.max_attempts}`, since: h.since, output: "host flapping: it keeps going DOWN and coming back" });
     }
     for (const p of a.problems || []) {
       if (filter && !filter(p.cluster, p.host)) continue;

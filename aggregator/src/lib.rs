@@ -367,25 +367,9 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     };
     // [[handler]] and [nagios] follow the engine's events (validate made
     // sure the engine runs when either is configured).
+    // SIGHUP reloads them and the rules (alerts::reload).
     if let Some(a) = &alerts {
-        let h = handlers::start(
-            &config.handler,
-            &config.handlers,
-            a.clone(),
-            shutdown.clone(),
-        );
-        let n = nagios::start(
-            &config.nagios,
-            config.alert.clone(),
-            state.clone(),
-            a.clone(),
-            shutdown.clone(),
-        )?;
-        for t in [h, n].into_iter().flatten() {
-            tasks.spawn(async move {
-                let _ = t.await;
-            });
-        }
+        alerts::reload::start(&config, a, state.clone(), shutdown.clone(), &mut tasks)?;
     }
     let forwards = forward::start(&config, &state, &shutdown, &mut tasks)?;
     let http_addr = if config.http.listen.is_empty() {

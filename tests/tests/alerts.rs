@@ -187,3 +187,158 @@ fn thresholds_give_hard_states_and_a_silent_host_goes_down() {
         "no duplicate events"
     );
 }
+
+fn sighup(agg: &Aggregator) {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &agg.guard.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -HUP failed");
+}
+
+fn problem(agg: &Aggregator, rule: &str) -> Option<(String, String)> {
+    let v = json(agg, "/api/alerts?host=node5");
+    let p = v["problems"]
+        .as_array()?
+        .iter()
+        .find(|p| p["rule"] == rule)?
+        .clone();
+    Some((
+        p["state"].as_str()?.to_string(),
+        p["state_type"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn sighup_adds_a_rule_and_keeps_the_hard_state_of_the_others() {
+    let agg = Aggregator::start("alertclust", ALERTS);
+    let sender = Sender::start(&agg);
+    wait_until("node5 is known and OK", Duration::from_secs(20), || {
+        let v = json(&agg, "/api/alerts");
+        (v["warming_up"] == false && v["counts"]["warning"] == 0).then_some(())
+    });
+    sender.set(95);
+    wait_until("temp CRITICAL HARD", Duration::from_secs(20), || {
+        (problem(&agg, "temp")? == ("CRITICAL".into(), "HARD".into())).then_some(())
+    });
+    let temp_events = events(&agg, "rule=temp&kind=alert").len();
+    let path = agg.dir.path().join("aggregator.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // A file that does not validate: logged with the key, nothing changes.
+    std::fs::write(
+        &path,
+        format!(
+            "{original}[[alert]]\nname = \"broken\"\nmetric = \"temp_c\"\nwarning = \"nonsense\"\n"
+        ),
+    )
+    .unwrap();
+    sighup(&agg);
+    wait_until(
+        "the refused reload is logged",
+        Duration::from_secs(10),
+        || {
+            agg.log()
+                .contains("alert[\"broken\"].warning")
+                .then_some(())
+        },
+    );
+
+    // A new rule: evaluated from the next pass, starting OK (SOFT 1, then
+    // HARD at attempt 2); the old rule keeps its HARD state, no new event.
+    std::fs::write(
+        &path,
+        format!("{original}[[alert]]\nname = \"hot\"\nmetric = \"temp_c\"\ncritical = \"90\"\n"),
+    )
+    .unwrap();
+    sighup(&agg);
+    wait_until(
+        "hot CRITICAL HARD after the reload",
+        Duration::from_secs(20),
+        || (problem(&agg, "hot")? == ("CRITICAL".into(), "HARD".into())).then_some(()),
+    );
+    assert_eq!(
+        problem(&agg, "temp"),
+        Some(("CRITICAL".into(), "HARD".into()))
+    );
+    let hot: Vec<(String, u64)> = events(&agg, "rule=hot&kind=alert")
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["state_type"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(hot, vec![("SOFT".into(), 1), ("HARD".into(), 2)]);
+    assert_eq!(
+        events(&agg, "rule=temp&kind=alert").len(),
+        temp_events,
+        "the kept rule reported nothing again"
+    );
+    assert!(events(&agg, "kind=recovery").is_empty());
+
+    // The rule removed again: its problem is gone, nothing is reported.
+    std::fs::write(&path, &original).unwrap();
+    sighup(&agg);
+    wait_until(
+        "hot dropped after the reload",
+        Duration::from_secs(20),
+        || problem(&agg, "hot").is_none().then_some(()),
+    );
+    assert_eq!(
+        problem(&agg, "temp"),
+        Some(("CRITICAL".into(), "HARD".into()))
+    );
+    assert!(events(&agg, "kind=recovery").is_empty());
+    let reloads = |r: &str| {
+        ganglion_tests::metrics_value(
+            agg.http,
+            &format!("ganglion_alerts_reloads_total{{result=\"{r}\"}}"),
+        )
+    };
+    assert_eq!((reloads("applied"), reloads("invalid")), (2, 1));
+}
+
+#[test]
+fn a_handler_still_running_at_shutdown_is_stopped_and_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let rrds = root.path().join("rrds");
+    let marker = root.path().join("handler-started");
+    // Ignores SIGTERM (as does its sleep): only the SIGKILL after its grace ends it.
+    let handler = format!(
+        "[[handler]]\nname = \"slow\"\non = [\"alert\"]\nkill_grace_secs = 1\ntimeout_secs = 120\n\
+         argv = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo started; : > {}; sleep 100\"]\n",
+        marker.display()
+    );
+    let config = format!("{ALERTS}{handler}");
+    let mut agg = Aggregator::start_at(&rrds, "alertclust", "reverse_dns = false\n", &config);
+    let sender = Sender::start(&agg);
+    wait_until("node5 is known", Duration::from_secs(20), || {
+        (json(&agg, "/api/alerts")["warming_up"] == false).then_some(())
+    });
+    sender.set(95);
+    wait_until("the handler runs", Duration::from_secs(20), || {
+        marker.exists().then_some(())
+    });
+    drop(sender);
+    let code = agg.guard.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "clean exit within the bound:\n{}", agg.log());
+    drop(agg);
+
+    // The run was recorded before the store closed.
+    let agg = Aggregator::start_at(&rrds, "alertclust", "reverse_dns = false\n", &config);
+    let runs = events(&agg, "kind=handler_run");
+    let stopped: Vec<&Value> = runs
+        .iter()
+        .filter(|e| e["handler"]["error"] == "aggregator shutting down")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{runs:?}");
+    let run = &stopped[0]["handler"];
+    assert_eq!(run["stdout"], "started\n", "{run}");
+    assert_eq!(
+        run["signal"], 9,
+        "SIGTERM was ignored, SIGKILL ended it: {run}"
+    );
+}

@@ -278,6 +278,89 @@ impl Engine {
         stale
     }
 
+    /// Applies a new `[alerts]` and `[[alert]]` (SIGHUP). A rule is known by
+    /// its name: a rule that stays keeps every target's state, attempt and
+    /// flap history (also when its ranges or attempts changed, as Nagios'
+    /// retention keeps a service's state across a reload); a target its new
+    /// globs no longer match, and every target of a removed rule, is dropped
+    /// (the returned batch deletes their rows; no event: nothing recovered);
+    /// a new rule starts OK/HARD/1. Host states, incidents and warm-up are
+    /// untouched. Returns the rows to delete and how many problem states
+    /// (not OK/HARD/1) were dropped, by rule.
+    pub fn reload(
+        &mut self,
+        cfg: AlertsConfig,
+        rules: &[AlertRule],
+    ) -> (Batch, std::collections::BTreeMap<String, usize>) {
+        let old_rules = std::mem::take(&mut self.rules);
+        let old_clusters = std::mem::take(&mut self.clusters);
+        self.rules = rules
+            .iter()
+            .take(usize::from(u16::MAX))
+            .map(|r| Rule::compile(r, cfg.max_check_attempts))
+            .collect();
+        self.by_name = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i as u16))
+            .collect();
+        self.cfg = cfg;
+        let mut batch = Batch::default();
+        let mut dropped = std::collections::BTreeMap::<String, usize>::new();
+        let mut drop_state = |rule: &str, cluster: &str, host: &str, s: &SvcState| {
+            if !s.is_quiet() {
+                *dropped.entry(rule.to_string()).or_default() += 1;
+                batch
+                    .services
+                    .push((rule.to_string(), cluster.into(), host.into(), None));
+            }
+        };
+        for (name, old) in old_clusters {
+            let rules = &self.rules;
+            let slot = cluster_slot(rules, &mut self.clusters, &name);
+            slot.incident = old.incident;
+            slot.seen = old.seen;
+            for ocr in old.cluster_rules {
+                let rn = &old_rules[usize::from(ocr.rule)].name;
+                match slot
+                    .cluster_rules
+                    .iter_mut()
+                    .find(|s| rules[usize::from(s.rule)].name == *rn)
+                {
+                    Some(n) => {
+                        n.state = ocr.state;
+                        n.value = ocr.value;
+                    }
+                    None => drop_state(rn, &name, "", &ocr.state),
+                }
+            }
+            for (hname, ohs) in old.hosts {
+                let mut hs = Self::new_host(rules, slot, &hname);
+                hs.state = ohs.state;
+                hs.seen = ohs.seen;
+                hs.heard = ohs.heard;
+                hs.first_heard = ohs.first_heard;
+                hs.tn = ohs.tn;
+                hs.tmax = ohs.tmax;
+                hs.stored = ohs.stored;
+                for (ori, st) in ohs.services {
+                    let rn = &old_rules[usize::from(ori)].name;
+                    match hs
+                        .services
+                        .iter_mut()
+                        .find(|(i, _)| rules[usize::from(*i)].name == *rn)
+                    {
+                        Some((_, s)) => *s = st,
+                        None => drop_state(rn, &name, &hname, &st),
+                    }
+                }
+                slot.hosts.insert(hname, hs);
+            }
+        }
+        (batch, dropped)
+    }
+
     /// True within `warmup_secs` of start.
     pub fn warming_up(&self, now: i64) -> bool {
         now < self.started + i64::from(self.cfg.warmup_secs)
@@ -357,8 +440,14 @@ impl Engine {
                     continue;
                 }
                 let before = hs.state;
-                if let Some(ch) = hs.state.step(!down, host_max, now) {
+                let o = hs.state.check(!down, host_max, now, flap);
+                if let Some(ch) = o.change {
                     pending.push(host_event(&c.name, &h.name, ch, host_max, h.tn, now));
+                }
+                if let Some(k) = o.flap {
+                    batch.events.push(host_flap_event(
+                        &c.name, &h.name, &hs.state, k, o.percent, flap, host_max, now,
+                    ));
                 }
                 if hs.state != before || !hs.stored {
                     hs.stored = true;
@@ -380,6 +469,7 @@ impl Engine {
                 warming,
                 host_max,
                 now,
+                flap,
             };
             unseen_hosts(&ctx, &c.name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
@@ -410,6 +500,7 @@ impl Engine {
                 warming,
                 host_max,
                 now,
+                flap,
             };
             unseen_hosts(&ctx, name, slot, &mut pending, &mut batch, &mut health);
             if !warming {
@@ -432,6 +523,7 @@ struct Pass<'a> {
     warming: bool,
     host_max: u8,
     now: i64,
+    flap: Option<FlapParams>,
 }
 
 /// Hosts of `slot` the snapshot does not have this pass: forgotten when they
@@ -457,8 +549,21 @@ fn unseen_hosts(
         }
         if !ctx.warming {
             let before = hs.state;
-            if let Some(ch) = hs.state.step(false, ctx.host_max, ctx.now) {
+            let o = hs.state.check(false, ctx.host_max, ctx.now, ctx.flap);
+            if let Some(ch) = o.change {
                 pending.push(host_event(cluster, name, ch, ctx.host_max, 0, ctx.now));
+            }
+            if let Some(k) = o.flap {
+                batch.events.push(host_flap_event(
+                    cluster,
+                    name,
+                    &hs.state,
+                    k,
+                    o.percent,
+                    ctx.flap,
+                    ctx.host_max,
+                    ctx.now,
+                ));
             }
             if hs.state != before {
                 batch
@@ -616,6 +721,46 @@ fn storm(
                     .push((cluster.to_string(), Some((inc.since, down, total))));
             }
         }
+    }
+}
+
+/// A host's `flap_start`/`flap_stop` (Nagios' host wording uses `>`/`<`).
+#[allow(clippy::too_many_arguments)]
+fn host_flap_event(
+    cluster: &str,
+    host: &str,
+    s: &HostState,
+    kind: EventKind,
+    percent: Option<f64>,
+    flap: Option<FlapParams>,
+    max: u8,
+    now: i64,
+) -> Event {
+    let pct = percent.unwrap_or(0.0);
+    let (high, low) = flap.map_or((0.0, 0.0), |p| (p.high, p.low));
+    Event {
+        id: 0,
+        time: now,
+        kind,
+        cluster: cluster.into(),
+        host: Some(host.into()),
+        rule: None,
+        metric: None,
+        state: if s.up { "UP" } else { "DOWN" }.into(),
+        state_type: s.state_type(),
+        attempt: u32::from(s.attempt),
+        max_attempts: u32::from(max),
+        value: percent,
+        output: if kind == EventKind::FlapStart {
+            format!(
+                "{host} appears to have started flapping ({pct:.1}% change > {high:.1}% threshold)"
+            )
+        } else {
+            format!(
+                "{host} appears to have stopped flapping ({pct:.1}% change < {low:.1}% threshold)"
+            )
+        },
+        handler: None,
     }
 }
 
@@ -996,6 +1141,7 @@ fn push_service_health(
         since: s.since,
         tn: hs.tn,
         tmax: hs.tmax,
+        flapping: s.flapping,
         output: if s.up {
             String::new()
         } else if h.is_some() {

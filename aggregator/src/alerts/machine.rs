@@ -17,6 +17,8 @@
 //! 0.75 + (k − 1)·0.5/19; percent = 100 · Σweights / 20. Flapping starts at
 //! ≥ high and stops at ≤ low. The history lives in 42 bits of a `u64`
 //! (2 bits a state, newest lowest), so a service's whole state is 24 bytes.
+//! Hosts use the same history and weights, recording every check (UP 0,
+//! DOWN 1), as Nagios records every actual host check.
 
 use super::{EventKind, StateType};
 use ganglion_proto::range::Status;
@@ -163,27 +165,46 @@ impl SvcState {
             record = true;
         }
         if record {
-            let before = self.history;
-            self.history = ((self.history << 2) | u64::from(self.state.code())) & HISTORY_MASK;
-            if let Some(p) = flap {
-                // An unchanged uniform history changes nothing: skip the sum.
-                let pct = if before == self.history && transitions(before) == 0 {
-                    0.0
-                } else {
-                    percent_state_change(self.history)
-                };
-                out.percent = Some(pct);
-                if !self.flapping && pct >= p.high {
-                    self.flapping = true;
-                    out.flap = Some(EventKind::FlapStart);
-                } else if self.flapping && pct <= p.low {
-                    self.flapping = false;
-                    out.flap = Some(EventKind::FlapStop);
-                }
-            }
+            (out.percent, out.flap) = record_state(
+                &mut self.history,
+                &mut self.flapping,
+                self.state.code(),
+                flap,
+            );
         }
         out
     }
+}
+
+/// Adds state `code` to a flap history and applies the thresholds: the
+/// percent state change (when flap detection is on) and `FlapStart` or
+/// `FlapStop` when the flag changed.
+fn record_state(
+    history: &mut u64,
+    flapping: &mut bool,
+    code: u8,
+    flap: Option<FlapParams>,
+) -> (Option<f64>, Option<EventKind>) {
+    let before = *history;
+    *history = ((before << 2) | u64::from(code & 3)) & HISTORY_MASK;
+    let Some(p) = flap else {
+        return (None, None);
+    };
+    // An unchanged uniform history changes nothing: skip the sum.
+    let pct = if before == *history && transitions(before) == 0 {
+        0.0
+    } else {
+        percent_state_change(*history)
+    };
+    let mut change = None;
+    if !*flapping && pct >= p.high {
+        *flapping = true;
+        change = Some(EventKind::FlapStart);
+    } else if *flapping && pct <= p.low {
+        *flapping = false;
+        change = Some(EventKind::FlapStop);
+    }
+    (Some(pct), change)
 }
 
 /// Bit pairs that differ from their older neighbour (20 transitions).
@@ -221,6 +242,10 @@ pub struct HostState {
     pub attempt: u8,
     /// When the state last changed.
     pub since: i64,
+    /// Flap detection says it flaps.
+    pub flapping: bool,
+    /// The last 21 checks (UP 0, DOWN 1), 2 bits each, newest lowest.
+    pub history: u64,
 }
 
 impl Default for HostState {
@@ -230,6 +255,8 @@ impl Default for HostState {
             hard: true,
             attempt: 1,
             since: 0,
+            flapping: false,
+            history: 0,
         }
     }
 }
@@ -241,6 +268,20 @@ impl HostState {
             StateType::Hard
         } else {
             StateType::Soft
+        }
+    }
+
+    /// Applies one liveness result ([`HostState::step`]) and records it in
+    /// the flap history (every check counts, as Nagios counts every host
+    /// check): `change` as `step` says, `flap`/`percent` as for services.
+    pub fn check(&mut self, up: bool, max: u8, now: i64, flap: Option<FlapParams>) -> Outcome {
+        let change = self.step(up, max, now);
+        let (percent, flap) =
+            record_state(&mut self.history, &mut self.flapping, u8::from(!up), flap);
+        Outcome {
+            change,
+            flap,
+            percent,
         }
     }
 
@@ -264,6 +305,7 @@ impl HostState {
                     hard: max <= 1,
                     attempt: 1,
                     since: now,
+                    ..*self
                 };
                 self.hard.then(|| hard_change(EventKind::HostDown, 1))
             }
@@ -279,6 +321,8 @@ impl HostState {
                 let attempt = self.attempt;
                 *self = HostState {
                     since: now,
+                    flapping: self.flapping,
+                    history: self.history,
                     ..HostState::default()
                 };
                 was_hard.then(|| hard_change(EventKind::HostUp, attempt))
@@ -448,18 +492,53 @@ mod tests {
         assert_eq!(h.step(false, 3, 55), None);
         let c = h.step(true, 3, 70).unwrap();
         assert_eq!(c.kind, EventKind::HostUp);
-        assert_eq!(
-            h,
-            HostState {
-                since: 70,
-                ..HostState::default()
-            }
-        );
+        assert_eq!((h.up, h.hard, h.attempt, h.since), (true, true, 1, 70));
         // A soft DOWN that comes back is silent.
         assert_eq!(h.step(false, 3, 80), None);
         assert_eq!(h.step(true, 3, 90), None);
         // max 1: HARD at once.
         let c = h.step(false, 1, 100).unwrap();
         assert_eq!((c.kind, c.attempt), (EventKind::HostDown, 1));
+    }
+
+    #[test]
+    fn a_host_flaps_with_the_services_weights_counting_every_check() {
+        let p = Some(FlapParams {
+            low: 5.0,
+            high: 20.0,
+        });
+        let mut h = HostState::default();
+        // Alternating checks with max 3: the host never gets HARD DOWN, yet
+        // every check is recorded, so it flaps on the 4th change as a
+        // service does (6.25, 12.37, 18.36, 24.21).
+        let mut seen = Vec::new();
+        for (i, up) in [false, true, false, true].into_iter().enumerate() {
+            let o = h.check(up, 3, i as i64, p);
+            assert_eq!(o.change, None, "soft DOWNs are not announced");
+            seen.push((o.percent.unwrap() * 100.0).round() / 100.0);
+            assert_eq!(o.flap.is_some(), i == 3);
+        }
+        assert_eq!(seen, vec![6.25, 12.37, 18.36, 24.21]);
+        assert!(h.flapping);
+        // Flapping survives the state changes and stops after a quiet spell.
+        let mut stopped = None;
+        for i in 0..21 {
+            let o = h.check(true, 3, 10 + i, p);
+            if o.flap == Some(EventKind::FlapStop) {
+                stopped = Some(o.percent.unwrap());
+                break;
+            }
+            assert!(h.flapping);
+        }
+        assert!(stopped.expect("stops within 21 UP checks") <= 5.0);
+        assert!(!h.flapping);
+        // Off: recorded, never flapping.
+        let mut h = HostState::default();
+        for up in [false, true, false, true, false, true] {
+            let o = h.check(up, 1, 0, None);
+            assert_eq!((o.flap, o.percent), (None, None));
+        }
+        assert!(!h.flapping);
+        assert!(percent_state_change(h.history) > 20.0);
     }
 }

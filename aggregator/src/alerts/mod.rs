@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod machine;
+pub mod reload;
 pub mod store;
 
 use crate::config::alerts::{AlertRule, AlertsConfig};
@@ -76,9 +77,9 @@ pub enum EventKind {
     Alert,
     /// A rule's target went back to OK.
     Recovery,
-    /// A rule's target started flapping.
+    /// A host or a rule's target started flapping.
     FlapStart,
-    /// A rule's target stopped flapping.
+    /// A host or a rule's target stopped flapping.
     FlapStop,
     /// Storm control: a share of a cluster's hosts went DOWN together (one
     /// event instead of one per host). Cluster rules (`aggregate`) report
@@ -236,6 +237,8 @@ pub struct HostHealth {
     pub tn: u64,
     /// The host's TMAX.
     pub tmax: u64,
+    /// Flap detection says it flaps (every check counts, as for Nagios hosts).
+    pub flapping: bool,
     /// Plugin-style text while not UP (`not heard for 95 s`); empty while UP
     /// (no text is formatted for the thousands of healthy hosts each pass).
     pub output: String,
@@ -351,6 +354,10 @@ pub struct Stats {
     pub last_evaluation_micros: AtomicU64,
     /// Messages waiting for the store thread.
     pub queued: AtomicU64,
+    /// SIGHUP reloads applied.
+    pub reloads_applied: AtomicU64,
+    /// SIGHUP reloads refused (the file did not read or validate).
+    pub reloads_invalid: AtomicU64,
     pub(crate) db_error_log: LogLimiter<()>,
     pub(crate) drop_log: LogLimiter<()>,
 }
@@ -368,6 +375,8 @@ impl Default for Stats {
             evaluation_micros: AtomicU64::new(0),
             last_evaluation_micros: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            reloads_applied: AtomicU64::new(0),
+            reloads_invalid: AtomicU64::new(0),
             db_error_log: LogLimiter::new(Duration::from_secs(60)),
             drop_log: LogLimiter::new(Duration::from_secs(60)),
         }
@@ -402,6 +411,36 @@ struct Inner {
     health: Mutex<Arc<HealthSnapshot>>,
     reader: Option<Mutex<rusqlite::Connection>>,
     stats: Arc<Stats>,
+    /// The engine thread's control channel (reloads, stop).
+    ctl: Mutex<Option<std::sync::mpsc::Sender<Ctl>>>,
+    /// Handler runs still going: the store closes only after they are
+    /// recorded (or [`RUNS_WAIT`] passed).
+    runs: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// What the engine thread is told between evaluations.
+enum Ctl {
+    /// Shut down.
+    Stop,
+    /// New `[alerts]` and `[[alert]]` (SIGHUP).
+    Reload(Box<(AlertsConfig, Vec<AlertRule>)>),
+}
+
+/// How long the store waits at shutdown for handler runs still going to be
+/// recorded: the handlers' overall kill bound
+/// ([`crate::handlers::SHUTDOWN_GRACE`]) plus the output drain and a margin.
+pub const RUNS_WAIT: Duration = Duration::from_secs(8);
+
+/// Held while a handler run is going (see [`Alerts::run_guard`]).
+pub struct RunGuard(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let (n, cv) = &*self.0;
+        let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        cv.notify_all();
+    }
 }
 
 /// Events a slow subscriber may fall behind by before it gets `Lagged`.
@@ -419,6 +458,8 @@ impl Alerts {
                 health: Mutex::new(Arc::new(HealthSnapshot::default())),
                 reader: None,
                 stats: Arc::default(),
+                ctl: Mutex::new(None),
+                runs: Arc::default(),
             }),
         }
     }
@@ -460,6 +501,42 @@ impl Alerts {
             );
         }
         false
+    }
+
+    /// Counts a handler run as going until the guard drops: at shutdown the
+    /// store stays open (up to [`RUNS_WAIT`]) until every such run recorded
+    /// itself.
+    pub fn run_guard(&self) -> RunGuard {
+        let runs = self.inner.runs.clone();
+        *runs.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        RunGuard(runs)
+    }
+
+    /// Waits until no handler run is going, or `max` passed. True when none is.
+    pub fn wait_for_runs(&self, max: Duration) -> bool {
+        let (n, cv) = &*self.inner.runs;
+        let deadline = Instant::now() + max;
+        let mut g = n.lock().unwrap_or_else(|p| p.into_inner());
+        while *g > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Hands new `[alerts]` and `[[alert]]` to the engine, applied before its
+    /// next evaluation ([`engine::Engine::reload`]). False when the engine
+    /// is not running.
+    pub fn reload(&self, config: AlertsConfig, rules: Vec<AlertRule>) -> bool {
+        let ctl = self.inner.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        ctl.as_ref()
+            .is_some_and(|tx| tx.send(Ctl::Reload(Box::new((config, rules)))).is_ok())
     }
 
     /// The current states, as of the last evaluation.
@@ -534,6 +611,15 @@ impl Alerts {
                 ("closed", g(&s.dropped_closed)),
             ],
         ));
+        labelled.push((
+            "ganglion_alerts_reloads_total",
+            "SIGHUP reloads of [[alert]], [alerts], [[handler]] and [nagios] (invalid = refused, the running configuration kept)",
+            "result",
+            vec![
+                ("applied", g(&s.reloads_applied)),
+                ("invalid", g(&s.reloads_invalid)),
+            ],
+        ));
         let h = self.health();
         let mut per: std::collections::BTreeMap<&str, [i64; 4]> = Default::default();
         for x in &h.hosts {
@@ -606,6 +692,9 @@ pub fn start(
     let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
     let cap = usize::try_from(p.config.queue_batches).unwrap_or(1024);
     let (store_tx, store_rx) = std::sync::mpsc::sync_channel(cap);
+    // The engine thread sleeps on this channel between evaluations: a
+    // reload or the stop wakes it at once.
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel::<Ctl>();
     let alerts = Alerts {
         inner: Arc::new(Inner {
             tx: tx.clone(),
@@ -617,6 +706,8 @@ pub fn start(
             })),
             reader: Some(Mutex::new(reader)),
             stats: stats.clone(),
+            ctl: Mutex::new(Some(ctl_tx.clone())),
+            runs: Arc::default(),
         }),
     };
     let mut engine = engine::Engine::new(p.config.clone(), &p.rules, now(), stats.clone());
@@ -630,14 +721,12 @@ pub fn start(
     let store_thread = std::thread::Builder::new()
         .name("alerts-store".into())
         .spawn(move || store::run(conn, sp, store_rx, tx, st))?;
-    // The engine thread sleeps on this channel: dropping the sender (at
-    // shutdown) wakes it at once.
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     tokio::spawn(async move {
         shutdown.cancelled().await;
-        drop(stop_tx);
+        let _ = ctl_tx.send(Ctl::Stop);
     });
-    let interval = Duration::from_secs(u64::from(p.config.interval_secs.max(1)));
+    let interval_of = |c: &AlertsConfig| Duration::from_secs(u64::from(c.interval_secs.max(1)));
+    let mut interval = interval_of(&p.config);
     let handle = alerts.clone();
     let engine_thread = std::thread::Builder::new()
         .name("alerts-engine".into())
@@ -654,13 +743,47 @@ pub fn start(
                 stats.last_evaluation_micros.store(us, Ordering::Relaxed);
                 handle.set_health(out.health);
                 carry = handle.flush(&store_tx, carry, out.batch);
-                match stop_rx.recv_timeout(interval.saturating_sub(t0.elapsed())) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => break,
+                // A reload is applied at once; the next evaluation keeps
+                // its time, so a reload never adds an attempt.
+                let stop = loop {
+                    let next = t0 + interval;
+                    match ctl_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                        Err(RecvTimeoutError::Timeout) => break false,
+                        Ok(Ctl::Reload(r)) => {
+                            let (config, rules) = *r;
+                            interval = interval_of(&config);
+                            let (rows, dropped) = engine.reload(config, &rules);
+                            for (rule, n) in &dropped {
+                                tracing::info!(
+                                    rule = %rule,
+                                    states = n,
+                                    "reload: [[alert]] {rule} removed or no longer matching; \
+                                     its {n} non-OK states are dropped (no recovery is reported)"
+                                );
+                            }
+                            tracing::info!(
+                                rules = rules.len(),
+                                "reload: [alerts] and [[alert]] applied"
+                            );
+                            carry.services.extend(rows.services);
+                        }
+                        Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break true,
+                    }
+                };
+                if stop {
+                    break;
                 }
             }
             if !carry.is_empty() {
                 let _ = handle.flush(&store_tx, store::Batch::default(), carry);
+            }
+            // Handler runs still going are being stopped (SIGTERM, SIGKILL):
+            // their records must reach the store before it closes.
+            if !handle.wait_for_runs(RUNS_WAIT) {
+                tracing::warn!(
+                    "handler runs still not recorded {} s after shutdown; closing the alerts store",
+                    RUNS_WAIT.as_secs()
+                );
             }
             // A blocking send: at shutdown the store finishes what is queued.
             let _ = store_tx.send(store::Msg::Shutdown);

@@ -91,7 +91,9 @@ CREATE INDEX IF NOT EXISTS events_rule ON events(rule, time);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time);
 CREATE TABLE IF NOT EXISTS host_state(
   cluster TEXT NOT NULL, host TEXT NOT NULL, up INTEGER NOT NULL, hard INTEGER NOT NULL,
-  attempt INTEGER NOT NULL, since INTEGER NOT NULL, PRIMARY KEY(cluster, host)) WITHOUT ROWID;
+  attempt INTEGER NOT NULL, since INTEGER NOT NULL,
+  flapping INTEGER NOT NULL DEFAULT 0, history INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(cluster, host)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS service_state(
   rule TEXT NOT NULL, cluster TEXT NOT NULL, host TEXT NOT NULL, state INTEGER NOT NULL,
   hard INTEGER NOT NULL, attempt INTEGER NOT NULL, flapping INTEGER NOT NULL,
@@ -116,7 +118,30 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     c.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql)?;
     c.execute_batch(SCHEMA).map_err(sql)?;
+    migrate(&c)?;
     Ok(c)
+}
+
+/// Brings a database made by an earlier version up to [`SCHEMA`]: host flap
+/// detection added `host_state.flapping` and `history` (a host's history
+/// then starts empty, as a new host's does).
+fn migrate(c: &Connection) -> Result<(), StoreError> {
+    let has_flapping: bool = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('host_state') WHERE name = 'flapping'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql)?
+        > 0;
+    if !has_flapping {
+        c.execute_batch(
+            "ALTER TABLE host_state ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE host_state ADD COLUMN history INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
 }
 
 /// A read-only connection for queries.
@@ -145,7 +170,9 @@ fn byte(v: i64) -> u8 {
 pub fn load(c: &Connection) -> Result<Loaded, StoreError> {
     let mut out = Loaded::default();
     let mut q = c
-        .prepare("SELECT cluster, host, up, hard, attempt, since FROM host_state")
+        .prepare(
+            "SELECT cluster, host, up, hard, attempt, since, flapping, history FROM host_state",
+        )
         .map_err(sql)?;
     let rows = q
         .query_map([], |r| {
@@ -157,6 +184,8 @@ pub fn load(c: &Connection) -> Result<Loaded, StoreError> {
                     hard: r.get::<_, i64>(3)? != 0,
                     attempt: byte(r.get(4)?),
                     since: r.get(5)?,
+                    flapping: r.get::<_, i64>(6)? != 0,
+                    history: r.get::<_, i64>(7)? as u64,
                 },
             ))
         })
@@ -248,10 +277,19 @@ pub fn write_batch(c: &mut Connection, b: &mut Batch) -> rusqlite::Result<()> {
         match s {
             Some(s) => tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO host_state(cluster, host, up, hard, attempt, since) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO host_state(cluster, host, up, hard, attempt, since, \
+                     flapping, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![cluster, host, s.up, s.hard, s.attempt, s.since])?,
+                .execute(params![
+                    cluster,
+                    host,
+                    s.up,
+                    s.hard,
+                    s.attempt,
+                    s.since,
+                    s.flapping,
+                    s.history as i64
+                ])?,
             None => tx
                 .prepare_cached("DELETE FROM host_state WHERE cluster = ?1 AND host = ?2")?
                 .execute(params![cluster, host])?,
@@ -631,6 +669,8 @@ mod tests {
             hard: true,
             attempt: 3,
             since: 7,
+            flapping: true,
+            history: (1u64 << 40) | 1,
         };
         let s = SvcState {
             state: Status::Critical,
@@ -660,5 +700,41 @@ mod tests {
         assert_eq!(l.hosts, vec![("c".into(), "h".into(), h)]);
         assert_eq!(l.services, vec![("load".into(), "c".into(), "h".into(), s)]);
         assert_eq!(l.incidents, vec![("c".into(), 5, 20, 30)]);
+    }
+
+    #[test]
+    fn a_database_without_host_flap_columns_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE host_state(cluster TEXT NOT NULL, host TEXT NOT NULL, \
+                 up INTEGER NOT NULL, hard INTEGER NOT NULL, attempt INTEGER NOT NULL, \
+                 since INTEGER NOT NULL, PRIMARY KEY(cluster, host)) WITHOUT ROWID;
+                 INSERT INTO host_state VALUES ('c', 'h', 0, 1, 2, 5);",
+            )
+            .unwrap();
+        }
+        let c = open(&path).unwrap();
+        let l = load(&c).unwrap();
+        assert_eq!(
+            l.hosts,
+            vec![(
+                "c".into(),
+                "h".into(),
+                HostState {
+                    up: false,
+                    hard: true,
+                    attempt: 2,
+                    since: 5,
+                    flapping: false,
+                    history: 0,
+                }
+            )]
+        );
+        drop(c);
+        // Opening again finds the columns and changes nothing.
+        assert_eq!(load(&open(&path).unwrap()).unwrap().hosts, l.hosts);
     }
 }

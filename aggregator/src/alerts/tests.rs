@@ -489,6 +489,8 @@ fn a_full_store_queue_drops_and_counts_events_and_carries_state_rows() {
             health: Mutex::new(Arc::new(HealthSnapshot::default())),
             reader: None,
             stats: Arc::default(),
+            ctl: Mutex::new(None),
+            runs: Arc::default(),
         }),
     };
     let event = |t| super::Event {
@@ -601,4 +603,106 @@ fn a_storm_noticed_over_several_evaluations_is_still_one_incident() {
     }
     let k: Vec<_> = all.iter().map(|e| e.kind).collect();
     assert_eq!(k, vec![ClusterIncident], "{all:#?}");
+}
+
+#[test]
+fn a_reload_keeps_the_state_of_rules_that_stay_drops_removed_ones_and_starts_new_ones_ok() {
+    let st = state();
+    let mem = |name: &str, max: u32| AlertRule {
+        name: name.into(),
+        metric: "mem".into(),
+        critical: "50".into(),
+        max_check_attempts: Some(max),
+        ..AlertRule::default()
+    };
+    let mut e = engine(cfg(), &[load_rule(Some(1)), mem("mem", 1)]);
+    let mut t = T0;
+    let mut run = |e: &mut Engine| {
+        t += 15;
+        feed(
+            &st,
+            "c",
+            &[H("n1", 1, vec![("load_one", "9"), ("mem", "90")])],
+            t,
+        );
+        step(e, &st, t)
+    };
+    // Both CRITICAL HARD.
+    let o = run(&mut e);
+    assert_eq!(o.batch.events.len(), 2);
+    // "mem" goes, "disk" (a new rule, 3 attempts) comes, "load" stays with
+    // other thresholds and attempts.
+    let disk = AlertRule {
+        name: "disk".into(),
+        ..mem("disk", 3)
+    };
+    let mut load = load_rule(Some(5));
+    load.critical = "7".into();
+    let (rows, dropped) = e.reload(cfg(), &[disk, load]);
+    assert_eq!(dropped.get("mem"), Some(&1));
+    assert_eq!(
+        rows.services,
+        vec![("mem".into(), "c".into(), "n1".into(), None)],
+        "the removed rule's row is deleted"
+    );
+    let o = run(&mut e);
+    // load: still CRITICAL HARD, nothing reported again; disk: SOFT 1.
+    assert_eq!(kinds(&o), vec![(Alert, "CRITICAL".into(), Soft, 1)]);
+    assert_eq!(o.batch.events[0].rule.as_deref(), Some("disk"));
+    let load = o.health.services.iter().find(|s| s.rule == "load").unwrap();
+    assert_eq!(
+        (load.state, load.state_type, load.attempt),
+        (Status::Critical, Hard, 1)
+    );
+    assert_eq!(load.critical.as_deref(), Some("7"), "new thresholds apply");
+    assert!(o.health.services.iter().all(|s| s.rule != "mem"));
+}
+
+#[test]
+fn a_host_that_comes_and_goes_flaps_and_says_so() {
+    let st = state();
+    let mut e = engine(
+        AlertsConfig {
+            host_down_after_secs: 30,
+            max_check_attempts: 1,
+            ..cfg()
+        },
+        &[],
+    );
+    let mut t = T0;
+    let mut flaps = Vec::new();
+    let mut last = None;
+    // Four changes from the initial UP: 24.2 % (as for services).
+    for tn in [100, 1, 100, 1] {
+        t += 15;
+        feed(&st, "c", &[H("n1", tn, vec![])], t);
+        let o = step(&mut e, &st, t);
+        flaps.extend(
+            o.batch
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind, FlapStart | FlapStop))
+                .cloned(),
+        );
+        last = Some(o);
+    }
+    assert_eq!(flaps.len(), 1, "{flaps:?}");
+    let f = &flaps[0];
+    assert_eq!(f.kind, FlapStart);
+    assert_eq!((f.host.as_deref(), f.rule.as_deref()), (Some("n1"), None));
+    assert!(
+        f.output
+            .starts_with("n1 appears to have started flapping (24.2% change > 20.0% threshold"),
+        "{}",
+        f.output
+    );
+    let o = last.unwrap();
+    assert!(o.health.hosts[0].flapping);
+    assert!(
+        o.batch
+            .hosts
+            .iter()
+            .any(|(_, h, s)| h == "n1" && s.is_some_and(|s| s.flapping)),
+        "the flag is persisted"
+    );
 }

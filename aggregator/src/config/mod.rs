@@ -127,6 +127,10 @@ pub struct Config {
     /// Forwards to time-series engines (Graphite, remote write).
     #[serde(default)]
     pub forward: Vec<forward::ForwardConfig>,
+    /// The file this configuration was read from ([`Config::load`] sets it),
+    /// so SIGHUP can read it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -162,6 +166,7 @@ impl Default for Config {
             nagios: Default::default(),
             auth: AuthConfig::default(),
             forward: Vec::new(),
+            source: None,
         }
     }
 }
@@ -440,10 +445,12 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|e| match e {
+        let mut c = Config::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
             e => e,
-        })
+        })?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// The trusted-host list, parsed. Host names are resolved (every address

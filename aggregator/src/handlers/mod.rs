@@ -19,11 +19,17 @@
 //!   or failure: argv, exit code or signal, duration, stdout and stderr (each
 //!   capped at `handlers.max_output_bytes`, truncation flagged), timeout,
 //!   spawn error. Output that a background child keeps open after the
-//!   handler exits is read for [`DRAIN_AFTER_EXIT`] more, then left.
+//!   handler exits is read for [`DRAIN_AFTER_EXIT`] more, then left;
+//! - at shutdown, gets SIGTERM on its process group, SIGKILL after its
+//!   `kill_grace_secs` (at most [`SHUTDOWN_GRACE`]), and is recorded with
+//!   `error = "aggregator shutting down"` and its output so far: the alerts
+//!   store stays open until every run is recorded ([`Alerts::run_guard`]).
+//!   Runs still waiting for a slot are recorded as not run.
 
 use crate::alerts::{Alerts, Event, EventKind, HandlerRun, StateType};
 use crate::config::nagios::{HandlerConfig, HandlersConfig};
-use crate::telemetry::{LabelledCounter, LogLimiter};
+use crate::diag::{self, Diag, Event as DiagEvent, Level, LogAs};
+use crate::telemetry::LabelledCounter;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +43,14 @@ use tokio_util::sync::CancellationToken;
 /// it started in the background may hold the pipes open for good).
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
+/// At shutdown, the longest a run gets between SIGTERM and SIGKILL (its
+/// `kill_grace_secs` when shorter): every run gets its signals at once, so
+/// this bounds the whole wait.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The `error` of a run stopped because the aggregator shut down.
+pub const SHUTTING_DOWN: &str = "aggregator shutting down";
+
 /// Counters for `/metrics` (process-wide: one runner per aggregator).
 #[derive(Debug, Default)]
 pub struct HandlerCounters {
@@ -48,6 +62,7 @@ pub struct HandlerCounters {
     refused_rate: AtomicU64,
     refused_queue: AtomicU64,
     lagged: AtomicU64,
+    shutdown: AtomicU64,
 }
 
 static COUNTERS: HandlerCounters = HandlerCounters {
@@ -59,6 +74,7 @@ static COUNTERS: HandlerCounters = HandlerCounters {
     refused_rate: AtomicU64::new(0),
     refused_queue: AtomicU64::new(0),
     lagged: AtomicU64::new(0),
+    shutdown: AtomicU64::new(0),
 };
 
 /// `ganglion_handler_runs_total{result}` for `/metrics`.
@@ -67,7 +83,7 @@ pub fn metrics() -> Vec<LabelledCounter> {
     let c = &COUNTERS;
     vec![(
         "ganglion_handler_runs_total",
-        "[[handler]] runs by result (refused_* were not started; lagged = events the dispatcher missed)",
+        "[[handler]] runs by result (refused_* were not started; lagged = events the dispatcher missed; shutdown = stopped or not started because the aggregator shut down)",
         "result",
         vec![
             ("ok", g(&c.ok)),
@@ -78,6 +94,7 @@ pub fn metrics() -> Vec<LabelledCounter> {
             ("refused_rate", g(&c.refused_rate)),
             ("refused_queue", g(&c.refused_queue)),
             ("lagged", g(&c.lagged)),
+            ("shutdown", g(&c.shutdown)),
         ],
     )]
 }
@@ -242,7 +259,11 @@ struct Runner {
     max_output: usize,
     busy: Mutex<HashSet<Target>>,
     rates: Mutex<HashMap<Target, VecDeque<Instant>>>,
-    log: LogLimiter<String>,
+    /// Lines of its internal events, once a minute per handler.
+    diag: Diag<String>,
+    /// The aggregator's shutdown (not the dispatcher's stop: a reload
+    /// replaces the dispatcher and lets its runs finish).
+    shutdown: CancellationToken,
 }
 
 /// Releases a target when its run ends, however it ends.
@@ -269,6 +290,18 @@ pub fn start(
     alerts: Alerts,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    start_with_stop(handlers, limits, alerts, shutdown.clone(), shutdown)
+}
+
+/// As [`start`], the dispatcher ending at `stop` (a reload replacing it)
+/// while its runs end only at `shutdown`.
+pub fn start_with_stop(
+    handlers: &[HandlerConfig],
+    limits: &HandlersConfig,
+    alerts: Alerts,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     if handlers.is_empty() {
         return None;
     }
@@ -281,13 +314,14 @@ pub fn start(
         max_output: limits.max_output_bytes,
         busy: Mutex::new(HashSet::new()),
         rates: Mutex::new(HashMap::new()),
-        log: LogLimiter::with_capacity(Duration::from_secs(60), 1000),
+        diag: Diag::with_capacity(Duration::from_secs(60), 1000),
+        shutdown,
     });
     let mut rx = runner.alerts.subscribe();
     Some(tokio::spawn(async move {
         loop {
             let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 r = rx.recv() => r,
             };
             match ev {
@@ -295,18 +329,18 @@ pub fn start(
                     for i in 0..runner.handlers.len() {
                         if runner.handlers[i].matches(&ev) {
                             let (r, ev) = (runner.clone(), ev.clone());
-                            tokio::spawn(async move { r.run(i, &ev).await });
+                            // Taken before the task starts: until this run
+                            // is recorded, the store stays open at shutdown.
+                            let going = r.alerts.run_guard();
+                            tokio::spawn(async move {
+                                r.run(i, &ev).await;
+                                drop(going);
+                            });
                         }
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    COUNTERS.lagged.fetch_add(n, Ordering::Relaxed);
-                    if runner.log.allow("lagged".into()) {
-                        tracing::error!(
-                            missed = n,
-                            "handler dispatcher fell behind the event stream; {n} events ran no handler"
-                        );
-                    }
+                    runner.diag.emit(Lagged { missed: n }, &COUNTERS);
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -322,6 +356,8 @@ struct Outcome {
     stdout: Capture,
     stderr: Capture,
     timed_out: bool,
+    /// Stopped because the aggregator shut down.
+    shut_down: bool,
     error: Option<String>,
 }
 
@@ -357,10 +393,10 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(target.clone())
         {
-            COUNTERS.refused_busy.fetch_add(1, Ordering::Relaxed);
             return self.refuse(
                 i,
                 ev,
+                Refusal::Busy,
                 format!("not run: the previous run of {who} is still going (one run per target at a time)"),
             );
         }
@@ -379,10 +415,10 @@ impl Runner {
             }
             if q.len() >= h.rate_limit_runs as usize {
                 drop(rates);
-                COUNTERS.refused_rate.fetch_add(1, Ordering::Relaxed);
                 return self.refuse(
                     i,
                     ev,
+                    Refusal::Rate,
                     format!(
                         "not run: rate limit of {who}: {} runs in the last {} s (handler[{i}].rate_limit_runs, rate_limit_window_secs)",
                         h.rate_limit_runs, h.rate_limit_window_secs
@@ -417,21 +453,32 @@ impl Runner {
                     {
                         q.pop_back();
                     }
-                    COUNTERS.refused_queue.fetch_add(1, Ordering::Relaxed);
                     return self.refuse(
                         i,
                         ev,
+                        Refusal::Queue,
                         format!(
                             "not run: all handlers.max_running slots are busy and {} runs already wait (handlers.max_waiting)",
                             self.max_waiting
                         ),
                     );
                 }
-                let p = self.slots.clone().acquire_owned().await;
+                let p = tokio::select! {
+                    p = self.slots.clone().acquire_owned() => Some(p),
+                    _ = self.shutdown.cancelled() => None,
+                };
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 match p {
-                    Ok(p) => p,
-                    Err(_) => return,
+                    Some(Ok(p)) => p,
+                    Some(Err(_)) => return,
+                    None => {
+                        return self.refuse(
+                            i,
+                            ev,
+                            Refusal::Shutdown,
+                            format!("not run: {SHUTTING_DOWN}"),
+                        );
+                    }
                 }
             }
         };
@@ -439,40 +486,70 @@ impl Runner {
         let started = Instant::now();
         let out = self.execute(h, &argv, ev).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let summary = if let Some(e) = &out.error {
-            COUNTERS.spawn_error.fetch_add(1, Ordering::Relaxed);
-            format!("{}: {e}", h.name)
+        let (result, summary) = if out.shut_down {
+            (
+                RunResult::Shutdown,
+                format!(
+                    "{}: stopped after {duration_ms} ms: {SHUTTING_DOWN}{}",
+                    h.name,
+                    out.signal
+                        .map(|s| format!(" (signal {s})"))
+                        .unwrap_or_default()
+                ),
+            )
+        } else if let Some(e) = &out.error {
+            (RunResult::SpawnError, format!("{}: {e}", h.name))
         } else if out.timed_out {
-            COUNTERS.timed_out.fetch_add(1, Ordering::Relaxed);
-            format!(
-                "{}: timed out after {} s, killed{}",
-                h.name,
-                h.timeout_secs,
-                out.signal
-                    .map(|s| format!(" (signal {s})"))
-                    .unwrap_or_default()
+            (
+                RunResult::TimedOut,
+                format!(
+                    "{}: timed out after {} s, killed{}",
+                    h.name,
+                    h.timeout_secs,
+                    out.signal
+                        .map(|s| format!(" (signal {s})"))
+                        .unwrap_or_default()
+                ),
             )
         } else if let Some(s) = out.signal {
-            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
-            format!("{}: killed by signal {s} after {duration_ms} ms", h.name)
+            (
+                RunResult::Failed,
+                format!("{}: killed by signal {s} after {duration_ms} ms", h.name),
+            )
         } else if out.exit_code == Some(0) {
-            COUNTERS.ok.fetch_add(1, Ordering::Relaxed);
-            format!("{}: exit 0 after {duration_ms} ms", h.name)
+            (
+                RunResult::Ok,
+                format!("{}: exit 0 after {duration_ms} ms", h.name),
+            )
         } else {
-            COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
-            format!(
-                "{}: exit {} after {duration_ms} ms",
-                h.name,
-                out.exit_code.map_or("?".into(), |c| c.to_string())
+            (
+                RunResult::Failed,
+                format!(
+                    "{}: exit {} after {duration_ms} ms",
+                    h.name,
+                    out.exit_code.map_or("?".into(), |c| c.to_string())
+                ),
             )
         };
-        let failed = out.error.is_some() || out.timed_out || out.exit_code != Some(0);
-        if failed {
-            if self.log.allow(h.name.clone()) {
-                tracing::warn!(target_host = %who, "{summary}; stderr: {}", first_line(&out.stderr.text()));
-            }
+        if result == RunResult::Ok {
+            diag::emit_rare(
+                RunOk {
+                    who: &who,
+                    summary: &summary,
+                },
+                &COUNTERS,
+            );
         } else {
-            tracing::info!(target_host = %who, "{summary}");
+            self.diag.emit(
+                RunFailed {
+                    result,
+                    handler: &h.name,
+                    who: &who,
+                    summary: &summary,
+                    stderr: &out.stderr.text(),
+                },
+                &COUNTERS,
+            );
         }
         let run = HandlerRun {
             name: h.name.clone(),
@@ -492,11 +569,16 @@ impl Runner {
     }
 
     /// Records a run that was not started, with the reason.
-    fn refuse(&self, i: usize, ev: &Event, reason: String) {
+    fn refuse(&self, i: usize, ev: &Event, why: Refusal, reason: String) {
         let h = &self.handlers[i].cfg;
-        if self.log.allow(format!("refused {}", h.name)) {
-            tracing::warn!("{reason}");
-        }
+        self.diag.emit(
+            Refused {
+                why,
+                handler: &h.name,
+                reason: &reason,
+            },
+            &COUNTERS,
+        );
         let run = HandlerRun {
             name: h.name.clone(),
             argv: h.argv.iter().map(|a| expand(a, &h.name, ev)).collect(),
@@ -553,25 +635,19 @@ impl Runner {
                 .map(|s| tokio::spawn(read_capped(s, cap, err.clone()))),
         ];
         let timeout = Duration::from_secs(u64::from(h.timeout_secs));
-        let mut timed_out = false;
-        let status = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(s) => s,
-            Err(_) => {
-                timed_out = true;
-                signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-                let grace = Duration::from_secs(u64::from(h.kill_grace_secs));
-                match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(s) => {
-                        // The leader is gone; anything else in its group
-                        // that ignored SIGTERM goes now.
-                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        s
-                    }
-                    Err(_) => {
-                        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        child.wait().await
-                    }
+        let grace = Duration::from_secs(u64::from(h.kill_grace_secs));
+        let (mut timed_out, mut shut_down) = (false, false);
+        let status = tokio::select! {
+            r = tokio::time::timeout(timeout, child.wait()) => match r {
+                Ok(s) => s,
+                Err(_) => {
+                    timed_out = true;
+                    stop_group(pid, &mut child, grace).await
                 }
+            },
+            _ = self.shutdown.cancelled() => {
+                shut_down = true;
+                stop_group(pid, &mut child, grace.min(SHUTDOWN_GRACE)).await
             }
         };
         for r in readers.into_iter().flatten() {
@@ -585,6 +661,7 @@ impl Runner {
             stdout: take(&out),
             stderr: take(&err),
             timed_out,
+            shut_down,
             ..Outcome::default()
         };
         match status {
@@ -594,13 +671,168 @@ impl Runner {
             }
             Err(e) => o.error = Some(format!("waiting for it failed: {e}")),
         }
+        if shut_down {
+            o.error = Some(SHUTTING_DOWN.into());
+        }
         o
+    }
+}
+
+/// SIGTERM to the run's process group, SIGKILL after `grace` (or at once
+/// when the leader exits first: anything else in its group that ignored
+/// SIGTERM goes too); returns the leader's status.
+async fn stop_group(
+    pid: Option<i32>,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            s
+        }
+        Err(_) => {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            child.wait().await
+        }
     }
 }
 
 fn signal_group(pid: Option<i32>, sig: nix::sys::signal::Signal) {
     if let Some(p) = pid.filter(|p| *p > 0) {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+// Internal events of the handler runner (see `diag`), counted in
+// `ganglion_handler_runs_total{result}`.
+
+/// How a started run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunResult {
+    Ok,
+    Failed,
+    TimedOut,
+    SpawnError,
+    Shutdown,
+}
+
+/// A run that exited 0: logged every time at `info` (one line per run,
+/// like Nagios' own event-handler log line).
+struct RunOk<'a> {
+    who: &'a str,
+    summary: &'a str,
+}
+
+impl DiagEvent for RunOk<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::INFO;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(&c.ok);
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::Always
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, target_host = %self.who, "{}", self.summary);
+    }
+}
+
+/// A run that failed, timed out, did not start or was stopped at shutdown:
+/// logged once a minute per handler.
+struct RunFailed<'a> {
+    result: RunResult,
+    handler: &'a str,
+    who: &'a str,
+    summary: &'a str,
+    stderr: &'a str,
+}
+
+impl DiagEvent for RunFailed<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(match self.result {
+            RunResult::Ok | RunResult::Failed => &c.failed,
+            RunResult::TimedOut => &c.timed_out,
+            RunResult::SpawnError => &c.spawn_error,
+            RunResult::Shutdown => &c.shutdown,
+        });
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey(self.handler.to_string())
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(Self::LEVEL, target_host = %self.who,
+            "{}; stderr: {} (logged once a minute per handler)", self.summary, first_line(self.stderr));
+    }
+}
+
+/// Why a run was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Busy,
+    Rate,
+    Queue,
+    Shutdown,
+}
+
+/// A run not started (recorded as a `handler_run` with the reason).
+struct Refused<'a> {
+    why: Refusal,
+    handler: &'a str,
+    reason: &'a str,
+}
+
+impl DiagEvent for Refused<'_> {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &HandlerCounters) {
+        diag::inc(match self.why {
+            Refusal::Busy => &c.refused_busy,
+            Refusal::Rate => &c.refused_rate,
+            Refusal::Queue => &c.refused_queue,
+            Refusal::Shutdown => &c.shutdown,
+        });
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey(format!("refused {}", self.handler))
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(
+            Self::LEVEL,
+            "{} (logged once a minute per handler)",
+            self.reason
+        );
+    }
+}
+
+/// The dispatcher fell behind the event stream by `missed` events.
+struct Lagged {
+    missed: u64,
+}
+
+impl DiagEvent for Lagged {
+    type Counters = HandlerCounters;
+    type Key = String;
+    const LEVEL: Level = Level::ERROR;
+    fn count(&self, c: &HandlerCounters) {
+        c.lagged.fetch_add(self.missed, Ordering::Relaxed);
+    }
+    fn log_as(&self) -> LogAs<String> {
+        LogAs::PerKey("lagged".into())
+    }
+    fn log(&self, _: &HandlerCounters) {
+        diag::line!(
+            Self::LEVEL,
+            missed = self.missed,
+            "handler dispatcher fell behind the event stream; {} events ran no handler (logged once a minute)",
+            self.missed
+        );
     }
 }
 

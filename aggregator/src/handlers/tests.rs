@@ -296,3 +296,64 @@ async fn beyond_the_slots_and_the_waiting_room_a_run_is_refused_and_recorded() {
     assert_eq!(refused.len(), 1, "{r:?}");
     assert!(refused[0].contains("handlers.max_waiting"), "{refused:?}");
 }
+
+#[tokio::test]
+async fn at_shutdown_a_running_handler_is_killed_and_recorded_and_a_waiting_one_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    // Ignores SIGTERM (its sleep inherits that), so only SIGKILL ends it.
+    let script = format!(
+        "trap '' TERM; echo started; : > '{}'; sleep 60",
+        marker.display()
+    );
+    let mut h = handler("stubborn", &["/bin/sh", "-c", &script]);
+    h.kill_grace_secs = 1;
+    let limits = HandlersConfig {
+        max_running: 1,
+        ..HandlersConfig::default()
+    };
+    let alerts = Alerts::detached();
+    let mut rx = alerts.subscribe();
+    let sd = CancellationToken::new();
+    let _t = start(&[h], &limits, alerts.clone(), sd.clone()).unwrap();
+    alerts.record(sample_event(EventKind::HostDown, "web1"));
+    alerts.record(sample_event(EventKind::HostDown, "web2"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handler never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sd.cancel();
+    let mut recorded = Vec::new();
+    while recorded.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("every run is recorded at shutdown")
+            .unwrap();
+        if e.kind == EventKind::HandlerRun {
+            recorded.push(e.handler.clone().unwrap());
+        }
+    }
+    let killed = recorded
+        .iter()
+        .find(|r| r.exit_code.is_none() && r.signal.is_some())
+        .unwrap_or_else(|| panic!("{recorded:?}"));
+    assert_eq!(killed.error.as_deref(), Some(SHUTTING_DOWN));
+    assert_eq!(killed.signal, Some(9), "SIGTERM was ignored: SIGKILL");
+    assert_eq!(killed.stdout, "started\n", "its output so far is kept");
+    let waiting = recorded
+        .iter()
+        .find(|r| r.signal.is_none())
+        .unwrap_or_else(|| panic!("{recorded:?}"));
+    assert_eq!(
+        waiting.error.as_deref(),
+        Some("not run: aggregator shutting down")
+    );
+    assert!(
+        alerts.wait_for_runs(Duration::from_secs(10)),
+        "no run is left holding the store open"
+    );
+}

@@ -108,6 +108,12 @@ pub(super) async fn alerts(
         .iter()
         .filter(|x| !x.up && keep(&x.cluster, &x.host))
         .collect();
+    // Flapping hosts, UP or DOWN (flap detection counts every check).
+    let hosts_flapping: Vec<_> = h
+        .hosts
+        .iter()
+        .filter(|x| x.flapping && keep(&x.cluster, &x.host))
+        .collect();
     let problems: Vec<_> = h
         .services
         .iter()
@@ -127,8 +133,10 @@ pub(super) async fn alerts(
             "warning": count(Status::Warning),
             "critical": count(Status::Critical),
             "unknown": count(Status::Unknown),
+            "flapping": hosts_flapping.len(),
         },
         "hosts_down": hosts_down,
+        "hosts_flapping": hosts_flapping,
         "problems": problems,
         "incidents": incidents,
     })
@@ -312,6 +320,8 @@ mod tests {
         let (s, v) = get(&r, "/api/alerts").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["counts"]["down"], 0);
+        assert_eq!(v["counts"]["flapping"], 0);
+        assert!(v["hosts_flapping"].as_array().unwrap().is_empty());
         assert!(v["problems"].as_array().unwrap().is_empty());
         shutdown.cancel();
         for t in threads {

@@ -10,7 +10,8 @@
 
 use super::{Passive, Queue};
 use crate::config::nagios::NagiosConfig;
-use crate::telemetry::{LabelledCounter, LogLimiter};
+use crate::diag::{self, Diag, Event, Level, LogAs};
+use crate::telemetry::LabelledCounter;
 use ganglion_nagios::client::{self, BaseUrl, Request};
 use serde_json::json;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ struct Sender {
     tls: Option<Arc<client::TlsConfig>>,
     timeout: Duration,
     ttl: u32,
-    log: LogLimiter<&'static str>,
+    diag: Diag<&'static str>,
 }
 
 impl Sender {
@@ -105,38 +106,103 @@ impl Sender {
                     COUNTERS.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(r) if r.status == 404 => {
-                    COUNTERS.unknown_object.fetch_add(1, Ordering::Relaxed);
-                    if self.log.allow("404") {
-                        tracing::warn!(
-                            host = %p.host,
-                            service = p.service.as_deref().unwrap_or(""),
-                            "Icinga 2 does not know this object (define it, e.g. from `ganglion-aggregator nagios-config`); its results are dropped"
-                        );
-                    }
+                    self.diag.emit(UnknownObject { result: p }, &COUNTERS);
                 }
                 Ok(r) => {
-                    COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
-                    if self.log.allow("status") {
-                        let text = String::from_utf8_lossy(&r.body);
-                        tracing::warn!(
-                            status = r.status,
-                            "Icinga 2 refused a check result: {}",
-                            text.chars().take(300).collect::<String>()
-                        );
-                    }
+                    self.diag.emit(
+                        Refused {
+                            status: r.status,
+                            body: &r.body,
+                        },
+                        &COUNTERS,
+                    );
                 }
                 Err(e) => {
-                    let rest = (total - i) as u64;
-                    COUNTERS.failed.fetch_add(rest, Ordering::Relaxed);
-                    if self.log.allow("connect") {
-                        tracing::warn!(
-                            "Icinga 2 API: {e}; {rest} results dropped, sent again every nagios.resend_secs"
-                        );
-                    }
+                    let dropped = (total - i) as u64;
+                    self.diag
+                        .emit(Unreachable { error: &e, dropped }, &COUNTERS);
                     return;
                 }
             }
         }
+    }
+}
+
+// Internal events of the Icinga 2 sink (see `diag`), counted in
+// `ganglion_icinga2_results_total{result}` and logged once a minute each.
+
+/// Icinga answered 404: it has no such host or service.
+struct UnknownObject<'a> {
+    result: &'a Passive,
+}
+
+impl Event for UnknownObject<'_> {
+    type Counters = Counters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.unknown_object);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("404")
+    }
+    fn log(&self, _: &Counters) {
+        diag::line!(Self::LEVEL, host = %self.result.host,
+            service = self.result.service.as_deref().unwrap_or(""),
+            "Icinga 2 does not know this object (define it, e.g. from `ganglion-aggregator nagios-config`); its results are dropped (logged once a minute)");
+    }
+}
+
+/// Icinga refused a result with another status.
+struct Refused<'a> {
+    status: u16,
+    body: &'a [u8],
+}
+
+impl Event for Refused<'_> {
+    type Counters = Counters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        diag::inc(&c.failed);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("status")
+    }
+    fn log(&self, _: &Counters) {
+        let text = String::from_utf8_lossy(self.body);
+        diag::line!(
+            Self::LEVEL,
+            status = self.status,
+            "Icinga 2 refused a check result: {} (logged once a minute)",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+}
+
+/// The API could not be reached: the rest of the batch is dropped.
+struct Unreachable<'a> {
+    error: &'a dyn std::fmt::Display,
+    dropped: u64,
+}
+
+impl Event for Unreachable<'_> {
+    type Counters = Counters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &Counters) {
+        c.failed.fetch_add(self.dropped, Ordering::Relaxed);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("connect")
+    }
+    fn log(&self, _: &Counters) {
+        diag::line!(
+            Self::LEVEL,
+            "Icinga 2 API: {}; {} results dropped, sent again every nagios.resend_secs (logged once a minute)",
+            self.error,
+            self.dropped
+        );
     }
 }
 
@@ -171,7 +237,7 @@ pub(super) fn start(cfg: &NagiosConfig) -> anyhow::Result<Option<Arc<Queue<Passi
         tls,
         timeout: Duration::from_secs(u64::from(cfg.icinga2_timeout_secs)),
         ttl: cfg.freshness(),
-        log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
+        diag: Diag::with_capacity(Duration::from_secs(60), 16),
     };
     let q = Queue::new(cfg.queue_max_lines, &COUNTERS.queue_full);
     let qt = q.clone();

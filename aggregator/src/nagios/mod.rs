@@ -24,9 +24,10 @@ pub mod objects;
 use crate::alerts::{Alerts, Event, EventKind, HealthSnapshot};
 use crate::config::alerts::{Aggregate, AlertRule};
 use crate::config::nagios::NagiosConfig;
+use crate::diag::{self, Diag, Event as DiagEvent, Level, LogAs};
 use crate::handlers::Pattern;
 use crate::state::{Snapshot, State};
-use crate::telemetry::{LabelledCounter, LogLimiter};
+use crate::telemetry::LabelledCounter;
 use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -423,7 +424,7 @@ impl<T> Queue<T> {
 struct Writer {
     path: PathBuf,
     file: Option<std::fs::File>,
-    log: LogLimiter<&'static str>,
+    diag: Diag<&'static str>,
 }
 
 impl Writer {
@@ -442,22 +443,26 @@ impl Writer {
                 match Self::open(&self.path) {
                     Ok(f) => self.file = Some(f),
                     Err(e) => {
-                        let rest = total - i as u64;
-                        let not_running =
-                            matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT));
-                        if not_running {
-                            COUNTERS.not_running.fetch_add(rest, Ordering::Relaxed);
-                            if self.log.allow("not running") {
-                                tracing::warn!(
-                                    file = %self.path.display(),
-                                    "Nagios is not running ({e}): {rest} passive results dropped; they are sent again every nagios.resend_secs"
-                                );
-                            }
+                        let dropped = total - i as u64;
+                        let (file, error) = (self.path.as_path(), &e);
+                        if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOENT)) {
+                            self.diag.emit(
+                                NotRunning {
+                                    file,
+                                    error,
+                                    dropped,
+                                },
+                                &COUNTERS,
+                            );
                         } else {
-                            COUNTERS.error.fetch_add(rest, Ordering::Relaxed);
-                            if self.log.allow("open") {
-                                tracing::error!(file = %self.path.display(), "cannot open nagios.command_file: {e}; {rest} passive results dropped");
-                            }
+                            self.diag.emit(
+                                OpenFailed {
+                                    file,
+                                    error,
+                                    dropped,
+                                },
+                                &COUNTERS,
+                            );
                         }
                         return;
                     }
@@ -475,26 +480,121 @@ impl Writer {
                     let _ = f.write_all(b"\n");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    COUNTERS.pipe_full.fetch_add(1, Ordering::Relaxed);
-                    if self.log.allow("full") {
-                        tracing::warn!(file = %self.path.display(), "Nagios' command pipe is full: passive results dropped (counted in ganglion_nagios_results_total{{result=\"pipe_full\"}})");
-                    }
+                    self.diag.emit(PipeFull { file: &self.path }, &COUNTERS);
                 }
                 Err(e) => {
                     // EPIPE: Nagios went away; open again for the next line.
                     self.file = None;
-                    let reader_gone = e.kind() == std::io::ErrorKind::BrokenPipe;
-                    if reader_gone {
-                        COUNTERS.not_running.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        COUNTERS.error.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if self.log.allow("write") {
-                        tracing::warn!(file = %self.path.display(), "writing a passive result failed: {e}");
-                    }
+                    self.diag.emit(
+                        WriteFailed {
+                            file: &self.path,
+                            error: &e,
+                        },
+                        &COUNTERS,
+                    );
                 }
             }
         }
+    }
+}
+
+// Internal events of the command-file sink (see `diag`), counted in
+// `ganglion_nagios_results_total{result}` and logged once a minute each.
+
+/// The command file has no reader (`ENXIO`) or does not exist: Nagios is
+/// not running; the rest of the batch is dropped.
+struct NotRunning<'a> {
+    file: &'a Path,
+    error: &'a std::io::Error,
+    dropped: u64,
+}
+
+impl DiagEvent for NotRunning<'_> {
+    type Counters = SinkCounters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &SinkCounters) {
+        c.not_running.fetch_add(self.dropped, Ordering::Relaxed);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("not running")
+    }
+    fn log(&self, _: &SinkCounters) {
+        diag::line!(Self::LEVEL, file = %self.file.display(),
+            "Nagios is not running ({}): {} passive results dropped; they are sent again every nagios.resend_secs (logged once a minute)",
+            self.error, self.dropped);
+    }
+}
+
+/// The command file cannot be opened for another reason.
+struct OpenFailed<'a> {
+    file: &'a Path,
+    error: &'a std::io::Error,
+    dropped: u64,
+}
+
+impl DiagEvent for OpenFailed<'_> {
+    type Counters = SinkCounters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::ERROR;
+    fn count(&self, c: &SinkCounters) {
+        c.error.fetch_add(self.dropped, Ordering::Relaxed);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("open")
+    }
+    fn log(&self, _: &SinkCounters) {
+        diag::line!(Self::LEVEL, file = %self.file.display(),
+            "cannot open nagios.command_file: {}; {} passive results dropped (logged once a minute)",
+            self.error, self.dropped);
+    }
+}
+
+/// Nagios' pipe is full (`EAGAIN`): the line is dropped.
+struct PipeFull<'a> {
+    file: &'a Path,
+}
+
+impl DiagEvent for PipeFull<'_> {
+    type Counters = SinkCounters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &SinkCounters) {
+        diag::inc(&c.pipe_full);
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("full")
+    }
+    fn log(&self, _: &SinkCounters) {
+        diag::line!(Self::LEVEL, file = %self.file.display(),
+            "Nagios' command pipe is full: passive results dropped (counted in ganglion_nagios_results_total{{result=\"pipe_full\"}}, logged once a minute)");
+    }
+}
+
+/// A write failed: `EPIPE` (Nagios went away, counted `not_running`) or
+/// another error.
+struct WriteFailed<'a> {
+    file: &'a Path,
+    error: &'a std::io::Error,
+}
+
+impl DiagEvent for WriteFailed<'_> {
+    type Counters = SinkCounters;
+    type Key = &'static str;
+    const LEVEL: Level = Level::WARN;
+    fn count(&self, c: &SinkCounters) {
+        if self.error.kind() == std::io::ErrorKind::BrokenPipe {
+            diag::inc(&c.not_running);
+        } else {
+            diag::inc(&c.error);
+        }
+    }
+    fn log_as(&self) -> LogAs<&'static str> {
+        LogAs::PerKey("write")
+    }
+    fn log(&self, _: &SinkCounters) {
+        diag::line!(Self::LEVEL, file = %self.file.display(),
+            "writing a passive result failed: {} (logged once a minute)", self.error);
     }
 }
 
@@ -514,7 +614,7 @@ pub fn start(
         let mut writer = Writer {
             path: path.clone(),
             file: None,
-            log: LogLimiter::with_capacity(Duration::from_secs(60), 16),
+            diag: Diag::with_capacity(Duration::from_secs(60), 16),
         };
         let qt = q.clone();
         std::thread::Builder::new()

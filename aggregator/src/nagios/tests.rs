@@ -51,6 +51,7 @@ fn health() -> HealthSnapshot {
             since: 0,
             tn: 3,
             tmax: 20,
+            flapping: false,
             output: "UP".into(),
         }],
         services: vec![ServiceHealth {
@@ -127,7 +128,7 @@ fn a_fifo_without_reader_is_nagios_not_running_and_never_blocks() {
     let mut w = Writer {
         path: fifo.clone(),
         file: None,
-        log: LogLimiter::new(Duration::from_secs(60)),
+        diag: Diag::new(Duration::from_secs(60)),
     };
     w.write_all(vec![
         "[1] PROCESS_HOST_CHECK_RESULT;a;0;x\n".into(),
@@ -394,4 +395,25 @@ async fn events_reach_icinga2s_api_with_basic_auth() {
     assert_eq!(body["exit_status"], 1);
     sd.cancel();
     task.await.unwrap();
+}
+
+#[test]
+fn a_missing_command_file_counts_every_dropped_line_and_logs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer {
+        path: dir.path().join("nagios.cmd"),
+        file: None,
+        diag: Diag::with_capacity(Duration::from_secs(600), 16),
+    };
+    let before = COUNTERS.not_running.load(Ordering::Relaxed);
+    let lines = || vec!["a\n".to_string(), "b\n".into(), "c\n".into()];
+    let ((), sink) = crate::diag::testing::logging(|| {
+        w.write_all(lines());
+        w.write_all(lines());
+    });
+    // Other tests share the process-wide counter: at least ours are there.
+    assert!(COUNTERS.not_running.load(Ordering::Relaxed) - before >= 6);
+    assert_eq!(sink.lines("Nagios is not running"), 1, "once per interval");
+    assert_eq!(sink.lines("6 passive results"), 0);
+    assert_eq!(sink.lines("3 passive results dropped"), 1);
 }
