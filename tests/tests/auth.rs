@@ -835,12 +835,16 @@ fn captured_datagrams_stay_refused_after_an_aggregator_crash_or_restart() {
     // wakes an early write).
     let daemon_top = daemon.iter().map(|d| counter_of(d)).max().unwrap();
     let oneshot_top = oneshot.iter().map(|d| counter_of(d)).max().unwrap();
-    wait_until("the state file covering every accepted datagram", WAIT, || {
-        let l = persisted_limits(&agg.rrd_root, "Fleet");
-        let limit = |k| l.iter().find(|(id, _)| *id == k).map(|(_, v)| *v);
-        (limit((daemon_id, false))? >= daemon_top && limit((oneshot_id, true))? >= oneshot_top)
-            .then_some(())
-    });
+    wait_until(
+        "the state file covering every accepted datagram",
+        WAIT,
+        || {
+            let l = persisted_limits(&agg.rrd_root, "Fleet");
+            let limit = |k| l.iter().find(|(id, _)| *id == k).map(|(_, v)| *v);
+            (limit((daemon_id, false))? >= daemon_top && limit((oneshot_id, true))? >= oneshot_top)
+                .then_some(())
+        },
+    );
 
     // A crash (SIGKILL: no shutdown write), then a start on the same
     // rrd_root: every captured datagram is refused and changes nothing.
@@ -894,4 +898,63 @@ fn captured_datagrams_stay_refused_after_an_aggregator_crash_or_restart() {
         (metric_val(&agg, "batch1", "jobs")? == "43").then_some(())
     });
     agg.guard.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn the_agent_moves_to_a_new_key_on_sighup_and_keeps_its_key_on_a_bad_file() {
+    let keys = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(keys.path(), 5), keygen(keys.path(), 6));
+    let agg = Aggregator::start_with("Fleet", &auth_cluster("required", &[&old, &new]), "");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent.key");
+    std::fs::copy(&old, &key).unwrap();
+    let toml = format!(
+        "key_file = \"{}\"\nsend_metadata_interval_secs = 0\n\
+         [[collection_group]]\ncollect_every_secs = 1\ntime_threshold_secs = 1\n\
+         [[collection_group.metric]]\nname = \"load_one\"\nvalue_threshold = -1.0\n",
+        key.display()
+    );
+    let send_to = agg.udp.to_string();
+    let mut agent = start_agent(dir.path(), "agent.toml", &toml, &["--send-to", &send_to]);
+    let row = wait_until("the agent on key 5", WAIT, || {
+        senders(&agg)
+            .into_iter()
+            .find(|s| s["key_id"] == 5 && s["received"].as_u64().unwrap_or(0) >= 2)
+    });
+    let id = row["sender_id"].as_u64().unwrap() as u32;
+    let epoch = row["epoch"].as_u64().unwrap();
+
+    // The key file now holds key 6: after SIGHUP the same stream goes on
+    // under it, without a restart and without a datagram lost.
+    std::fs::copy(&new, &key).unwrap();
+    hup(agent.pid());
+    wait_until("the agent on key 6", WAIT, || {
+        (field(&agg, id, "key_id") == 6).then_some(())
+    });
+    let received = field(&agg, id, "received");
+    wait_until("more datagrams under key 6", WAIT, || {
+        (field(&agg, id, "received") >= received + 2).then_some(())
+    });
+    let row = sender(&agg, id, false).unwrap();
+    assert_eq!(row["epoch"], epoch, "{row}");
+    assert_eq!(
+        (row["restarts"].as_u64(), row["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{row}"
+    );
+
+    // A bad file: logged, the agent keeps key 6 and goes on sending.
+    std::fs::write(&key, "not a key file\n").unwrap();
+    hup(agent.pid());
+    let received = field(&agg, id, "received");
+    wait_until("datagrams after the bad reload", WAIT, || {
+        (field(&agg, id, "received") >= received + 3).then_some(())
+    });
+    assert_eq!(field(&agg, id, "key_id"), 6);
+    assert_eq!(all_rejected(&agg), 0);
+    assert_eq!(
+        agent.terminate(Duration::from_secs(5)),
+        Some(0),
+        "the agent stopped cleanly"
+    );
 }

@@ -256,15 +256,13 @@ impl Sender {
     /// (one-shot streams: every run's clock counter; daemons: the epoch and
     /// counter).
     fn covered(&self) -> bool {
-        self.written.is_some_and(|w| {
-            (self.oneshot() || w.epoch == self.epoch) && self.top() <= w.limit
-        })
+        self.written
+            .is_some_and(|w| (self.oneshot() || w.epoch == self.epoch) && self.top() <= w.limit)
     }
 
     fn epoch_lost(&self) -> u64 {
         match &self.stream {
-            Stream::Counter(w) if self.received_epoch > 0 && self.base != BASE_UNSET => (w
-                .top()
+            Stream::Counter(w) if self.received_epoch > 0 && self.base != BASE_UNSET => (w.top()
                 - self.base)
                 .saturating_add(1)
                 .saturating_sub(self.received_epoch),
@@ -517,7 +515,10 @@ impl Table {
     /// Restores senders and keyed hosts from the state file, within the
     /// caps (the rest is dropped: those senders start as new).
     pub fn restore(&mut self, senders: &[Persisted], ips: &[IpAddr], hosts: &[String]) {
-        for p in senders.iter().take(self.cap.saturating_sub(self.senders.len())) {
+        for p in senders
+            .iter()
+            .take(self.cap.saturating_sub(self.senders.len()))
+        {
             self.senders
                 .insert((p.sender_id, p.oneshot), Sender::restored(p));
         }
@@ -847,7 +848,10 @@ mod tests {
         feed(&mut t, o(1000), a(1));
         feed(&mut t, o(2000), a(1));
         let (w, ips, hosts) = t.export(false);
-        assert_eq!(w[0].limit, 2000, "no reserve: a later run's clock is higher");
+        assert_eq!(
+            w[0].limit, 2000,
+            "no reserve: a later run's clock is higher"
+        );
         let mut r = Table::new(10, 100);
         r.restore(&w, &ips, &hosts);
         assert_eq!(feed(&mut r, o(2000), a(1)), Decision::Replay);
