@@ -958,3 +958,42 @@ fn the_agent_moves_to_a_new_key_on_sighup_and_keeps_its_key_on_a_bad_file() {
         "the agent stopped cleanly"
     );
 }
+
+#[test]
+fn check_config_loads_the_key_files_as_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), 7);
+    let check = |key_file: &Path| {
+        let conf = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "rrd_root = \"{}\"\n[[cluster]]\nname = \"Fleet\"\n\
+                 udp_listen = \"127.0.0.1:18649\"\n{}",
+                dir.path().join("rrds").display(),
+                auth_cluster("required", &[key_file])
+            ),
+        )
+        .unwrap();
+        Command::new(workspace_bin("ganglion-aggregator"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&key);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = check(&dir.path().join("absent.key"));
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("cluster[0].key_files"), "{err}");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let bad = check(&key);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cluster[0].key_files"));
+}
