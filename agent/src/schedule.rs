@@ -50,7 +50,7 @@ const MAX_REQUESTS_PER_WAKE: usize = 64;
 
 /// Runs the agent until `shutdown` becomes readable (the binary passes a
 /// signalfd for SIGTERM and SIGINT; a SIGHUP on it re-reads `key_file`
-/// instead, see [`signals`]).
+/// instead: the stream moves to its current key).
 ///
 /// One thread, no async runtime: it sleeps in `ppoll` on `shutdown` and the
 /// sending sockets (where metadata requests arrive) until the next group is
