@@ -59,7 +59,14 @@ pub enum StateError {
     /// The checksummed body is not the expected JSON.
     #[error("unreadable body: {0}")]
     Body(#[from] serde_json::Error),
+    /// Larger than the sender caps allow: not written by us.
+    #[error("larger than {0} bytes, more than the sender caps allow")]
+    TooLarge(u64),
 }
+
+/// Bytes a file may hold per allowed sender: its line and up to four
+/// keyed host names and addresses, with room for long names.
+const BYTES_PER_SENDER: u64 = 8 << 10;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FileBody {
@@ -143,6 +150,22 @@ fn decode(bytes: &[u8]) -> Result<FileBody, StateError> {
     Ok(serde_json::from_slice(json)?)
 }
 
+/// Reads the file, refusing more than `max` bytes; `None` when absent.
+fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, StateError> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(StateError::TooLarge(max));
+    }
+    Ok(Some(bytes))
+}
+
 /// Writes `bytes` to `path` atomically and durably.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -192,10 +215,19 @@ impl StateFile {
     }
 
     fn load(&self) {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => return self.ignore(&StateError::Io(e)),
+        let max = self
+            .registry
+            .clusters
+            .iter()
+            .flatten()
+            .map(|c| c.table().cap() as u64)
+            .sum::<u64>()
+            .saturating_mul(BYTES_PER_SENDER)
+            .max(1 << 20);
+        let bytes = match read_bounded(&self.path, max) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => return self.ignore(&e),
         };
         let body = match decode(&bytes) {
             Ok(b) => b,
@@ -323,7 +355,118 @@ impl StateFile {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{AuthCounters, ClusterAuth, Outcome};
     use super::*;
+    use crate::config::AuthMode;
+    use ganglion_proto::envelope::{self, Alg, Header, KeyFile, Secret, SubKey};
+    use std::net::SocketAddr;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn secret() -> Secret {
+        Secret {
+            key_id: 1,
+            alg: Alg::ChaCha20Poly1305,
+            bytes: [9; 32],
+        }
+    }
+
+    /// A registry with one `required` cluster "web" keyed from `dir`.
+    fn registry(dir: &Path) -> Arc<Registry> {
+        let key = dir.join("web.key");
+        if !key.exists() {
+            let kf = KeyFile {
+                secret: secret(),
+                encrypt: false,
+                sender_id: None,
+            };
+            std::fs::write(&key, kf.to_text()).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let counters = Arc::new(AuthCounters::default());
+        let c = ClusterAuth::new("web", AuthMode::Required, &[key], 10, 100, counters.clone())
+            .unwrap()
+            .unwrap();
+        Arc::new(Registry {
+            clusters: vec![Some(Arc::new(c))],
+            counters,
+        })
+    }
+
+    fn datagram(counter: u64) -> Vec<u8> {
+        let h = Header {
+            alg: Alg::ChaCha20Poly1305,
+            flags: 0,
+            key_id: 1,
+            sender_id: 3,
+            epoch: 1_700_000_000,
+            salt: 5,
+            counter,
+        };
+        let mut out = Vec::new();
+        envelope::seal(
+            &SubKey::derive(&secret(), &h).unwrap(),
+            &h,
+            b"xdr",
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// Whether `r`'s cluster accepts the datagram with `counter`.
+    fn accepts(r: &Registry, counter: u64) -> bool {
+        let src = SocketAddr::from(([10, 0, 0, 1], 8649));
+        let c = r.clusters[0].as_ref().unwrap();
+        matches!(
+            c.check(&mut datagram(counter), src, 1),
+            Outcome::Authentic { .. }
+        )
+    }
+
+    #[test]
+    fn a_restart_refuses_what_the_previous_process_accepted_and_a_bad_file_is_ignored() {
+        let keys = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let first = registry(keys.path());
+        let file = StateFile::open(&first, root.path()).unwrap();
+        assert!((0..5).all(|c| accepts(&first, c)));
+        // A periodic write (with its reserve), then a crash.
+        file.write(false);
+        let path = file.path().to_path_buf();
+        drop(file);
+        let second = registry(keys.path());
+        let _file = StateFile::open(&second, root.path()).unwrap();
+        assert!((0..5).all(|c| !accepts(&second, c)));
+        // The live sender past the reserve is accepted.
+        assert!(accepts(
+            &second,
+            5 + super::super::senders::RESERVE_MIN + 100
+        ));
+
+        // Each kind of bad file is ignored (the process starts as without
+        // one) and never crashes the load.
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x10;
+        for bad in [
+            good[..good.len() - 3].to_vec(),
+            flipped,
+            b"#ganglion-journal v2\n".to_vec(),
+            vec![0xff; 64],
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let r = registry(keys.path());
+            let _f = StateFile::open(&r, root.path()).unwrap();
+            assert!(accepts(&r, 0), "a bad file must not restore anything");
+        }
+        // Too large for the caps: refused without being parsed.
+        std::fs::write(&path, vec![b' '; 2 << 20]).unwrap();
+        assert!(matches!(
+            read_bounded(&path, 1 << 20),
+            Err(StateError::TooLarge(_))
+        ));
+    }
 
     fn body() -> FileBody {
         FileBody {

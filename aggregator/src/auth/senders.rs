@@ -552,6 +552,11 @@ impl Table {
         self.senders.get(k)
     }
 
+    /// Senders it may hold (`auth.max_senders_per_cluster`).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Senders known.
     pub fn len(&self) -> usize {
         self.senders.len()
