@@ -15,7 +15,9 @@
 //! epochs and counters stay, so a rotation loses nothing.
 //!
 //! Module map: [`keys`] (key files), [`window`] (RFC 6479 window and the
-//! one-shot window), [`senders`] (the sender table, loss accounting).
+//! one-shot window), [`senders`] (the sender table, loss accounting),
+//! [`persist`] (the sender state file: replays stay refused across
+//! restarts).
 
 pub mod keys;
 pub mod persist;
