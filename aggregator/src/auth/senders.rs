@@ -467,8 +467,11 @@ impl Table {
                 let reserve = if exact || s.oneshot() {
                     0
                 } else {
+                    // Counted from the first datagram after an aggregator
+                    // restart (`base`), not across the downtime: a long
+                    // outage is no rate.
                     let advance = match s.written {
-                        Some(w) if w.epoch == s.epoch => top.saturating_sub(w.top),
+                        Some(w) if w.epoch == s.epoch => top.saturating_sub(w.top.max(s.base)),
                         _ => s.received_epoch,
                     };
                     advance.saturating_mul(2).clamp(RESERVE_MIN, RESERVE_MAX)
@@ -828,16 +831,20 @@ mod tests {
         assert_eq!((s.cloned, s.received, s.replays_rejected), (false, 0, 20));
         assert!(r.is_keyed("10.0.0.1".parse().unwrap(), "x"));
         assert!(r.is_keyed("10.9.9.9".parse().unwrap(), "web1"));
-        // The live sender past the reserve goes on; loss counts from its
-        // first datagram after the restart.
+        // The live sender past the reserve goes on (it sent 5000 while the
+        // aggregator was down); loss counts from its first datagram after
+        // the restart.
         let limit = 9 + RESERVE_MIN;
+        let (c1, c2) = (limit + 5000, limit + 5002);
         assert_eq!(feed(&mut r, hdr(5, 1, limit), a(1)), Decision::Replay);
-        assert_eq!(feed(&mut r, hdr(5, 1, limit + 1), a(1)), Decision::Accepted);
-        assert_eq!(feed(&mut r, hdr(5, 1, limit + 3), a(1)), Decision::Accepted);
+        assert_eq!(feed(&mut r, hdr(5, 1, c1), a(1)), Decision::Accepted);
+        assert_eq!(feed(&mut r, hdr(5, 1, c2), a(1)), Decision::Accepted);
         assert_eq!(r.get(&(9, false)).unwrap().lost(), 1);
         assert!(r.take_wake(), "past what the file refuses: an early write");
+        // Its reserve counts from then, not across the downtime.
+        assert_eq!(r.export(false).0[0].limit, c2 + RESERVE_MIN);
         // The shutdown write is exact.
-        assert_eq!(r.export(true).0[0].limit, limit + 3);
+        assert_eq!(r.export(true).0[0].limit, c2);
         // A restart of the sender (new epoch) is accepted from counter 0.
         assert_eq!(feed(&mut r, hdr(6, 2, 0), a(1)), Decision::Accepted);
     }
