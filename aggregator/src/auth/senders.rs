@@ -309,8 +309,8 @@ impl Sender {
                     } else {
                         0
                     };
-                    self.floor = None;
-                    let top = w.top().max(self.floor.unwrap_or(0));
+                    // A restored sender's old epoch ends at its floor.
+                    let top = w.top().max(self.floor.take().unwrap_or(0));
                     self.prev = Some((self.epoch, self.salt, top));
                     *w = Window::fresh();
                     w.accept(h.counter);
@@ -847,6 +847,13 @@ mod tests {
         assert_eq!(r.export(true).0[0].limit, c2);
         // A restart of the sender (new epoch) is accepted from counter 0.
         assert_eq!(feed(&mut r, hdr(6, 2, 0), a(1)), Decision::Accepted);
+        // A restored sender restarting: its old epoch ends at the floor, so
+        // a replay from before the crash is stale, not a clone.
+        let mut r = Table::new(10, 100);
+        r.restore(&w, &ips, &hosts);
+        assert_eq!(feed(&mut r, hdr(6, 2, 0), a(1)), Decision::Accepted);
+        assert_eq!(feed(&mut r, hdr(5, 1, 15), a(1)), Decision::StaleEpoch);
+        assert!(!r.get(&(9, false)).unwrap().cloned);
     }
 
     #[test]
