@@ -868,6 +868,7 @@ fn captured_datagrams_stay_refused_after_an_aggregator_crash_or_restart() {
     for s in &rows {
         assert_eq!(s["received"], 0, "{s}");
         assert_eq!(s["cloned"], false, "{s}");
+        assert_eq!(s["restored"], true, "{s}");
     }
     assert!(
         !gmond_xml(&agg).contains("batch1"),

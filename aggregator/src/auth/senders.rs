@@ -659,6 +659,7 @@ impl Table {
                 restarts: s.restarts,
                 cloned: s.cloned,
                 last_seen: s.last_seen,
+                restored: s.addr.ip().is_unspecified(),
             })
             .collect();
         v.sort_by_key(|r| (r.sender_id, r.oneshot));
@@ -708,6 +709,9 @@ pub struct SenderRow {
     pub cloned: bool,
     /// Unix time of the last accepted datagram.
     pub last_seen: u64,
+    /// Known from the state file only: nothing accepted since the
+    /// aggregator started (`address` and `last_seen` are then unset).
+    pub restored: bool,
 }
 
 #[cfg(test)]
