@@ -24,7 +24,7 @@ window.senders = (() => {
   function names(s) {
     const out = new Set();
     if (s.host) { out.add(s.host); const i = s.host.indexOf(":"); if (i > 0) out.add(s.host.slice(i + 1)); }
-    out.add(s.address.replace(/^\[?([^\]]*?)\]?:\d+$/, "$1"));
+    if (!s.restored) out.add(s.address.replace(/^\[?([^\]]*?)\]?:\d+$/, "$1"));
     return out;
   }
   const lossPct = (s) => (s.received + s.lost ? (100 * s.lost / (s.received + s.lost)).toFixed(2) + " %" : "-");
@@ -47,12 +47,12 @@ window.senders = (() => {
     const head = ["host", "address", "sender", "key", "epoch", "received", "lost", "loss %", "duplicates", "reordered", "replays refused", "state", "last seen"];
     const table = mk("table", { class: "senders", "data-testid": "senders-table" }, mk("tr", {}, ...head.map((h) => mk("th", {}, h))));
     for (const s of rows) {
-      const state = s.cloned ? "CLONED" : s.oneshot ? "authenticated (send)" : "authenticated";
+      const state = s.cloned ? "CLONED" : s.restored ? "restored (nothing since restart)" : s.oneshot ? "authenticated (send)" : "authenticated";
       const tr = mk("tr", s.cloned ? { class: "down" } : {},
         mk("td", {}, s.host || "?"), mk("td", {}, s.address), mk("td", {}, s.sender_id), mk("td", {}, s.key_id),
         mk("td", {}, s.epoch), mk("td", {}, s.received), mk("td", {}, s.oneshot ? "-" : s.lost),
         mk("td", {}, s.oneshot ? "-" : lossPct(s)), mk("td", {}, s.duplicates), mk("td", {}, s.reordered),
-        mk("td", {}, s.replays_rejected), mk("td", {}, state), mk("td", {}, ago(s.last_seen, d.localtime)));
+        mk("td", {}, s.replays_rejected), mk("td", {}, state), mk("td", {}, s.restored ? "-" : ago(s.last_seen, d.localtime)));
       table.append(tr);
     }
     box.append(table);

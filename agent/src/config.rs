@@ -56,7 +56,8 @@ pub struct AgentConfig {
     /// gmond Python metric modules.
     pub module: Vec<ModuleConfig>,
     /// Key file (`ganglion-agent keygen`): every datagram goes out in the
-    /// authenticated envelope. `--key-file` overrides it.
+    /// authenticated envelope. `--key-file` overrides it. Re-read on SIGHUP
+    /// (a file that does not load keeps the current key).
     pub key_file: Option<std::path::PathBuf>,
 }
 

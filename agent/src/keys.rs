@@ -135,6 +135,8 @@ struct SealState {
     key: SubKey,
     /// The last counter used (one-shot streams: never repeat one).
     last: Option<u64>,
+    /// The sender id when the key file sets none (from the host name).
+    default_sender: u32,
 }
 
 /// Seals datagrams for one stream; cheap to clone (the stream is shared, so
@@ -181,6 +183,7 @@ impl Sealer {
             header,
             key,
             last: None,
+            default_sender: sender_id,
         }))))
     }
 
@@ -214,6 +217,23 @@ impl Sealer {
         h.counter = counter;
         envelope::seal(&s.key, &h, payload, out)?;
         s.last = Some(counter);
+        Ok(())
+    }
+
+    /// Moves the stream to the key of `kf` (SIGHUP): from the next datagram
+    /// on, its key id, algorithm, ENC flag and sender id; epoch, salt and
+    /// counter go on, so the receiver's window continues (the subkey is new,
+    /// so no (key, nonce) pair repeats). On error the current key stays.
+    pub fn rekey(&self, kf: &KeyFile) -> Result<(), KeyError> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = s.header;
+        h.alg = kf.secret.alg;
+        h.key_id = kf.secret.key_id;
+        h.flags = (h.flags & FLAG_ONESHOT) | if kf.encrypt { FLAG_ENC } else { 0 };
+        h.sender_id = kf.sender_id.unwrap_or(s.default_sender);
+        let key = SubKey::derive(&kf.secret, &h).map_err(|_| KeyError::Random)?;
+        s.header = h;
+        s.key = key;
         Ok(())
     }
 

@@ -252,12 +252,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    // SIGTERM and SIGINT stop the agent cleanly: blocked, they queue on a
-    // signalfd that the scheduler waits on with its sockets (one thread, no
-    // handler, no async runtime).
+    // SIGTERM and SIGINT stop the agent cleanly, SIGHUP re-reads key_file:
+    // blocked, they queue on a signalfd that the scheduler waits on with its
+    // sockets (one thread, no handler, no async runtime).
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGTERM);
     stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGHUP);
     let signals = match stop
         .thread_block()
         .and_then(|()| SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK))

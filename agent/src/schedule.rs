@@ -49,7 +49,8 @@ struct Group {
 const MAX_REQUESTS_PER_WAKE: usize = 64;
 
 /// Runs the agent until `shutdown` becomes readable (the binary passes a
-/// signalfd for SIGTERM and SIGINT).
+/// signalfd for SIGTERM and SIGINT; a SIGHUP on it re-reads `key_file`
+/// instead: the stream moves to its current key).
 ///
 /// One thread, no async runtime: it sleeps in `ppoll` on `shutdown` and the
 /// sending sockets (where metadata requests arrive) until the next group is
@@ -90,16 +91,18 @@ pub fn run(
         config.override_ip.as_deref(),
         config.cluster.clone(),
     );
+    let mut sealer = None;
     if let Some(path) = &config.key_file {
         // One authenticated stream for the whole process (scripts and
         // modules included): every destination gets the envelope.
         let kf = crate::keys::read(path).context("key_file")?;
-        let sealer = crate::keys::Sealer::daemon(&kf, &identity.host).context("key_file")?;
-        let (key_id, sender_id, epoch) = sealer.describe();
+        let s = crate::keys::Sealer::daemon(&kf, &identity.host).context("key_file")?;
+        let (key_id, sender_id, epoch) = s.describe();
         tracing::info!(key_id, sender_id, epoch, "sending authenticated datagrams");
         for d in &mut dests {
-            d.1.sealer = Some(sealer.clone());
+            d.1.sealer = Some(s.clone());
         }
+        sealer = Some(s);
     }
     let ch = Channels::open_with(dests.clone()).context("opening UDP sockets")?;
     // Scripts and Python modules run on their own threads and sockets; they
@@ -262,7 +265,13 @@ pub fn run(
         // Unknown event bits (None) count as ready too: the read decides.
         let ready = |fd: &PollFd<'_>| fd.revents() != Some(PollFlags::empty());
         if ready(&fds[0]) {
-            break;
+            let (stop, hup) = signals(shutdown);
+            if hup {
+                reload_key(config.key_file.as_deref(), sealer.as_ref());
+            }
+            if stop {
+                break;
+            }
         }
         for (s, fd) in readers.iter().zip(&fds[1..]) {
             if !ready(fd) {
@@ -292,6 +301,49 @@ pub fn run(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Reads every queued signal from the signalfd `fd`: (stop, reload). Any
+/// other readable descriptor, or a failed read, means stop (the contract
+/// before SIGHUP existed).
+fn signals(fd: BorrowedFd<'_>) -> (bool, bool) {
+    // struct signalfd_siginfo: 128 bytes, ssi_signo first.
+    let mut info = [0u8; 128];
+    let (mut stop, mut hup) = (false, false);
+    loop {
+        match nix::unistd::read(fd, &mut info) {
+            Ok(128) => {
+                let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                if signo == nix::sys::signal::Signal::SIGHUP as u32 {
+                    hup = true;
+                } else {
+                    stop = true;
+                }
+            }
+            Err(Errno::EAGAIN) => return (stop, hup),
+            Err(Errno::EINTR) => {}
+            _ => return (true, hup),
+        }
+    }
+}
+
+/// SIGHUP: moves the authenticated stream to the key file's current key
+/// from the next datagram on; a file that does not load is logged and the
+/// current key stays.
+fn reload_key(path: Option<&std::path::Path>, sealer: Option<&crate::keys::Sealer>) {
+    let (Some(path), Some(sealer)) = (path, sealer) else {
+        tracing::info!("SIGHUP: no key_file, nothing to reload");
+        return;
+    };
+    match crate::keys::read(path).and_then(|kf| sealer.rekey(&kf)) {
+        Ok(()) => {
+            let (key_id, sender_id, epoch) = sealer.describe();
+            tracing::info!(key_id, sender_id, epoch, "key file reloaded (SIGHUP)");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "key file reload failed (SIGHUP); keeping the current key")
+        }
+    }
 }
 
 /// How early a due group may run to share a wakeup with another.

@@ -71,6 +71,8 @@ pub struct Running {
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The authenticated senders' state file, written exactly at the end.
+    auth_state: Option<Arc<auth::persist::StateFile>>,
 }
 
 impl Running {
@@ -80,6 +82,10 @@ impl Running {
         self.shutdown.cancelled().await;
         for t in self.threads.drain(..) {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        // No datagram is accepted any more: the exact sender state.
+        if let Some(s) = self.auth_state.take() {
+            let _ = tokio::task::spawn_blocking(move || s.write(true)).await;
         }
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -183,6 +189,10 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
 
     let auth = Arc::new(auth::Registry::new(&config)?);
     auth.spawn_reload_on_sighup(&mut tasks, shutdown.clone())?;
+    let auth_state = auth::persist::StateFile::open(&auth, &config.rrd_root);
+    if let Some(s) = &auth_state {
+        s.spawn(&mut tasks, shutdown.clone());
+    }
     for (i, c) in config.cluster.iter().enumerate() {
         let resolver = Resolver::new(c.reverse_dns, state.clone());
         for a in &c.udp_listen {
@@ -466,6 +476,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         tasks,
         threads,
         writer,
+        auth_state,
     })
 }
 

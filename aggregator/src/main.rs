@@ -130,6 +130,9 @@ fn main() -> anyhow::Result<()> {
         let limit = ganglion_aggregator::listen::raise_nofile();
         let needed = ganglion_aggregator::listen::check_fd_budget(&config.fd_budget(), limit)
             .map_err(anyhow::Error::msg)?;
+        // Key files of clusters with auth on, as start loads them (errors
+        // name `cluster[i].key_files`).
+        ganglion_aggregator::auth::Registry::new(&config)?;
         println!("configuration OK ({needed} of {limit} file descriptors budgeted)");
         return Ok(());
     }

@@ -728,3 +728,273 @@ fn optional_mode_keeps_real_gmond_and_gmetric_and_refuses_downgrades() {
     assert_eq!(metric_val(&agg, "new1", "temp").as_deref(), Some("4.0"));
     assert!(!gmond_xml(&agg).contains("<HOST NAME=\"other\""));
 }
+
+/// Datagrams read from `trap` until `n` arrived.
+fn capture(trap: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+    let mut buf = [0u8; 1500];
+    (0..n)
+        .map(|_| {
+            let (len, _) = trap.recv_from(&mut buf).unwrap();
+            buf[..len].to_vec()
+        })
+        .collect()
+}
+
+/// The envelope counter of a sealed datagram.
+fn counter_of(d: &[u8]) -> u64 {
+    Header::parse(d).unwrap().counter
+}
+
+/// The per-sender limits the aggregator's state file holds for `cluster`:
+/// (sender id, one-shot) → limit. Empty while the file is absent or torn.
+fn persisted_limits(rrd_root: &Path, cluster: &str) -> Vec<((u64, bool), u64)> {
+    let Ok(text) = std::fs::read_to_string(rrd_root.join(".ganglion-auth-senders")) else {
+        return Vec::new();
+    };
+    let Some(body) = text.lines().nth(1) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<J>(body) else {
+        return Vec::new();
+    };
+    v["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == cluster)
+        .flat_map(|c| c["senders"].as_array().cloned().unwrap_or_default())
+        .map(|s| {
+            (
+                (
+                    s["id"].as_u64().unwrap_or(0),
+                    s["oneshot"].as_bool().unwrap_or(false),
+                ),
+                s["limit"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Starts the aggregator again on `agg`'s configuration (same ports, same
+/// rrd_root) after its process ended.
+fn respawn(agg: &mut Aggregator) {
+    let config = agg.dir.path().join("aggregator.toml");
+    agg.guard = ChildGuard::spawn(
+        "ganglion-aggregator",
+        Command::new(workspace_bin("ganglion-aggregator"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_tcp(agg.http, WAIT);
+}
+
+#[test]
+fn captured_datagrams_stay_refused_after_an_aggregator_crash_or_restart() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), 4);
+    let mut agg = Aggregator::start_with("Fleet", &auth_cluster("required", &[&key]), "");
+    let trap = UdpSocket::bind("127.0.0.1:0").unwrap();
+    trap.set_read_timeout(Some(WAIT)).unwrap();
+    let trap_addr = trap.local_addr().unwrap().to_string();
+
+    // The agent daemon's datagrams and a `send` run's, captured on their
+    // way and forwarded: all accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "key_file = \"{}\"\nsend_metadata_interval_secs = 0\n\
+         [[collection_group]]\ncollect_every_secs = 1\ntime_threshold_secs = 1\n\
+         [[collection_group.metric]]\nname = \"load_one\"\nvalue_threshold = -1.0\n",
+        key.display()
+    );
+    let mut agent = start_agent(dir.path(), "agent.toml", &toml, &["--send-to", &trap_addr]);
+    let daemon = capture(&trap, 6);
+    agent.terminate(Duration::from_secs(5));
+    drop(agent);
+    // Whatever the agent sent while stopping is not forwarded.
+    trap.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while trap.recv_from(&mut [0u8; 1500]).is_ok() {}
+    trap.set_read_timeout(Some(WAIT)).unwrap();
+    send_cmd(&key, trap.local_addr().unwrap(), "41");
+    let oneshot = capture(&trap, 2);
+    let all: Vec<&Vec<u8>> = daemon.iter().chain(oneshot.iter()).collect();
+    let sock = sock_on([127, 0, 0, 1]);
+    for d in &all {
+        sock.send_to(d, agg.udp).unwrap();
+    }
+    let daemon_id = u64::from(Header::parse(&daemon[0]).unwrap().sender_id);
+    let oneshot_id = u64::from(Header::parse(&oneshot[0]).unwrap().sender_id);
+    wait_until("the captured datagrams accepted", WAIT, || {
+        (field(&agg, daemon_id as u32, "received") == 6 && oneshot_received(&agg) == 2)
+            .then_some(())
+    });
+
+    // The state file covers them within about a second (a new sender
+    // wakes an early write).
+    let daemon_top = daemon.iter().map(|d| counter_of(d)).max().unwrap();
+    let oneshot_top = oneshot.iter().map(|d| counter_of(d)).max().unwrap();
+    wait_until(
+        "the state file covering every accepted datagram",
+        WAIT,
+        || {
+            let l = persisted_limits(&agg.rrd_root, "Fleet");
+            let limit = |k| l.iter().find(|(id, _)| *id == k).map(|(_, v)| *v);
+            (limit((daemon_id, false))? >= daemon_top && limit((oneshot_id, true))? >= oneshot_top)
+                .then_some(())
+        },
+    );
+
+    // A crash (SIGKILL: no shutdown write), then a start on the same
+    // rrd_root: every captured datagram is refused and changes nothing.
+    let st = Command::new("kill")
+        .args(["-KILL", &agg.guard.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    agg.guard.terminate(Duration::from_secs(5));
+    respawn(&mut agg);
+    let replayed = |agg: &Aggregator| rejected(agg, "replay") + rejected(agg, "stale_epoch");
+    for d in &all {
+        sock.send_to(d, agg.udp).unwrap();
+    }
+    wait_until("every replay after the crash refused", WAIT, || {
+        (replayed(&agg) == all.len() as u64).then_some(())
+    });
+    assert_eq!(all_rejected(&agg), all.len() as u64);
+    let rows = senders(&agg);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for s in &rows {
+        assert_eq!(s["received"], 0, "{s}");
+        assert_eq!(s["cloned"], false, "{s}");
+        assert_eq!(s["restored"], true, "{s}");
+    }
+    assert!(
+        !gmond_xml(&agg).contains("batch1"),
+        "a replayed send reached the state"
+    );
+
+    // A fresh send after the restart is accepted; captured on its way, it
+    // too stays refused after a clean restart (the shutdown write).
+    send_cmd(&key, trap.local_addr().unwrap(), "42");
+    let fresh = capture(&trap, 2);
+    for d in &fresh {
+        sock.send_to(d, agg.udp).unwrap();
+    }
+    wait_until("the fresh send accepted", WAIT, || {
+        (metric_val(&agg, "batch1", "jobs")? == "42").then_some(())
+    });
+    agg.guard.terminate(Duration::from_secs(10));
+    respawn(&mut agg);
+    for d in all.iter().copied().chain(fresh.iter()) {
+        sock.send_to(d, agg.udp).unwrap();
+    }
+    wait_until("every replay after the clean restart refused", WAIT, || {
+        (replayed(&agg) == (all.len() + fresh.len()) as u64).then_some(())
+    });
+    assert!(senders(&agg).iter().all(|s| s["received"] == 0));
+    send_cmd(&key, agg.udp, "43");
+    wait_until("a send after the clean restart", WAIT, || {
+        (metric_val(&agg, "batch1", "jobs")? == "43").then_some(())
+    });
+    agg.guard.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn the_agent_moves_to_a_new_key_on_sighup_and_keeps_its_key_on_a_bad_file() {
+    let keys = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(keys.path(), 5), keygen(keys.path(), 6));
+    let agg = Aggregator::start_with("Fleet", &auth_cluster("required", &[&old, &new]), "");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent.key");
+    std::fs::copy(&old, &key).unwrap();
+    let toml = format!(
+        "key_file = \"{}\"\nsend_metadata_interval_secs = 0\n\
+         [[collection_group]]\ncollect_every_secs = 1\ntime_threshold_secs = 1\n\
+         [[collection_group.metric]]\nname = \"load_one\"\nvalue_threshold = -1.0\n",
+        key.display()
+    );
+    let send_to = agg.udp.to_string();
+    let mut agent = start_agent(dir.path(), "agent.toml", &toml, &["--send-to", &send_to]);
+    let row = wait_until("the agent on key 5", WAIT, || {
+        senders(&agg)
+            .into_iter()
+            .find(|s| s["key_id"] == 5 && s["received"].as_u64().unwrap_or(0) >= 2)
+    });
+    let id = row["sender_id"].as_u64().unwrap() as u32;
+    let epoch = row["epoch"].as_u64().unwrap();
+
+    // The key file now holds key 6: after SIGHUP the same stream goes on
+    // under it, without a restart and without a datagram lost.
+    std::fs::copy(&new, &key).unwrap();
+    hup(agent.pid());
+    wait_until("the agent on key 6", WAIT, || {
+        (field(&agg, id, "key_id") == 6).then_some(())
+    });
+    let received = field(&agg, id, "received");
+    wait_until("more datagrams under key 6", WAIT, || {
+        (field(&agg, id, "received") >= received + 2).then_some(())
+    });
+    let row = sender(&agg, id, false).unwrap();
+    assert_eq!(row["epoch"], epoch, "{row}");
+    assert_eq!(
+        (row["restarts"].as_u64(), row["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{row}"
+    );
+
+    // A bad file: logged, the agent keeps key 6 and goes on sending.
+    std::fs::write(&key, "not a key file\n").unwrap();
+    hup(agent.pid());
+    let received = field(&agg, id, "received");
+    wait_until("datagrams after the bad reload", WAIT, || {
+        (field(&agg, id, "received") >= received + 3).then_some(())
+    });
+    assert_eq!(field(&agg, id, "key_id"), 6);
+    assert_eq!(all_rejected(&agg), 0);
+    assert_eq!(
+        agent.terminate(Duration::from_secs(5)),
+        Some(0),
+        "the agent stopped cleanly"
+    );
+}
+
+#[test]
+fn check_config_loads_the_key_files_as_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), 7);
+    let check = |key_file: &Path| {
+        let conf = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "rrd_root = \"{}\"\n[[cluster]]\nname = \"Fleet\"\n\
+                 udp_listen = \"127.0.0.1:18649\"\n{}",
+                dir.path().join("rrds").display(),
+                auth_cluster("required", &[key_file])
+            ),
+        )
+        .unwrap();
+        Command::new(workspace_bin("ganglion-aggregator"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&key);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = check(&dir.path().join("absent.key"));
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("cluster[0].key_files"), "{err}");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let bad = check(&key);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cluster[0].key_files"));
+}

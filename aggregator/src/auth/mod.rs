@@ -15,9 +15,12 @@
 //! epochs and counters stay, so a rotation loses nothing.
 //!
 //! Module map: [`keys`] (key files), [`window`] (RFC 6479 window and the
-//! one-shot window), [`senders`] (the sender table, loss accounting).
+//! one-shot window), [`senders`] (the sender table, loss accounting),
+//! [`persist`] (the sender state file: replays stay refused across
+//! restarts).
 
 pub mod keys;
+pub mod persist;
 pub mod senders;
 pub mod window;
 
@@ -97,6 +100,10 @@ pub struct AuthCounters {
     pub clones: AtomicU64,
     /// Key reloads that failed (the previous keys stay).
     pub reload_failures: AtomicU64,
+    /// Writes of the sender state file that failed.
+    pub state_write_failures: AtomicU64,
+    /// Woken when a sender goes past what the state file refuses.
+    pub(crate) state_wake: tokio::sync::Notify,
 }
 
 impl AuthCounters {
@@ -269,7 +276,8 @@ impl ClusterAuth {
         // only if the datagram is accepted).
         let cached = table
             .get(&sender)
-            .is_some_and(|s| s.cached.fits(&h, keys.generation));
+            .and_then(|s| s.cached.as_ref())
+            .is_some_and(|c| c.fits(&h, keys.generation));
         if !cached && !table.take_session(now) {
             drop(table);
             self.refuse(
@@ -301,7 +309,10 @@ impl ClusterAuth {
         let opened = {
             let key = match (&fresh, table.get(&sender)) {
                 (Some(k), _) => &k.key,
-                (None, Some(s)) => &s.cached.key,
+                (None, Some(s)) => match &s.cached {
+                    Some(c) => &c.key,
+                    None => return Outcome::Refused,
+                },
                 (None, None) => return Outcome::Refused,
             };
             envelope::open(key, &h, buf)
@@ -315,7 +326,11 @@ impl ClusterAuth {
             }
         };
         let (decision, newly_cloned) = table.apply(&h, fresh, src, now);
+        let wake = table.take_wake();
         drop(table);
+        if wake {
+            self.counters.state_wake.notify_one();
+        }
         if newly_cloned {
             self.diag.emit(
                 Cloned {
@@ -500,6 +515,11 @@ impl Registry {
                 "ganglion_auth_key_reload_failures_total",
                 "Key reloads (SIGHUP) that failed; the previous keys stayed",
                 self.counters.reload_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "ganglion_auth_state_write_failures_total",
+                "Writes of the sender state file (replay protection across restarts) that failed",
+                self.counters.state_write_failures.load(Ordering::Relaxed),
             ),
         ]
     }

@@ -71,9 +71,15 @@ pub struct Sender {
     pub salt: u32,
     /// Key id of the last accepted datagram.
     pub key_id: u16,
-    /// Subkey of the last accepted datagram.
-    pub cached: CachedKey,
+    /// Subkey of the last accepted datagram (none for a sender restored
+    /// from the state file until its next datagram).
+    pub cached: Option<CachedKey>,
     stream: Stream,
+    /// Restored from the state file: counters up to it in `epoch` count as
+    /// seen (refused as replays) although the window never saw them.
+    floor: Option<u64>,
+    /// What the state file holds for this sender (see [`Written`]).
+    written: Option<Written>,
     /// First counter of the epoch's accounting.
     base: u64,
     /// Accepted in the current epoch.
@@ -106,6 +112,43 @@ pub struct Sender {
     pub last_seen: u64,
 }
 
+/// The part of a sender the state file holds: everything up to `limit` in
+/// `epoch` is refused after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The epoch written.
+    pub epoch: u32,
+    /// The highest counter accepted when it was written.
+    pub top: u64,
+    /// `top` plus the reserve: the floor a restarted aggregator refuses
+    /// through.
+    pub limit: u64,
+}
+
+/// `base` of a restored sender: its first accepted datagram becomes the
+/// base (first contact, as after a restart without a state file).
+const BASE_UNSET: u64 = u64::MAX;
+
+/// One sender as the state file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Sender id.
+    pub sender_id: u32,
+    /// A one-shot stream.
+    pub oneshot: bool,
+    /// Key id of the last accepted datagram.
+    pub key_id: u16,
+    /// Current epoch (older ones are refused as `stale_epoch`).
+    pub epoch: u32,
+    /// Its salt (another salt in the same epoch is a conflict).
+    pub salt: u32,
+    /// Every counter up to it in `epoch` (any epoch for one-shot streams,
+    /// whose counter is a clock) is refused.
+    pub limit: u64,
+    /// Host name its messages carried.
+    pub host: Option<String>,
+}
+
 /// What the table decided about an authentic datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -134,8 +177,10 @@ impl Sender {
             epoch: h.epoch,
             salt: h.salt,
             key_id: h.key_id,
-            cached: key,
+            cached: Some(key),
             stream,
+            floor: None,
+            written: None,
             base: h.counter,
             received_epoch: 1,
             lost_frozen: 0,
@@ -158,9 +203,67 @@ impl Sender {
         matches!(self.stream, Stream::Oneshot(_))
     }
 
+    /// A sender restored from the state file: nothing received since the
+    /// restart, every counter up to `p.limit` refused.
+    fn restored(p: &Persisted) -> Sender {
+        let (stream, floor) = if p.oneshot {
+            (Stream::Oneshot(Sparse::refusing_through(p.limit)), None)
+        } else {
+            (Stream::Counter(Window::fresh()), Some(p.limit))
+        };
+        Sender {
+            epoch: p.epoch,
+            salt: p.salt,
+            key_id: p.key_id,
+            cached: None,
+            stream,
+            floor,
+            written: Some(Written {
+                epoch: p.epoch,
+                top: p.limit,
+                limit: p.limit,
+            }),
+            base: BASE_UNSET,
+            received_epoch: 0,
+            lost_frozen: 0,
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            replays_rejected: 0,
+            restarts: 0,
+            stale_epochs: 0,
+            cloned: false,
+            prev: None,
+            // Unspecified until its first datagram: no address to compare
+            // for the clone check.
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            host: p.host.clone(),
+            last_seen: 0,
+        }
+    }
+
+    /// The highest counter accepted in the current epoch (or refused
+    /// through, when restored).
+    fn top(&self) -> u64 {
+        let seen = match &self.stream {
+            Stream::Counter(w) => w.top(),
+            Stream::Oneshot(s) => s.top().unwrap_or(0),
+        };
+        seen.max(self.floor.unwrap_or(0))
+    }
+
+    /// Whether the state file already refuses everything accepted so far
+    /// (one-shot streams: every run's clock counter; daemons: the epoch and
+    /// counter).
+    fn covered(&self) -> bool {
+        self.written
+            .is_some_and(|w| (self.oneshot() || w.epoch == self.epoch) && self.top() <= w.limit)
+    }
+
     fn epoch_lost(&self) -> u64 {
         match &self.stream {
-            Stream::Counter(w) if self.received_epoch > 0 => (w.top() - self.base)
+            Stream::Counter(w) if self.received_epoch > 0 && self.base != BASE_UNSET => (w.top()
+                - self.base)
                 .saturating_add(1)
                 .saturating_sub(self.received_epoch),
             _ => 0,
@@ -199,10 +302,16 @@ impl Sender {
                 if h.epoch > self.epoch {
                     // The sender restarted: freeze the old epoch's loss; the
                     // new one is seen from its start (base 0).
-                    self.lost_frozen += (w.top() - self.base)
-                        .saturating_add(1)
-                        .saturating_sub(self.received_epoch);
-                    self.prev = Some((self.epoch, self.salt, w.top()));
+                    self.lost_frozen += if self.received_epoch > 0 && self.base != BASE_UNSET {
+                        (w.top() - self.base)
+                            .saturating_add(1)
+                            .saturating_sub(self.received_epoch)
+                    } else {
+                        0
+                    };
+                    // A restored sender's old epoch ends at its floor.
+                    let top = w.top().max(self.floor.take().unwrap_or(0));
+                    self.prev = Some((self.epoch, self.salt, top));
                     *w = Window::fresh();
                     w.accept(h.counter);
                     self.epoch = h.epoch;
@@ -226,6 +335,11 @@ impl Sender {
                 } else if h.salt != self.salt {
                     self.cloned = true;
                     Decision::Conflict
+                } else if self.floor.is_some_and(|f| h.counter <= f) {
+                    // Accepted before the aggregator restarted (or within
+                    // the reserve the state file added).
+                    self.replays_rejected += 1;
+                    Decision::Replay
                 } else {
                     match w.accept(h.counter) {
                         Verdict::Duplicate => {
@@ -233,7 +347,7 @@ impl Sender {
                             self.replays_rejected += 1;
                             // The same datagram from two addresses: a
                             // cloned VM sending the same stream.
-                            if src != self.addr {
+                            if src != self.addr && !self.addr.ip().is_unspecified() {
                                 self.cloned = true;
                             }
                             Decision::Replay
@@ -254,6 +368,9 @@ impl Sender {
             }
         };
         if decision == Decision::Accepted {
+            if self.base == BASE_UNSET {
+                self.base = h.counter;
+            }
             self.received += 1;
             self.received_epoch += 1;
             self.key_id = h.key_id;
@@ -262,7 +379,7 @@ impl Sender {
             self.addr = src;
             self.last_seen = now;
             if let Some(k) = key {
-                self.cached = k;
+                self.cached = Some(k);
             }
         }
         (decision, self.cloned && !was_cloned)
@@ -285,7 +402,21 @@ pub struct Table {
     /// Subkey derivations allowed per second, and (second, used) so far.
     sessions_per_sec: u32,
     sessions: (u64, u32),
+    /// Something was accepted since the state file was last written.
+    dirty: bool,
+    /// Some sender has gone past what the state file refuses.
+    uncovered: bool,
+    /// `uncovered` just turned on: the caller wakes the state writer.
+    wake: bool,
 }
+
+/// Reserve added to a daemon's highest counter in a periodic write: twice
+/// its advance since the previous write, within these bounds. A crash
+/// refuses at most this many of a live sender's next datagrams; a sender
+/// passing it wakes an early write.
+pub const RESERVE_MIN: u64 = 64;
+/// See [`RESERVE_MIN`].
+pub const RESERVE_MAX: u64 = 1 << 20;
 
 impl Table {
     /// An empty table holding at most `cap` senders and deriving at most
@@ -298,6 +429,112 @@ impl Table {
             keyed_hosts: HashSet::new(),
             sessions_per_sec,
             sessions: (0, 0),
+            dirty: false,
+            uncovered: false,
+            wake: false,
+        }
+    }
+
+    /// Whether the state writer should be woken now (reported once per
+    /// uncovered period).
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
+    }
+
+    /// Whether anything was accepted since the last [`Table::mark_written`].
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn note_accepted(&mut self, covered: bool) {
+        self.dirty = true;
+        if !covered && !self.uncovered {
+            self.uncovered = true;
+            self.wake = true;
+        }
+    }
+
+    /// The state to write: per sender its limit (the highest counter, plus
+    /// a reserve unless `exact`: see [`RESERVE_MIN`]; one-shot streams get
+    /// none, a later run's clock is higher anyway) and the keyed addresses
+    /// and host names.
+    pub fn export(&self, exact: bool) -> (Vec<Persisted>, Vec<IpAddr>, Vec<String>) {
+        let senders = self
+            .senders
+            .iter()
+            .map(|(k, s)| {
+                let top = s.top();
+                let reserve = if exact || s.oneshot() {
+                    0
+                } else {
+                    // Counted from the first datagram after an aggregator
+                    // restart (`base`), not across the downtime: a long
+                    // outage is no rate.
+                    let advance = match s.written {
+                        Some(w) if w.epoch == s.epoch => top.saturating_sub(w.top.max(s.base)),
+                        _ => s.received_epoch,
+                    };
+                    advance.saturating_mul(2).clamp(RESERVE_MIN, RESERVE_MAX)
+                };
+                Persisted {
+                    sender_id: k.0,
+                    oneshot: k.1,
+                    key_id: s.key_id,
+                    epoch: s.epoch,
+                    salt: s.salt,
+                    limit: top.saturating_add(reserve),
+                    host: s.host.clone(),
+                }
+            })
+            .collect();
+        (
+            senders,
+            self.keyed_ips.iter().copied().collect(),
+            self.keyed_hosts.iter().cloned().collect(),
+        )
+    }
+
+    /// Records that `written` (from [`Table::export`]) is durable; senders
+    /// that moved on since keep their progress. Returns whether some sender
+    /// is already past it (write again soon).
+    pub fn mark_written(&mut self, written: &[Persisted]) -> bool {
+        for p in written {
+            if let Some(s) = self.senders.get_mut(&(p.sender_id, p.oneshot))
+                && (p.oneshot || s.epoch == p.epoch)
+            {
+                let top = s.top().min(p.limit);
+                s.written = Some(Written {
+                    epoch: p.epoch,
+                    top,
+                    limit: p.limit,
+                });
+            }
+        }
+        self.dirty = false;
+        self.uncovered = self.senders.values().any(|s| !s.covered());
+        self.uncovered
+    }
+
+    /// Restores senders and keyed hosts from the state file, within the
+    /// caps (the rest is dropped: those senders start as new).
+    pub fn restore(&mut self, senders: &[Persisted], ips: &[IpAddr], hosts: &[String]) {
+        for p in senders
+            .iter()
+            .take(self.cap.saturating_sub(self.senders.len()))
+        {
+            self.senders
+                .insert((p.sender_id, p.oneshot), Sender::restored(p));
+        }
+        let keyed_cap = self.cap.saturating_mul(KEYED_PER_SENDER);
+        for ip in ips {
+            if self.keyed_ips.len() < keyed_cap {
+                self.keyed_ips.insert(crate::state::canonical_ip(*ip));
+            }
+        }
+        for h in hosts {
+            if self.keyed_hosts.len() < keyed_cap {
+                self.keyed_hosts.insert(h.clone());
+            }
         }
     }
 
@@ -316,6 +553,11 @@ impl Table {
     /// The sender, if known.
     pub fn get(&self, k: &SenderKey) -> Option<&Sender> {
         self.senders.get(k)
+    }
+
+    /// Senders it may hold (`auth.max_senders_per_cluster`).
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     /// Senders known.
@@ -346,6 +588,8 @@ impl Table {
         if let Some(s) = self.senders.get_mut(&k) {
             let r = s.apply(h, key, src, now);
             if r.0 == Decision::Accepted {
+                let covered = s.covered();
+                self.note_accepted(covered);
                 self.note_ip(src.ip());
             }
             return r;
@@ -357,6 +601,7 @@ impl Table {
             return (Decision::Full, false);
         }
         self.senders.insert(k, Sender::new(h, key, src, now));
+        self.note_accepted(false);
         self.note_ip(src.ip());
         (Decision::Accepted, false)
     }
@@ -414,6 +659,7 @@ impl Table {
                 restarts: s.restarts,
                 cloned: s.cloned,
                 last_seen: s.last_seen,
+                restored: s.addr.ip().is_unspecified(),
             })
             .collect();
         v.sort_by_key(|r| (r.sender_id, r.oneshot));
@@ -463,12 +709,15 @@ pub struct SenderRow {
     pub cloned: bool,
     /// Unix time of the last accepted datagram.
     pub last_seen: u64,
+    /// Known from the state file only: nothing accepted since the
+    /// aggregator started (`address` and `last_seen` are then unset).
+    pub restored: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ganglion_proto::envelope::{Alg, Secret};
+    use ganglion_proto::envelope::{self, Alg, Secret};
 
     fn hdr(epoch: u32, salt: u32, counter: u64) -> Header {
         Header {
@@ -553,6 +802,86 @@ mod tests {
         feed(&mut t, hdr(5, 1, 0), a(1));
         feed(&mut t, hdr(5, 1, 0), a(2));
         assert!(t.get(&(9, false)).unwrap().cloned);
+    }
+
+    #[test]
+    fn restored_senders_refuse_everything_up_to_the_written_limit() {
+        let mut t = Table::new(10, 100);
+        for c in 0..10 {
+            feed(&mut t, hdr(5, 1, c), a(1));
+        }
+        assert!(t.take_wake(), "a new sender wakes the writer");
+        t.note_host(&(9, false), "web1");
+        // A periodic write: top 9 plus twice the advance (10), at least
+        // RESERVE_MIN.
+        let (w, ips, hosts) = t.export(false);
+        assert_eq!(w[0].limit, 9 + RESERVE_MIN);
+        assert!(!t.mark_written(&w));
+        // Accepted after the write, within the reserve: no early write.
+        for c in 10..20 {
+            feed(&mut t, hdr(5, 1, c), a(1));
+        }
+        assert!(!t.take_wake());
+        // A crash; the next process loads the file. Every counter the
+        // crashed one accepted is refused, also from another address,
+        // without flagging a clone or counting anything received.
+        let mut r = Table::new(10, 100);
+        r.restore(&w, &ips, &hosts);
+        for c in 0..20 {
+            assert_eq!(feed(&mut r, hdr(5, 1, c), a(2)), Decision::Replay, "{c}");
+        }
+        assert_eq!(feed(&mut r, hdr(4, 1, 500), a(1)), Decision::StaleEpoch);
+        let s = r.get(&(9, false)).unwrap();
+        assert_eq!((s.cloned, s.received, s.replays_rejected), (false, 0, 20));
+        assert!(r.is_keyed("10.0.0.1".parse().unwrap(), "x"));
+        assert!(r.is_keyed("10.9.9.9".parse().unwrap(), "web1"));
+        // The live sender past the reserve goes on (it sent 5000 while the
+        // aggregator was down); loss counts from its first datagram after
+        // the restart.
+        let limit = 9 + RESERVE_MIN;
+        let (c1, c2) = (limit + 5000, limit + 5002);
+        assert_eq!(feed(&mut r, hdr(5, 1, limit), a(1)), Decision::Replay);
+        assert_eq!(feed(&mut r, hdr(5, 1, c1), a(1)), Decision::Accepted);
+        assert_eq!(feed(&mut r, hdr(5, 1, c2), a(1)), Decision::Accepted);
+        assert_eq!(r.get(&(9, false)).unwrap().lost(), 1);
+        assert!(r.take_wake(), "past what the file refuses: an early write");
+        // Its reserve counts from then, not across the downtime.
+        assert_eq!(r.export(false).0[0].limit, c2 + RESERVE_MIN);
+        // The shutdown write is exact.
+        assert_eq!(r.export(true).0[0].limit, c2);
+        // A restart of the sender (new epoch) is accepted from counter 0.
+        assert_eq!(feed(&mut r, hdr(6, 2, 0), a(1)), Decision::Accepted);
+        // A restored sender restarting: its old epoch ends at the floor, so
+        // a replay from before the crash is stale, not a clone.
+        let mut r = Table::new(10, 100);
+        r.restore(&w, &ips, &hosts);
+        assert_eq!(feed(&mut r, hdr(6, 2, 0), a(1)), Decision::Accepted);
+        assert_eq!(feed(&mut r, hdr(5, 1, 15), a(1)), Decision::StaleEpoch);
+        assert!(!r.get(&(9, false)).unwrap().cloned);
+    }
+
+    #[test]
+    fn restored_oneshot_streams_refuse_earlier_runs() {
+        let o = |c: u64| {
+            let mut h = hdr(5, c as u32, c);
+            h.flags = envelope::FLAG_ONESHOT;
+            h
+        };
+        let mut t = Table::new(10, 100);
+        feed(&mut t, o(1000), a(1));
+        feed(&mut t, o(2000), a(1));
+        let (w, ips, hosts) = t.export(false);
+        assert_eq!(
+            w[0].limit, 2000,
+            "no reserve: a later run's clock is higher"
+        );
+        let mut r = Table::new(10, 100);
+        r.restore(&w, &ips, &hosts);
+        assert_eq!(feed(&mut r, o(2000), a(1)), Decision::Replay);
+        assert_eq!(feed(&mut r, o(1000), a(1)), Decision::Replay);
+        assert_eq!(feed(&mut r, o(3000), a(1)), Decision::Accepted);
+        // Every new run is past the file: the writer is woken.
+        assert!(r.take_wake());
     }
 
     #[test]

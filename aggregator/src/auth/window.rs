@@ -135,6 +135,20 @@ impl Default for Sparse {
 }
 
 impl Sparse {
+    /// A window that refuses every counter up to `floor` (restored from the
+    /// persisted sender state).
+    pub fn refusing_through(floor: u64) -> Sparse {
+        Sparse {
+            recent: Vec::with_capacity(SPARSE),
+            floor: Some(floor),
+        }
+    }
+
+    /// The highest counter accepted or refused as too old so far.
+    pub fn top(&self) -> Option<u64> {
+        self.recent.iter().copied().chain(self.floor).max()
+    }
+
     /// What `c` would be, without changing anything.
     pub fn check(&self, c: u64) -> Verdict {
         if self.floor.is_some_and(|f| c <= f) {
