@@ -7,7 +7,8 @@
 //!
 //! A source is a remote peer, so what it can cost is bounded: a document
 //! (as received, and again once gunzipped) may hold at most
-//! [`MAX_DOCUMENT_BYTES`] and must arrive within [`poll_deadline`]; a cluster
+//! `data_source.max_document_mb` ([`max_document_bytes`], default
+//! [`MAX_DOCUMENT_BYTES`]) and must arrive within [`poll_deadline`]; a cluster
 //! or grid name that belongs to one of our own clusters or to another source
 //! is refused (counted, logged once per name per 10 minutes), so no source
 //! can wipe or overwrite data it does not own.

@@ -174,48 +174,20 @@ pub(super) async fn events(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AppState, HttpLimits, router};
+    use super::super::tests::{app_state, get};
+    use super::super::{AppState, router};
     use crate::alerts::{self, Event, EventKind, StateType};
     use crate::config::HttpConfig;
-    use crate::listen::ListenCounters;
     use crate::state::{Limits, State};
     use axum::Router;
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::StatusCode;
     use serde_json::Value;
     use std::sync::Arc;
-    use tower::ServiceExt;
-
-    async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
-        let resp = r
-            .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
 
     fn app(state: Arc<State>, a: Option<alerts::Alerts>, dir: &std::path::Path) -> Router {
         router(AppState {
-            state,
-            storage: None,
-            rrd_root: dir.to_path_buf(),
-            case_sensitive_hostnames: false,
-            limits: HttpLimits::new(&HttpConfig::default()),
-            flush: None,
-            trusted: Arc::new(Vec::new()),
-            all_trusted: false,
-            listen_counters: Arc::new(ListenCounters::default()),
             alerts: a,
-            auth: Default::default(),
-            forwards: Default::default(),
+            ..app_state(state, dir, &HttpConfig::default())
         })
     }
 

@@ -13,7 +13,8 @@ use ganglion_rrd::layout::{self, Series};
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn app_state(state: Arc<State>, root: &std::path::Path, c: &HttpConfig) -> AppState {
+/// An `AppState` with nothing optional switched on (other modules' tests start from it).
+pub(super) fn app_state(state: Arc<State>, root: &std::path::Path, c: &HttpConfig) -> AppState {
     AppState {
         state,
         storage: None,
@@ -114,7 +115,8 @@ fn app_with(c: &HttpConfig, two: bool) -> (AppState, tempfile::TempDir) {
     (a, dir)
 }
 
-async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
+/// GETs `uri` and parses the body as JSON (`Null` when it is not).
+pub(super) async fn get(r: &Router, uri: &str) -> (StatusCode, Value) {
     let resp = r
         .clone()
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
