@@ -32,8 +32,7 @@ TEST_PKGS=(
   lintian                                    # checks the packages scripts/build-debs.sh builds
   curl                                       # HTTPS and basic-auth client in http_security.rs
   # A private nagios4 for tests/tests/nagios.rs (check_dummy from the plugins). Its
-  # mail dependency (bsd-mailx) brings an MTA unless one is installed (exim4 on a
-  # bare system), kept from starting by the same policy as the other services.
+  # mail dependency (bsd-mailx) needs an MTA: see dma below.
   nagios4-core monitoring-plugins-basic
   victoria-metrics prometheus                # [[forward]] remote write / Graphite / scrape targets (tests/tests/forward.rs)
   graphite-carbon python3-whisper            # carbon-cache + whisper-fetch for the Graphite forward
@@ -80,6 +79,14 @@ done
 # nodejs package would conflict).
 if [ "$mode" = test ] && ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
+fi
+# nagios4-core needs a mail transport agent (through bsd-mailx); on a machine
+# with none, apt would pick exim4, a daemon on port 25 enabled for every boot.
+# dma satisfies it with no listener. A machine that has an MTA keeps it: MTAs
+# conflict with each other, so dma is only ever added where there is none.
+if printf '%s\n' "${missing[@]}" | grep -qx nagios4-core \
+  && [ ! -e "${GANGLION_SENDMAIL:-/usr/sbin/sendmail}" ]; then
+  missing+=(dma)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

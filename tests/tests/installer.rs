@@ -104,6 +104,8 @@ impl Scratch {
                 "GANGLION_SYSTEMD_RUNDIR",
                 self.dir.path().join("no-systemd-here"),
             )
+            // No MTA unless a test makes this file.
+            .env("GANGLION_SENDMAIL", self.dir.path().join("sendmail"))
             .stdin(Stdio::null());
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -304,4 +306,31 @@ fn an_unknown_mode_is_a_usage_error() {
     let s = Scratch::new(&[]);
     let (code, _) = s.run("everything", &[]);
     assert_eq!(code, 2);
+}
+
+#[test]
+fn nagios_gets_a_listener_free_mta_only_where_there_is_none() {
+    // No MTA: dma is installed beside nagios4-core, so apt does not pick exim4.
+    let bare = Scratch::new(&[]);
+    let (code, log) = bare.run("test", &[]);
+    assert_eq!(code, 0, "{log}");
+    let install = log
+        .lines()
+        .find(|l| l.starts_with("apt-get install"))
+        .unwrap_or_default();
+    assert!(install.contains(" nagios4-core"), "{log}");
+    assert!(install.contains(" dma"), "{log}");
+    // A machine with its own MTA keeps it: dma would replace it.
+    let site = Scratch::new(&[]);
+    fs::write(site.dir.path().join("sendmail"), "").unwrap();
+    let (code, log) = site.run("test", &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains(" dma"), "{log}");
+    // Nothing to install for nagios: no MTA is added either.
+    let all: Vec<String> = packages().into_iter().map(|(p, _)| p).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let done = Scratch::new(&all);
+    let (code, log) = done.run("test", &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("apt-get"), "{log}");
 }
