@@ -2,7 +2,8 @@
 //! `IP:name` hosts and free-text metric names sent with the real `gmetric`
 //! (names an argv can carry) and as raw gmond packets (NUL, CR, other
 //! control bytes, very long names) into an aggregator with a Graphite
-//! forward, a Nagios command file, an alert rule and a handler. Every
+//! forward, a Nagios command file, an alert rule and a handler, and the
+//! grid's `nagios-config` objects go through `nagios4 -v`. Every
 //! output must keep its format (one well-formed Graphite line per series,
 //! `/metrics/hosts` accepted by `promtool`, one external command per
 //! command-file line), the handler must run or its refusal be recorded, and
@@ -289,6 +290,33 @@ fn hostile_names_keep_every_output_well_formed() {
         ) > 0,
         "hosts with `;` or control characters are counted, not written"
     );
+
+    // `nagios-config` over the hostile grid: nagios4 accepts the objects
+    // (`Nagios::start` verifies with `nagios4 -v`), the names it can take
+    // are defined, the others only listed in the closing comment.
+    let ndir = ganglion_tests::nagios::Nagios::prepare();
+    let out = std::process::Command::new(workspace_bin("ganglion-aggregator"))
+        .arg("--config")
+        .arg(agg.dir.path().join("aggregator.toml"))
+        .args(["nagios-config", "--url", &format!("http://{}", agg.http)])
+        .args(["--contacts", "tester", "--plugin-dir"])
+        .arg(ndir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        objects.contains("host_name                a b\n"),
+        "{objects}"
+    );
+    assert!(objects.contains("\"semi;colon\""), "{objects}");
+    let nagios = ganglion_tests::nagios::Nagios::start(ndir, &objects, "", &[]);
+    assert!(nagios.host("a b").is_some() && nagios.host("good1").is_some());
+    drop(nagios);
 
     // Still up, and the good host keeps flowing after all of it.
     capture.clear();
