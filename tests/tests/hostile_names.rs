@@ -323,4 +323,14 @@ fn hostile_names_keep_every_output_well_formed() {
     send_all(2);
     check_lines(&graphite(2));
     assert!(http_get(agg.http, "/metrics").contains("ganglion_"));
+    // The log quotes hostile names (the NUL host's refused run) but every
+    // line is a whole event: none starts with a forged name.
+    let log = agg.log();
+    assert!(log.contains("NUL byte"), "{log}");
+    for l in log.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            l.starts_with("20") && !l.contains('\0'),
+            "a forged log line: {l:?}"
+        );
+    }
 }
