@@ -295,20 +295,7 @@ fn hostile_names_keep_every_output_well_formed() {
     // (`Nagios::start` verifies with `nagios4 -v`), the names it can take
     // are defined, the others only listed in the closing comment.
     let ndir = ganglion_tests::nagios::Nagios::prepare();
-    let out = std::process::Command::new(workspace_bin("ganglion-aggregator"))
-        .arg("--config")
-        .arg(agg.dir.path().join("aggregator.toml"))
-        .args(["nagios-config", "--url", &format!("http://{}", agg.http)])
-        .args(["--contacts", "tester", "--plugin-dir"])
-        .arg(ndir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let objects = String::from_utf8(out.stdout).unwrap();
+    let objects = ganglion_tests::nagios::nagios_config(&agg, ndir.path());
     assert!(
         objects.contains("host_name                a b\n"),
         "{objects}"
