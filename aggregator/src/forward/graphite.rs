@@ -96,13 +96,29 @@ impl PathRules {
             out.push('.');
         }
         if self.template.len() > 1 {
-            out.push_str(
-                &self
-                    .template
-                    .replace("%s", cluster)
-                    .replace("%h", host)
-                    .replace("%m", &m),
-            );
+            // One pass: a name holding `%h` or `%m` is not expanded again.
+            let mut rest = self.template.as_str();
+            while let Some(i) = rest.find('%') {
+                out.push_str(&rest[..i]);
+                let tail = &rest[i..];
+                let part = match tail.as_bytes().get(1) {
+                    Some(b's') => Some(cluster),
+                    Some(b'h') => Some(host),
+                    Some(b'm') => Some(m.as_str()),
+                    _ => None,
+                };
+                match part {
+                    Some(p) => {
+                        out.push_str(p);
+                        rest = &tail[2..];
+                    }
+                    None => {
+                        out.push('%');
+                        rest = &tail[1..];
+                    }
+                }
+            }
+            out.push_str(rest);
         } else {
             out.push_str(cluster);
             out.push('.');
@@ -300,6 +316,11 @@ mod tests {
         assert_eq!(
             path(&rules("p", "ganglia.%s.%m", false), "c", "h", "m"),
             "ganglia.c.m"
+        );
+        // Names are not templates: `%h` in a cluster stays text.
+        assert_eq!(
+            path(&rules("", "%s.%h.%m", false), "a%hb", "x%m", "%s"),
+            "a%hb.x%m.%s"
         );
         // A space in the metric becomes `_` without a template too.
         assert_eq!(path(&r, "c", "h", "my metric"), "c.h.my_metric");
