@@ -55,3 +55,25 @@ pub fn names() -> Vec<String> {
     v.push(format!("{}\n{}", "x".repeat(300), "y".repeat(300)));
     v
 }
+
+/// Reads one escaped Prometheus label value from the start of `s` (just
+/// after its opening quote); returns it and the rest after the closing
+/// quote, `None` when the escaping is not the exposition format's.
+pub fn label_value(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => out.push('\n'),
+                '\\' => out.push('\\'),
+                '"' => out.push('"'),
+                _ => return None,
+            },
+            '\n' => return None,
+            c => out.push(c),
+        }
+    }
+    None
+}

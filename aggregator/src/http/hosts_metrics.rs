@@ -239,27 +239,6 @@ mod tests {
         }
     }
 
-    /// Reads one escaped label value from the start of `s` (after its
-    /// opening quote); returns it and the rest after the closing quote.
-    fn label_value(s: &str) -> Option<(String, &str)> {
-        let mut out = String::new();
-        let mut chars = s.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => return Some((out, &s[i + 1..])),
-                '\\' => match chars.next()?.1 {
-                    'n' => out.push('\n'),
-                    '\\' => out.push('\\'),
-                    '"' => out.push('"'),
-                    _ => return None,
-                },
-                '\n' => return None,
-                c => out.push(c),
-            }
-        }
-        None
-    }
-
     /// Hostile host and metric names, units and descriptions: every line
     /// is a comment or one sample whose labels read back as the names.
     #[test]
@@ -293,9 +272,9 @@ mod tests {
                     "{l:?}"
                 );
                 let rest = rest.strip_prefix("cluster=\"").expect(l);
-                let (_, rest) = label_value(rest).expect(l);
+                let (_, rest) = crate::hostile::label_value(rest).expect(l);
                 let rest = rest.strip_prefix(",host=\"").expect(l);
-                let (host, rest) = label_value(rest).expect(l);
+                let (host, rest) = crate::hostile::label_value(rest).expect(l);
                 let value = rest.strip_prefix("} ").expect(l);
                 assert!(value.parse::<f64>().is_ok(), "{l:?}");
                 hosts.insert(host);
