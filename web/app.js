@@ -12,7 +12,10 @@ let structure = null; // what the current view was built from, to notice new hos
 function parseHash() {
   const h = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = h.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  // A hand-typed or truncated %-escape must not stop routing (URIError).
+  const parts = path.split("/").filter(Boolean).map((p) => {
+    try { return decodeURIComponent(p); } catch (e) { return p; }
+  });
   return { parts, params: new URLSearchParams(qs || "") };
 }
 function hashFor(parts, params) {

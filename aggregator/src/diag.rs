@@ -148,6 +148,36 @@ macro_rules! line {
 }
 pub(crate) use line;
 
+/// The log's field formatter: every value (and the message) on one line.
+/// Host, cluster and metric names come from the network and end up in log
+/// lines; a newline in one would forge a second line for whoever reads the
+/// log (journald, a log shipper), and the formatter's own sanitising only
+/// covers terminal escapes. Control characters (tab aside) and the Unicode
+/// line and paragraph separators are written escaped (`\n`, `\u{0}`).
+pub fn one_line_fields()
+-> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{}=", field.name())?;
+        }
+        write_one_line(w, &format!("{value:?}"))
+    })
+    .delimited(" ")
+}
+
+/// Writes `text` with line breaks and other control characters escaped.
+fn write_one_line(w: &mut impl std::fmt::Write, text: &str) -> std::fmt::Result {
+    for c in text.chars() {
+        if (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}') {
+            write!(w, "{}", c.escape_default())?;
+        } else {
+            w.write_char(c)?;
+        }
+    }
+    Ok(())
+}
+
 /// Adds one to a counter (what most [`Event::count`]s do).
 pub fn inc(c: &std::sync::atomic::AtomicU64) {
     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -183,12 +213,20 @@ pub(crate) mod testing {
         }
     }
 
+    impl Sink {
+        /// Everything logged.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
     /// Runs `f` with `warn` and above written to the returned sink.
     pub(crate) fn logging<R>(f: impl FnOnce() -> R) -> (R, Sink) {
         let sink = Sink::default();
         let s2 = sink.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(Level::WARN)
+            .fmt_fields(super::one_line_fields())
             .with_ansi(false)
             .with_writer(move || s2.clone())
             .finish();
@@ -321,5 +359,21 @@ mod tests {
         assert_eq!(sink.lines("quiet"), 0);
         assert_eq!(c.bad.load(Ordering::Relaxed), 1);
         assert!(d.limiter().is_empty());
+    }
+
+    /// A hostile name in a field or in the message never starts a line.
+    #[test]
+    fn hostile_names_leave_one_line_per_event() {
+        let names = crate::hostile::names();
+        let ((), sink) = logging(|| {
+            for n in &names {
+                tracing::warn!(host = %n, metric = ?n, name = n.as_str(), "seen {n}");
+            }
+        });
+        let text = sink.text();
+        assert_eq!(text.lines().count(), names.len(), "{text}");
+        assert!(text.lines().all(|l| l.contains(" WARN ")), "{text}");
+        assert!(!text.contains(['\r', '\0', '\u{1b}', '\u{2028}']), "{text}");
+        assert!(text.contains("host=a\\nb"), "{text}");
     }
 }

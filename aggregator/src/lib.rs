@@ -21,6 +21,8 @@ pub mod diag;
 pub mod flush_gate;
 pub mod forward;
 pub mod handlers;
+#[cfg(test)]
+pub(crate) mod hostile;
 pub mod http;
 pub mod import;
 pub mod listen;

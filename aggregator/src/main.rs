@@ -111,6 +111,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // One event, one line, whatever names from the network it quotes.
+        .fmt_fields(ganglion_aggregator::diag::one_line_fields())
         // Colour codes only on a terminal: journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A closed stderr (the reader of a pipe gone, e.g. `| tee` stopped

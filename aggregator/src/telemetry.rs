@@ -429,6 +429,34 @@ mod tests {
         assert!(om.ends_with("# EOF\n"), "{om}");
     }
 
+    /// Cluster names from the network as label values: every sample line
+    /// reads back as its cluster, in both formats.
+    #[test]
+    fn hostile_cluster_names_are_escaped_in_both_formats() {
+        let names = crate::hostile::names();
+        let e = Exposition {
+            counters: Vec::new(),
+            labelled: Vec::new(),
+            gauges: vec![(
+                "ganglion_hosts",
+                "Hosts",
+                names.iter().map(|n| (n.clone(), 1)).collect(),
+            )],
+            forwards: Default::default(),
+        };
+        for om in [true, false] {
+            let text = e.render(om);
+            let mut seen = std::collections::HashSet::new();
+            for l in text.lines().filter(|l| !l.starts_with('#')) {
+                let rest = l.strip_prefix("ganglion_hosts{cluster=\"").expect(l);
+                let (v, rest) = crate::hostile::label_value(rest).expect(l);
+                assert_eq!(rest, "} 1", "{l:?}");
+                seen.insert(v);
+            }
+            assert_eq!(seen.len(), names.len(), "{text}");
+        }
+    }
+
     #[test]
     fn log_limiter_per_key_and_reset() {
         let l: LogLimiter<&str> = LogLimiter::new(Duration::from_secs(600));

@@ -129,11 +129,14 @@ impl BaseUrl {
 }
 
 /// Percent-encodes one path segment (cluster and host names may hold
-/// spaces, `/`, `?`, anything).
+/// spaces, `/`, `?`, anything). A name of only dots has them encoded too:
+/// a bare `.` or `..` segment is removed or climbs a level in any proxy
+/// that normalises the path, asking about another object.
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    let dots = !s.is_empty() && s.bytes().all(|b| b == b'.');
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-_~".contains(&b) || (b == b'.' && !dots) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -513,6 +516,26 @@ mod tests {
         assert_eq!(segment("web 1/a?b%"), "web%201%2Fa%3Fb%25");
         assert_eq!(segment("node-1.example_x~"), "node-1.example_x~");
         assert_eq!(segment("ü"), "%C3%BC");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("."), "%2E");
+        assert_eq!(segment("a..b"), "a..b");
+        // Whatever the name: only unreserved bytes and %XX escapes.
+        for name in [
+            "a\0b",
+            "x\r\ny",
+            "#%;|'\"<>",
+            "\u{2028}",
+            "../../x",
+            "a/../b",
+        ] {
+            let e = segment(name);
+            assert!(
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+                "{e}"
+            );
+            assert!(e.split('/').count() == 1 && e != "." && e != "..");
+        }
     }
 
     #[test]

@@ -57,8 +57,10 @@ pub fn number(v: Option<f64>) -> String {
     }
 }
 
-/// A label: quoted, `'` doubled; `=` (never allowed) becomes `_`.
+/// A label: quoted, `'` doubled; `=` (never allowed) and control
+/// characters become `_`; an empty name is `_` (parsers skip `''`).
 pub fn label(s: &str) -> String {
+    let s = if s.is_empty() { "_" } else { s };
     let clean: String = s
         .chars()
         .map(|c| if c == '=' || c.is_control() { '_' } else { c })
@@ -132,5 +134,40 @@ mod tests {
         assert_eq!(uom("KB"), "KB");
         assert_eq!(uom("bytes/sec"), "");
         assert_eq!(uom("CPUs"), "");
+    }
+
+    /// Hostile metric names: one quoted label, quotes paired inside, no
+    /// `=`, no line break, whatever the name.
+    #[test]
+    fn hostile_labels_stay_one_quoted_token() {
+        let mut names: Vec<String> = [
+            "", "'", "''", "a'b", "a=b", "a b", "a\nb", "a\rb", "a\0b", "|", "a;b", "\u{2028}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        names.extend((0u8..0x20).map(|b| format!("c{}c", b as char)));
+        for n in &names {
+            let l = label(n);
+            let inner = l
+                .strip_prefix('\'')
+                .and_then(|r| r.strip_suffix('\''))
+                .expect(&l);
+            assert!(
+                !inner.is_empty() && !inner.replace("''", "").contains('\''),
+                "{l}"
+            );
+            assert!(!l.contains('=') && !l.chars().any(char::is_control), "{l}");
+            let p = Perf {
+                label: n.clone(),
+                value: Some(1.0),
+                uom: "",
+                warning: None,
+                critical: None,
+                min: None,
+                max: None,
+            };
+            assert_eq!(p.render(), format!("{l}=1"));
+        }
     }
 }

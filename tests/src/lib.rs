@@ -36,6 +36,22 @@ pub fn require_binary(name: &str) -> PathBuf {
     );
 }
 
+/// Runs `cmd` to completion and returns its stdout; panics naming `what`,
+/// with what it printed, when it fails.
+pub fn output_ok(what: &str, cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Path of one of this workspace's binaries (`ganglion-agent`, …), built by
 /// `cargo test --workspace` next to the test executable.
 pub fn workspace_bin(name: &str) -> PathBuf {

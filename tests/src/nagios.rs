@@ -13,6 +13,21 @@ use std::time::Duration;
 /// Debian's plugin directory (`check_dummy` from monitoring-plugins-basic).
 pub const PLUGIN_DIR: &str = "/usr/lib/nagios/plugins";
 
+/// `ganglion-aggregator nagios-config` for `agg`, as a site would run it
+/// (contact `tester`, plugins in `plugin_dir`); the objects printed.
+pub fn nagios_config(agg: &crate::Aggregator, plugin_dir: &Path) -> String {
+    let out = crate::output_ok(
+        "nagios-config",
+        Command::new(crate::workspace_bin("ganglion-aggregator"))
+            .arg("--config")
+            .arg(agg.dir.path().join("aggregator.toml"))
+            .args(["nagios-config", "--url", &format!("http://{}", agg.http)])
+            .args(["--contacts", "tester", "--plugin-dir"])
+            .arg(plugin_dir),
+    );
+    String::from_utf8(out).unwrap()
+}
+
 /// A running private Nagios.
 pub struct Nagios {
     /// Its directory (config, status, log, FIFO).
@@ -98,15 +113,9 @@ impl Nagios {
                 .unwrap();
             assert!(st.success());
         }
-        let verify = Command::new(&bin)
-            .arg("-v")
-            .arg(d.join("nagios.cfg"))
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "nagios4 -v refused the config:\n{}",
-            String::from_utf8_lossy(&verify.stdout)
+        crate::output_ok(
+            "nagios4 -v (the config)",
+            Command::new(&bin).arg("-v").arg(d.join("nagios.cfg")),
         );
         let guard = ChildGuard::spawn(
             "nagios4",

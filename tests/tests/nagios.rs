@@ -6,12 +6,11 @@
 //! after a host dies.
 
 use ganglion_proto::xdr::Value;
-use ganglion_tests::nagios::{Nagios, PLUGIN_DIR};
+use ganglion_tests::nagios::{Nagios, PLUGIN_DIR, nagios_config};
 use ganglion_tests::*;
 use serde_json::Value as Json;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,26 +96,7 @@ fn nagios4_takes_our_passive_results_and_runs_check_ganglion() {
 
     // The objects, as a site would make them.
     let url = format!("http://{}", agg.http);
-    let out = Command::new(workspace_bin("ganglion-aggregator"))
-        .arg("--config")
-        .arg(agg.dir.path().join("aggregator.toml"))
-        .args([
-            "nagios-config",
-            "--url",
-            &url,
-            "--contacts",
-            "tester",
-            "--plugin-dir",
-        ])
-        .arg(ndir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nagios-config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut objects = String::from_utf8(out.stdout).unwrap();
+    let mut objects = nagios_config(&agg, ndir.path());
     for h in ["node1", "node2"] {
         assert!(
             objects.contains(&format!("host_name                {h}\n")),

@@ -621,6 +621,57 @@ mod tests {
         );
     }
 
+    /// Hostile names are stored and read back byte for byte (NUL too) and
+    /// a filter matches only its own name: `%`, `_`, `*`, quotes are data.
+    #[test]
+    fn hostile_names_round_trip_and_filter_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = open(&dir.path().join("a.sqlite")).unwrap();
+        let mut names = crate::hostile::names();
+        names.extend(
+            [
+                "%",
+                "_",
+                "*",
+                "a%",
+                "' OR 1=1 --",
+                "\"); DROP TABLE events; --",
+            ]
+            .map(String::from),
+        );
+        let mut b = Batch {
+            events: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let mut e = ev(i as i64, EventKind::Alert, n, Some(n), Some(n));
+                    e.output = n.clone();
+                    e
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        write_batch(&mut c, &mut b).unwrap();
+        let r = open_reader(&dir.path().join("a.sqlite")).unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let got = query(
+                &r,
+                &EventQuery {
+                    host: Some(n.clone()),
+                    cluster: Some(n.clone()),
+                    rule: Some(n.clone()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(got.len(), 1, "{n:?}");
+            assert_eq!(got[0].time, i as i64);
+            assert_eq!(got[0].host.as_deref(), Some(n.as_str()));
+            assert_eq!(&got[0].output, n);
+        }
+    }
+
     #[test]
     fn retention_keeps_the_newest_within_days_and_count() {
         let dir = tempfile::tempdir().unwrap();

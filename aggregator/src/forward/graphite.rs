@@ -7,7 +7,11 @@
 //! persistent TCP connection instead of one per line; a space in a metric
 //! name becomes `_` with or without `graphite_path` (gmetad sends it raw
 //! without one, and carbon rejects the 4-field line); whitespace and control
-//! characters in any name become `_`, so no name can split or add a line.
+//! characters in any name become `_`, so no name can split or add a line;
+//! `/` and `\\` become `_` (carbon turns the path into a file path); an
+//! empty level (an empty name, `a..b`, a leading or trailing dot) becomes
+//! `_` (carbon would fold it into its neighbour's file); a value that is
+//! not a number as carbon reads one is sent as the parsed number.
 
 use super::Outcome;
 use crate::config::forward::{GraphiteCompat, GraphiteProtocol};
@@ -38,6 +42,7 @@ fn clean(out: &mut String, s: &str, strict: bool, map: impl Fn(char) -> char) {
         let c = map(c);
         let bad = c.is_whitespace()
             || c.is_control()
+            || matches!(c, '/' | '\\')
             || (strict && !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')));
         out.push(if bad { '_' } else { c });
     }
@@ -74,6 +79,16 @@ impl PathRules {
 
     /// The whole path for a metric of an already-mapped cluster and host.
     pub fn path(&self, out: &mut String, cluster: &str, host: &str, metric: &str) {
+        let start = out.len();
+        self.raw_path(out, cluster, host, metric);
+        if out[start..].starts_with('.') || out.ends_with('.') || out[start..].contains("..") {
+            let filled = fill_empty_levels(&out[start..]);
+            out.truncate(start);
+            out.push_str(&filled);
+        }
+    }
+
+    fn raw_path(&self, out: &mut String, cluster: &str, host: &str, metric: &str) {
         let mut m = String::with_capacity(metric.len());
         clean(&mut m, metric, self.strict(), |c| c);
         if let Some(p) = self.prefix() {
@@ -81,13 +96,29 @@ impl PathRules {
             out.push('.');
         }
         if self.template.len() > 1 {
-            out.push_str(
-                &self
-                    .template
-                    .replace("%s", cluster)
-                    .replace("%h", host)
-                    .replace("%m", &m),
-            );
+            // One pass: a name holding `%h` or `%m` is not expanded again.
+            let mut rest = self.template.as_str();
+            while let Some(i) = rest.find('%') {
+                out.push_str(&rest[..i]);
+                let tail = &rest[i..];
+                let part = match tail.as_bytes().get(1) {
+                    Some(b's') => Some(cluster),
+                    Some(b'h') => Some(host),
+                    Some(b'm') => Some(m.as_str()),
+                    _ => None,
+                };
+                match part {
+                    Some(p) => {
+                        out.push_str(p);
+                        rest = &tail[2..];
+                    }
+                    None => {
+                        out.push('%');
+                        rest = &tail[1..];
+                    }
+                }
+            }
+            out.push_str(rest);
         } else {
             out.push_str(cluster);
             out.push('.');
@@ -98,15 +129,25 @@ impl PathRules {
     }
 }
 
+/// `_` for every empty level of a dotted path.
+fn fill_empty_levels(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 2);
+    for (i, level) in path.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(if level.is_empty() { "_" } else { level });
+    }
+    out
+}
+
 /// Appends `path value ts\n`. `val` is the VAL text as received (gmetad
-/// sends it verbatim); one that is not a single token falls back to the
-/// number.
+/// sends it verbatim); one that is not a number falls back to `number`.
 pub fn line(out: &mut Vec<u8>, path: &str, val: &str, number: f64, ts: u64) {
     let v = val.trim();
-    let _ = if v.is_empty()
-        || v.bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
+    // Verbatim only when it is one number token (carbon reads it with
+    // Python's float(); Rust's f64 grammar is a subset of that).
+    let _ = if v.parse::<f64>().is_err() {
         writeln!(out, "{path} {} {ts}", ryu::Buffer::new().format(number))
     } else {
         writeln!(out, "{path} {v} {ts}")
@@ -276,6 +317,11 @@ mod tests {
             path(&rules("p", "ganglia.%s.%m", false), "c", "h", "m"),
             "ganglia.c.m"
         );
+        // Names are not templates: `%h` in a cluster stays text.
+        assert_eq!(
+            path(&rules("", "%s.%h.%m", false), "a%hb", "x%m", "%s"),
+            "a%hb.x%m.%s"
+        );
         // A space in the metric becomes `_` without a template too.
         assert_eq!(path(&r, "c", "h", "my metric"), "c.h.my_metric");
         // No name can add a line or a field.
@@ -304,6 +350,48 @@ mod tests {
         assert_eq!(parts.concat(), big);
         for p in parts {
             assert!(p.len() <= MAX_DATAGRAM && p.ends_with(b"\n"));
+        }
+    }
+
+    /// Whatever the names and value text: one line of exactly three
+    /// fields, a path of non-empty levels with no whitespace, control
+    /// character or slash, and a value carbon reads as a number.
+    #[test]
+    fn hostile_names_give_one_three_field_line() {
+        let names = crate::hostile::names();
+        let all_rules = [
+            rules("", "", false),
+            rules("", "", true),
+            rules("pre", "%h.%s.%m", false),
+            PathRules {
+                compat: GraphiteCompat::Strict,
+                ..rules("", "", false)
+            },
+        ];
+        for r in &all_rules {
+            for a in &names {
+                for b in &names {
+                    for (c, h, m) in [(a.as_str(), b.as_str(), "m"), ("c", a, b), (a, "h", b)] {
+                        let mut out = Vec::new();
+                        line(&mut out, &path(r, c, h, m), b, 1.5, 1_700_000_000);
+                        let text = String::from_utf8(out).unwrap();
+                        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+                        let fields: Vec<&str> = text.trim_end_matches('\n').split(' ').collect();
+                        assert_eq!(fields.len(), 3, "{text:?}");
+                        let p = fields[0];
+                        assert!(
+                            !p.chars().any(|c| c.is_whitespace()
+                                || c.is_control()
+                                || c == '/'
+                                || c == '\\'),
+                            "{p:?}"
+                        );
+                        assert!(p.split('.').all(|l| !l.is_empty()), "{p:?}");
+                        assert!(fields[1].parse::<f64>().is_ok(), "{text:?}");
+                        assert_eq!(fields[2], "1700000000");
+                    }
+                }
+            }
         }
     }
 }

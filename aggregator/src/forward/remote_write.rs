@@ -517,6 +517,34 @@ mod tests {
         assert_eq!(prost::Message::encode_to_vec(&w), raw);
     }
 
+    /// Hostile names: prost (which refuses a string field that is not
+    /// UTF-8, as Prometheus does for the whole request) decodes every
+    /// series, label values read back unchanged, names are valid.
+    #[test]
+    fn hostile_names_encode_to_a_valid_request() {
+        let names = crate::hostile::names();
+        let mut e = Encoder::default();
+        for n in &names {
+            let mut labels = Vec::new();
+            put_label(&mut labels, "cluster", n);
+            put_label(&mut labels, "host", n);
+            let mut name = String::new();
+            metric_name(&mut name, "ganglia_", n);
+            e.series(&name, &labels, 1.0, 5);
+        }
+        let w = decode(&e.finish()).unwrap();
+        assert_eq!(w.timeseries.len(), names.len());
+        for (s, n) in w.timeseries.iter().zip(&names) {
+            let name = &s.labels[0].value;
+            assert!(
+                name.starts_with("ganglia_")
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{name:?}"
+            );
+            assert_eq!(&s.labels[2].value, n);
+        }
+    }
+
     #[test]
     fn names_are_sanitised() {
         let mut s = String::new();

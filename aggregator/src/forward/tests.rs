@@ -11,11 +11,16 @@ use ganglion_proto::xdr::{Message, MetadataMsg, MetricId, Value as XValue, Value
 /// Cluster "my cluster", host "Node1.example.com": load_one 0.42 (float),
 /// "disk free" 12 (uint32), os_name (string).
 pub(crate) fn state() -> Arc<State> {
+    state_sized("my cluster", 10)
+}
+
+/// [`state`] with another cluster name and room for `max_hosts` hosts.
+pub(crate) fn state_sized(cluster: &str, max_hosts: usize) -> Arc<State> {
     let state = Arc::new(State::new(
         "g".into(),
         "http://x/".into(),
         vec![ClusterInfo {
-            name: "my cluster".into(),
+            name: cluster.into(),
             owner: "o".into(),
             latlong: "l".into(),
             url: "u".into(),
@@ -24,7 +29,7 @@ pub(crate) fn state() -> Arc<State> {
             trust_packet_hostname: false,
         }],
         Limits {
-            max_hosts: 10,
+            max_hosts,
             max_metrics: 10,
             max_string_bytes: 100,
         },

@@ -248,6 +248,21 @@ pub fn environment(handler: &str, ev: &Event) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Why a run cannot start when an argument or `GANGLION_*` value holds a
+/// NUL byte (a host or metric name from the network can): exec cannot pass
+/// one, and cutting the value there would hand the handler another name.
+/// The run is recorded with this as its error instead.
+pub fn nul_in(argv: &[String], env: &[(String, String)]) -> Option<String> {
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return Some(format!(
+            "not started: argument {i} holds a NUL byte (from a placeholder)"
+        ));
+    }
+    env.iter()
+        .find(|(_, v)| v.contains('\0'))
+        .map(|(k, _)| format!("not started: {k} holds a NUL byte"))
+}
+
 type Target = (usize, String, String);
 
 struct Runner {
@@ -600,9 +615,16 @@ impl Runner {
     async fn execute(&self, h: &HandlerConfig, argv: &[String], ev: &Event) -> Outcome {
         use std::os::unix::process::ExitStatusExt;
         use std::process::Stdio;
+        let env = environment(&h.name, ev);
+        if let Some(why) = nul_in(argv, &env) {
+            return Outcome {
+                error: Some(why),
+                ..Outcome::default()
+            };
+        }
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(environment(&h.name, ev))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -357,3 +357,47 @@ async fn at_shutdown_a_running_handler_is_killed_and_recorded_and_a_waiting_one_
         "no run is left holding the store open"
     );
 }
+
+/// Every hostile host name reaches the handler unchanged, as an argument
+/// and in `GANGLION_HOST`, or (a NUL byte, which exec cannot carry) the run
+/// is recorded as not started with the reason.
+#[tokio::test]
+async fn hostile_host_names_arrive_intact_or_the_refusal_is_recorded() {
+    let h = handler(
+        "echo",
+        &[
+            "/bin/sh",
+            "-c",
+            "printf '%s|%s' \"$1\" \"$GANGLION_HOST\"",
+            "sh",
+            "{host}",
+        ],
+    );
+    for name in crate::hostile::names() {
+        let r = runs(
+            vec![h.clone()],
+            HandlersConfig::default(),
+            vec![sample_event(EventKind::HostDown, &name)],
+            1,
+        )
+        .await;
+        let run = r[0].handler.as_ref().unwrap();
+        if name.contains('\0') {
+            let e = run.error.as_deref().unwrap_or_default();
+            assert!(e.contains("NUL byte"), "{name:?}: {run:?}");
+            assert_eq!(run.exit_code, None);
+        } else {
+            assert_eq!(run.error, None, "{name:?}");
+            assert_eq!(run.stdout, format!("{name}|{name}"), "{name:?}");
+        }
+    }
+}
+
+#[test]
+fn nul_bytes_are_named() {
+    let argv = vec!["/bin/true".to_string(), "a\0b".to_string()];
+    assert!(nul_in(&argv, &[]).unwrap().contains("argument 1"));
+    let env = vec![("GANGLION_HOST".to_string(), "x\0".to_string())];
+    assert!(nul_in(&argv[..1], &env).unwrap().contains("GANGLION_HOST"));
+    assert_eq!(nul_in(&argv[..1], &[]), None);
+}

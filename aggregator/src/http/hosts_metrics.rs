@@ -239,30 +239,103 @@ mod tests {
         }
     }
 
+    /// Hostile host and metric names, units and descriptions: every line
+    /// is a comment or one sample whose labels read back as the names.
+    #[test]
+    fn hostile_names_keep_the_format() {
+        let s = crate::forward::tests::state_sized("my \"cluster\"\n\\ <&>", 1000);
+        let now = now_secs();
+        let names = crate::hostile::names();
+        for (i, n) in names.iter().enumerate() {
+            add_metric_on(&s, Some(i), n, n, n, now);
+        }
+        let snap = s.snapshot(now);
+        for om in [true, false] {
+            let mut text = String::new();
+            render(&snap, om, &mut |b| {
+                text.push_str(std::str::from_utf8(&b).unwrap());
+                true
+            });
+            let mut hosts = std::collections::HashSet::new();
+            for l in text.lines() {
+                if l.starts_with("# HELP ganglia_") || l.starts_with("# TYPE ganglia_") {
+                    continue;
+                }
+                if l == "# EOF" {
+                    assert!(om);
+                    continue;
+                }
+                let (name, rest) = l.split_once('{').expect(l);
+                assert!(name.starts_with("ganglia_"), "{l:?}");
+                assert!(
+                    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "{l:?}"
+                );
+                let rest = rest.strip_prefix("cluster=\"").expect(l);
+                let (_, rest) = crate::hostile::label_value(rest).expect(l);
+                let rest = rest.strip_prefix(",host=\"").expect(l);
+                let (host, rest) = crate::hostile::label_value(rest).expect(l);
+                let value = rest.strip_prefix("} ").expect(l);
+                assert!(value.parse::<f64>().is_ok(), "{l:?}");
+                hosts.insert(host);
+            }
+            // Every hostile host the state took is shown, under its name.
+            for h in snap.clusters.iter().flat_map(|c| &c.hosts) {
+                assert!(hosts.contains(&*h.name), "{:?} missing", h.name);
+            }
+            let n: usize = snap.clusters.iter().map(|c| c.hosts.len()).sum();
+            assert!(
+                hosts.len() > names.len() / 2,
+                "{} of {n}: {hosts:?}",
+                hosts.len()
+            );
+        }
+    }
+
     /// Adds a uint32 metric `name` = 1024 to the test state's host.
     fn add_metric(s: &crate::state::State, name: &str, now: u64) {
+        add_metric_on(s, None, "Node1.example.com", name, "KB", now);
+    }
+
+    /// Adds a uint32 metric `name` (units and description `units`) = 1024
+    /// to host `host`, spoofed as `10.9.x.y:host` when `key` is given.
+    fn add_metric_on(
+        s: &crate::state::State,
+        key: Option<usize>,
+        host: &str,
+        name: &str,
+        units: &str,
+        now: u64,
+    ) {
         use ganglion_proto::MetricMeta;
         use ganglion_proto::xdr::{Message, MetadataMsg, MetricId, Value, ValueMsg};
-        let id = MetricId {
-            host: "h".into(),
-            name: name.into(),
-            spoof: false,
+        let id = match key {
+            Some(i) => MetricId {
+                host: format!("10.9.{}.{}:{host}", i / 256, i % 256),
+                name: name.into(),
+                spoof: true,
+            },
+            None => MetricId {
+                host: "h".into(),
+                name: name.into(),
+                spoof: false,
+            },
         };
         let src = "10.0.0.1:1".parse().unwrap();
         s.apply(
             0,
             src,
-            Some("Node1.example.com"),
+            Some(host),
             Message::Metadata(MetadataMsg {
                 id: id.clone(),
                 meta: MetricMeta {
                     type_name: "uint32".into(),
                     name: name.into(),
-                    units: "KB".into(),
+                    units: units.into(),
                     slope: 0,
                     tmax: 70,
                     dmax: 0,
-                    extra: vec![],
+                    extra: vec![("DESC".into(), units.into())],
                 },
             }),
             now,
@@ -270,7 +343,7 @@ mod tests {
         s.apply(
             0,
             src,
-            Some("Node1.example.com"),
+            Some(host),
             Message::Value(ValueMsg {
                 id,
                 fmt: "%u".into(),

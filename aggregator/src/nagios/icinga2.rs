@@ -23,6 +23,7 @@ struct Counters {
     unknown_object: AtomicU64,
     failed: AtomicU64,
     queue_full: AtomicU64,
+    unrepresentable: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -30,6 +31,7 @@ static COUNTERS: Counters = Counters {
     unknown_object: AtomicU64::new(0),
     failed: AtomicU64::new(0),
     queue_full: AtomicU64::new(0),
+    unrepresentable: AtomicU64::new(0),
 };
 
 /// `ganglion_icinga2_results_total{result}`.
@@ -45,8 +47,19 @@ pub fn metrics() -> LabelledCounter {
             ("unknown_object", g(&c.unknown_object)),
             ("failed", g(&c.failed)),
             ("queue_full", g(&c.queue_full)),
+            ("unrepresentable", g(&c.unrepresentable)),
         ],
     )
+}
+
+/// Can `p` name its Icinga 2 object? The service is addressed as
+/// `host!service`, so a `!` in the host would name another object (and an
+/// empty name none); such results are dropped and counted, never sent.
+/// The rest of the body is JSON (serde escapes every string).
+pub fn addressable(p: &Passive) -> bool {
+    !p.host.is_empty()
+        && !p.host.contains('!')
+        && p.service.as_deref().is_none_or(|s| !s.is_empty())
 }
 
 /// The request body for one result.
@@ -87,6 +100,10 @@ impl Sender {
     fn send_all(&self, results: Vec<Passive>) {
         let total = results.len();
         for (i, p) in results.iter().enumerate() {
+            if !addressable(p) {
+                COUNTERS.unrepresentable.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let body = body(p, self.ttl).to_string();
             let req = Request {
                 method: "POST",

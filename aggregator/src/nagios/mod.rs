@@ -310,8 +310,8 @@ pub fn ok_results(snap: &Snapshot, rules: &[RuleGlobs], h: &HealthSnapshot) -> V
                             x.map(|x| x.to_string()).unwrap_or_default()
                         };
                         format!(
-                            "'{}'={v};{};{}",
-                            r.metric.replace('\'', "''"),
+                            "{}={v};{};{}",
+                            ganglion_nagios::perfdata::label(&r.metric),
                             range(r.warning_range()),
                             range(r.critical_range())
                         )

@@ -38,12 +38,27 @@ pub struct Params {
 
 /// A Nagios object name: no characters Nagios refuses in names
 /// (`illegal_object_name_chars` default `` `~!$%^&*|'"<>?,()= `` and
-/// control characters); `None` when the name has any.
+/// control characters), no `;` (starts a comment in a definition), no `\`
+/// (a trailing one joins the next line), no `{`/`}`, and no leading or
+/// trailing whitespace (Nagios trims values, so the object would be named
+/// differently from the command-file field); `false` when the name breaks
+/// any of these.
 fn object_name_ok(s: &str) -> bool {
     !s.is_empty()
-        && !s
-            .chars()
-            .any(|c| c.is_control() || c == ';' || "`~!$%^&*|'\"<>?,()=".contains(c))
+        && s.trim() == s
+        && !s.chars().any(|c| {
+            c.is_control()
+                || c.is_whitespace() && c != ' '
+                || ";\\{}".contains(c)
+                || "`~!$%^&*|'\"<>?,()=".contains(c)
+        })
+}
+
+/// A refused name as it is listed in the closing comment: quoted and
+/// escaped, so a newline in it cannot end the comment and start a
+/// definition.
+fn listed(s: &str) -> String {
+    format!("{s:?}")
 }
 
 /// Renders the definitions for `clusters` (name → host names) and `rules`.
@@ -91,7 +106,7 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
         let cluster_ok = object_name_ok(cluster) && !cluster.contains('!');
         for h in hosts {
             if !object_name_ok(h) || !cluster_ok {
-                refused.push(format!("{cluster}/{h}"));
+                refused.push(format!("{}/{}", listed(cluster), listed(h)));
                 continue;
             }
             let _ = write!(
@@ -104,7 +119,7 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
                 .filter(|(r, (c, hs))| !r.cluster_rule && c.is_match(cluster) && hs.is_match(h))
             {
                 if !object_name_ok(&r.name) {
-                    refused.push(format!("rule {:?}", r.name));
+                    refused.push(format!("rule {}", listed(&r.name)));
                     continue;
                 }
                 let _ = write!(
@@ -127,7 +142,9 @@ pub fn render(p: &Params, clusters: &[(String, Vec<String>)], rules: &[RuleRef])
                 "define host {{\n    use                      ganglion-host\n    host_name                {cluster}\n    alias                    cluster {cluster}\n    address                  {cluster}\n    check_command            ganglion_no_passive_result\n}}\n\n"
             );
             for r in cluster_rules {
-                if object_name_ok(&r.name) {
+                if !object_name_ok(&r.name) {
+                    refused.push(format!("rule {}", listed(&r.name)));
+                } else {
                     let _ = write!(
                         o,
                         "define service {{\n    use                      ganglion-service\n    host_name                {cluster}\n    service_description      {}\n}}\n\n",
@@ -224,7 +241,7 @@ mod tests {
         assert_eq!(services("prod"), ["prod-load"]);
         assert!(
             out.contains(
-                "# Left out: names Nagios does not accept as object names:\n#   prod/bad;name"
+                "# Left out: names Nagios does not accept as object names:\n#   \"prod\"/\"bad;name\""
             ),
             "{out}"
         );
@@ -240,6 +257,74 @@ mod tests {
             with_ca.contains("--heartbeat --ca '/etc/ganglion/ca.pem'\n"),
             "{with_ca}"
         );
+    }
+
+    /// Every line of the output is a comment, a blank, `define x {`, `}`
+    /// or `    directive value` with a value that cannot reopen anything,
+    /// whatever the cluster, host and rule names.
+    #[test]
+    fn hostile_names_never_break_the_config() {
+        let p = Params {
+            url: "http://mon:8080".into(),
+            plugin_dir: "/p".into(),
+            freshness_secs: 180,
+            contacts: vec![],
+            ca: None,
+        };
+        let names = crate::hostile::names();
+        let clusters: Vec<(String, Vec<String>)> = names
+            .iter()
+            .map(|c| (c.clone(), names.clone()))
+            .chain([("ok".to_string(), names.clone())])
+            .collect();
+        let rules: Vec<RuleRef> = names
+            .iter()
+            .flat_map(|n| {
+                [false, true].map(|cluster_rule| RuleRef {
+                    name: n.clone(),
+                    cluster: "*".into(),
+                    hosts: "*".into(),
+                    cluster_rule,
+                })
+            })
+            .collect();
+        let out = render(&p, &clusters, &rules);
+        let mut depth = 0;
+        for l in out.lines() {
+            if l.is_empty() || l.starts_with('#') {
+                assert_eq!(depth, 0, "comment inside a definition: {l:?}");
+                continue;
+            }
+            if let Some(kind) = l.strip_prefix("define ") {
+                assert!(
+                    ["command {", "host {", "service {"].contains(&kind),
+                    "{l:?}"
+                );
+                assert_eq!(depth, 0);
+                depth = 1;
+                continue;
+            }
+            if l == "}" {
+                assert_eq!(depth, 1);
+                depth = 0;
+                continue;
+            }
+            assert_eq!(depth, 1, "directive outside a definition: {l:?}");
+            let value = l.trim_start().split_once(' ').map_or("", |(_, v)| v.trim());
+            assert!(
+                !l.ends_with('\\') && !l.contains(['{', '}'].as_slice())
+                    || l.contains("command_line"),
+                "{l:?}"
+            );
+            assert!(!value.contains(';') || l.contains("command_line"), "{l:?}");
+        }
+        assert_eq!(depth, 0);
+        // The well-formed names are defined, the others listed.
+        assert!(
+            out.contains("host_name                a b\n"),
+            "spaces are fine"
+        );
+        assert!(out.contains("#   \"ok\"/\"a\\nb\""), "{out}");
     }
 }
 

@@ -417,3 +417,50 @@ fn a_missing_command_file_counts_every_dropped_line_and_logs_once() {
     assert_eq!(sink.lines("6 passive results"), 0);
     assert_eq!(sink.lines("3 passive results dropped"), 1);
 }
+
+/// Every hostile host, service and output gives either no line (counted)
+/// or exactly one command with its fields where they belong; Icinga 2
+/// results that could name another object are not addressable.
+#[test]
+fn hostile_names_give_one_command_or_none() {
+    let names = crate::hostile::names();
+    for host in &names {
+        for other in &names {
+            for l in [
+                host_line(1, host, true, other),
+                service_line(1, host, other, 2, other, other),
+                service_line(1, "h", host, 2, "out", ""),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert!(l.ends_with('\n') && l.matches('\n').count() == 1, "{l:?}");
+                assert!(!l.contains(['\r', '\0']), "{l:?}");
+                assert!(l.len() <= super::MAX_LINE_BYTES, "{l:?}");
+                let fields: Vec<&str> = l.trim_end().splitn(5, ';').collect();
+                if l.contains("HOST_CHECK") {
+                    assert_eq!(fields[1], host);
+                } else {
+                    assert!(fields.len() == 5 && !fields[3].is_empty(), "{l:?}");
+                    assert!(fields[3].parse::<u8>().is_ok(), "{l:?}");
+                }
+            }
+        }
+        let p = Passive {
+            time: 1,
+            host: host.clone(),
+            service: Some("svc".into()),
+            code: 0,
+            output: host.clone(),
+            perfdata: String::new(),
+        };
+        if icinga2::addressable(&p) {
+            let b = icinga2::body(&p, 60);
+            let back: serde_json::Value = serde_json::from_str(&b.to_string()).unwrap();
+            assert_eq!(back["plugin_output"], host.as_str());
+            assert_eq!(back["service"], format!("{host}!svc"));
+        } else {
+            assert!(host.is_empty() || host.contains('!'), "{host:?}");
+        }
+    }
+}
