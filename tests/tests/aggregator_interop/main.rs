@@ -285,9 +285,16 @@ fn slow_xml_clients_do_not_block_others() {
     // what is checked here is the XML ports.
     let agg = Aggregator::start("slow", "write_rrds = false\n");
     let metrics = ["m0", "m1", "m2", "m3", "m4"];
-    send_synthetic_hosts(agg.udp, 8000, &metrics, |h, k| (h + k) as f32);
     let big = 8 << 20;
-    wait_until("a dump larger than 8 MiB", Duration::from_secs(60), || {
+    // UDP is lossy: a busy machine drops part of an 80,000-datagram burst, so
+    // the burst is repeated until the state is whole. What this test checks
+    // is slow readers, not ingest loss (the ingest benchmarks measure that).
+    let mut round = 0;
+    wait_until("a dump larger than 8 MiB", Duration::from_secs(90), || {
+        if round % 50 == 0 {
+            send_synthetic_hosts(agg.udp, 8000, &metrics, |h, k| (h + k) as f32);
+        }
+        round += 1;
         (read_tcp(agg.dump, None).len() > big).then_some(())
     });
     let timeouts_before = metrics_value(agg.http, "ganglion_xml_timeouts_total");
